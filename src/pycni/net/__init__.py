@@ -1,0 +1,1 @@
+"""Kernel plumbing: network namespaces and links (the only place that talks netlink)."""

@@ -1,0 +1,11 @@
+"""pycni's plugins, one module per plugin type.
+
+``PLUGIN_MODULES`` maps each type to the module holding its ``plugin``
+object; it is read by the executables that ``pycni plugins install`` writes,
+so it must stay importable with the standard library alone.
+"""
+
+PLUGIN_MODULES: dict[str, str] = {
+    "loopback": "pycni.plugins.main.loopback",
+    "static": "pycni.plugins.ipam.static",
+}

@@ -1,0 +1,43 @@
+"""Small helpers for reading decoded JSON the way Go's encoding/json does.
+
+Go matches object keys to struct fields case-insensitively, and the reference
+plugins depend on it (containerd sends ``HostPort`` for ``hostPort``), so a
+faithful reader looks a key up exactly first, then ignoring case.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+def get_key(data: dict[str, Any], key: str, default: Any = None) -> Any:
+    """``data[key]``, falling back to a case-insensitive match as Go does."""
+    if key in data:
+        return data[key]
+    folded = key.casefold()
+    for candidate, value in data.items():
+        if candidate.casefold() == folded:
+            return value
+    return default
+
+
+def has_key(data: dict[str, Any], key: str) -> bool:
+    sentinel = object()
+    return get_key(data, key, sentinel) is not sentinel
+
+
+def type_name(value: object) -> str:
+    """The JSON type name of a decoded value, for error messages."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "boolean"
+    if isinstance(value, (int, float)):
+        return "number"
+    if isinstance(value, str):
+        return "string"
+    if isinstance(value, list):
+        return "array"
+    if isinstance(value, dict):
+        return "object"
+    return type(value).__name__

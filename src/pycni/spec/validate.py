@@ -1,0 +1,45 @@
+"""Validation of container IDs, network names and interface names.
+
+Same rules, codes and messages as ``cni/pkg/utils``; both the plugin SDK and
+the runtime call these so a bad name fails the same way on either side.
+"""
+
+from __future__ import annotations
+
+import re
+
+from pycni.spec.errors import CNIError, ErrorCode
+
+_VALID_NAME = re.compile(r"[a-zA-Z0-9][a-zA-Z0-9_.\-]*")
+MAX_INTERFACE_NAME_LENGTH = 15
+
+
+def validate_container_id(container_id: str) -> None:
+    if container_id == "":
+        raise CNIError(ErrorCode.UNKNOWN_CONTAINER, "missing containerID")
+    if not _VALID_NAME.fullmatch(container_id):
+        raise CNIError(ErrorCode.INVALID_ENVIRONMENT_VARIABLES, "invalid characters in containerID", container_id)
+
+
+def validate_network_name(name: str) -> None:
+    if name == "":
+        raise CNIError(ErrorCode.INVALID_NETWORK_CONFIG, "missing network name")
+    if not _VALID_NAME.fullmatch(name):
+        raise CNIError(ErrorCode.INVALID_NETWORK_CONFIG, "invalid characters found in network name", name)
+
+
+def validate_interface_name(ifname: str) -> None:
+    if not ifname:
+        raise CNIError(ErrorCode.INVALID_ENVIRONMENT_VARIABLES, "interface name is empty")
+    if len(ifname.encode()) > MAX_INTERFACE_NAME_LENGTH:
+        raise CNIError(
+            ErrorCode.INVALID_ENVIRONMENT_VARIABLES,
+            "interface name is too long",
+            f"interface name should be less than {MAX_INTERFACE_NAME_LENGTH + 1} characters",
+        )
+    if ifname in (".", ".."):
+        raise CNIError(ErrorCode.INVALID_ENVIRONMENT_VARIABLES, "interface name is . or ..")
+    if any(ch in "/:" or ch.isspace() for ch in ifname):
+        raise CNIError(
+            ErrorCode.INVALID_ENVIRONMENT_VARIABLES, "interface name contains / or : or whitespace characters"
+        )
