@@ -6,7 +6,7 @@ import os
 import subprocess
 import uuid
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 
 
 def run(*cmd: str, check: bool = True, netns: str | None = None, **kwargs: object) -> subprocess.CompletedProcess[str]:
@@ -22,11 +22,12 @@ class NetnsPool:
         self.prefix = prefix
         self.names: list[str] = []
 
-    def new(self, label: str = "ns") -> str:
+    def new(self, label: str = "ns", lo_up: bool = True) -> str:
         name = f"{self.prefix}-{label}-{uuid.uuid4().hex[:6]}"
         run("ip", "netns", "add", name)
         self.names.append(name)
-        run("ip", "link", "set", "lo", "up", netns=name)
+        if lo_up:
+            run("ip", "link", "set", "lo", "up", netns=name)
         return name
 
     @staticmethod
@@ -38,10 +39,8 @@ class NetnsPool:
             # Kill anything still running inside (httpd, iperf3), then delete.
             pids = run("ip", "netns", "pids", name, check=False).stdout.split()
             for pid in pids:
-                try:
+                with suppress(ProcessLookupError, ValueError):
                     os.kill(int(pid), 9)
-                except (ProcessLookupError, ValueError):
-                    pass
             run("ip", "netns", "del", name, check=False)
         self.names.clear()
 

@@ -24,8 +24,14 @@ import sys
 def main() -> int:
     command = os.environ.get("CNI_COMMAND", "")
     if command == "VERSION":
-        print(json.dumps({"cniVersion": "1.1.0", "supportedVersions": ["0.1.0", "0.2.0", "0.3.0", "0.3.1",
-                                                                        "0.4.0", "1.0.0", "1.1.0"]}))
+        print(
+            json.dumps(
+                {
+                    "cniVersion": "1.1.0",
+                    "supportedVersions": ["0.1.0", "0.2.0", "0.3.0", "0.3.1", "0.4.0", "1.0.0", "1.1.0"],
+                }
+            )
+        )
         return 0
     raw = sys.stdin.buffer.read()
     conf = json.loads(raw)

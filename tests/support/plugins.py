@@ -13,7 +13,9 @@ def install_script(directory: str | os.PathLike[str], name: str, script: Path, f
     """An executable ``directory/name`` that runs ``script`` with this interpreter."""
     path = os.path.join(directory, name)
     with open(path, "w") as handle:
-        handle.write(f"#!{sys.executable} {flags}\nimport runpy\nrunpy.run_path({str(script)!r}, run_name='__main__')\n")
+        handle.write(
+            f"#!{sys.executable} {flags}\nimport runpy\nrunpy.run_path({str(script)!r}, run_name='__main__')\n"
+        )
     os.chmod(path, 0o755)
     return path
 

@@ -139,6 +139,12 @@ def cmd_version(opts: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_demo(opts: argparse.Namespace) -> int:
+    from pycni.cli.demo import main as demo_main
+
+    return demo_main()
+
+
 def cmd_plugins_install(opts: argparse.Namespace) -> int:
     from pycni.cli.install import install
 
@@ -185,6 +191,8 @@ def build_parser() -> argparse.ArgumentParser:
     version = sub.add_parser("version", help="print pycni's version, or a plugin's VERSION reply")
     version.add_argument("plugin", nargs="?", metavar="PLUGIN-TYPE")
     version.set_defaults(func=cmd_version)
+    demo = sub.add_parser("demo", help="run the seed article's Case 1 and Case 2 end to end (root)")
+    demo.set_defaults(func=cmd_demo)
     plugins = sub.add_parser("plugins", help="manage pycni's plugin executables")
     plugins_sub = plugins.add_subparsers(dest="plugins_command", metavar="ACTION", parser_class=_Parser)
     plugins_sub.required = True
