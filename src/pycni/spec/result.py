@@ -36,13 +36,23 @@ def _decode_error(message: str) -> CNIError:
 
 
 def parse_cidr(text: object, what: str) -> IPInterface:
-    """``a.b.c.d/n`` or ``v6/n``, host bits kept (Go's ``types.ParseCIDR``)."""
+    """``a.b.c.d/n`` or ``v6/n``, host bits kept (Go's ``types.ParseCIDR``).
+
+    As in Go: only a decimal prefix length (no netmask form), no IPv6 zone,
+    and an IPv4-mapped IPv6 address is an IPv4 address.
+    """
     if not isinstance(text, str) or "/" not in text:
         raise _decode_error(f"{what}: invalid CIDR address {text!r}, expected address/prefix")
+    prefix = text.rsplit("/", 1)[1]
+    if "%" in text or not (prefix.isascii() and prefix.isdigit()):
+        raise _decode_error(f"{what}: invalid CIDR address {text!r}")
     try:
-        return ipaddress.ip_interface(text)
+        parsed = ipaddress.ip_interface(text)
     except ValueError:
         raise _decode_error(f"{what}: invalid CIDR address {text!r}") from None
+    if isinstance(parsed, ipaddress.IPv6Interface) and parsed.ip.ipv4_mapped and parsed.network.prefixlen >= 96:
+        return ipaddress.IPv4Interface(f"{parsed.ip.ipv4_mapped}/{parsed.network.prefixlen - 96}")
+    return parsed
 
 
 def parse_ip(text: object, what: str) -> IPAddress | None:
@@ -51,10 +61,15 @@ def parse_ip(text: object, what: str) -> IPAddress | None:
         return None
     if not isinstance(text, str):
         raise _decode_error(f"{what}: expected an IP address string, got {type_name(text)}")
+    if "%" in text:
+        raise _decode_error(f"{what}: invalid IP address {text!r} (zones are not allowed)")
     try:
-        return ipaddress.ip_address(text)
+        parsed = ipaddress.ip_address(text)
     except ValueError:
         raise _decode_error(f"{what}: invalid IP address {text!r}") from None
+    if isinstance(parsed, ipaddress.IPv6Address) and parsed.ipv4_mapped:
+        return parsed.ipv4_mapped
+    return parsed
 
 
 def _int_field(data: dict[str, Any], key: str, what: str) -> int | None:
@@ -109,15 +124,18 @@ class Interface:
     pci_id: str = ""
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any], what: str = "interface") -> Interface:
-        return cls(
+    def from_dict(cls, data: dict[str, Any], what: str = "interface", version: str = "1.1.0") -> Interface:
+        """Decode at ``version``: before 1.0.0 there is no mtu/socketPath/pciID (Go drops them)."""
+        interface = cls(
             name=_str_field(data, "name", what),
             mac=_str_field(data, "mac", what),
-            mtu=_int_field(data, "mtu", what) or 0,
             sandbox=_str_field(data, "sandbox", what),
-            socket_path=_str_field(data, "socketPath", what),
-            pci_id=_str_field(data, "pciID", what),
         )
+        if version in VERSIONS_1X:
+            interface.mtu = _int_field(data, "mtu", what) or 0
+            interface.socket_path = _str_field(data, "socketPath", what)
+            interface.pci_id = _str_field(data, "pciID", what)
+        return interface
 
     def to_dict(self, version: str) -> dict[str, Any]:
         data: dict[str, Any] = {"name": self.name}
@@ -188,13 +206,10 @@ class Route:
             scope=_int_field(data, "scope", what),
         )
 
-    def to_dict(self, legacy: bool = False) -> dict[str, Any]:
-        """All fields; ``legacy`` (0.1.0/0.2.0 conversion) keeps only dst and gw."""
+    def to_dict(self) -> dict[str, Any]:
         data: dict[str, Any] = {"dst": str(self.dst)}
         if self.gw is not None:
             data["gw"] = str(self.gw)
-        if legacy:
-            return data
         for key, value in (("mtu", self.mtu), ("advmss", self.advmss), ("priority", self.priority)):
             if value:
                 data[key] = value
@@ -265,7 +280,9 @@ class Result:
     def from_dict(cls, data: object, default_version: str = "") -> Result:
         """Decode at the result's own ``cniVersion`` (absent means 0.1.0)."""
         obj = _object(data, "result")
-        version = get_key(obj, "cniVersion") or default_version or "0.1.0"
+        version = get_key(obj, "cniVersion")
+        if version is None or version == "":
+            version = default_version or "0.1.0"
         if not isinstance(version, str):
             raise _decode_error(f"result.cniVersion: expected a string, got {type_name(version)}")
         if version not in ALL_VERSIONS:
@@ -275,7 +292,7 @@ class Result:
         return cls(
             cni_version=version,
             interfaces=[
-                Interface.from_dict(item, f"interfaces[{i}]")
+                Interface.from_dict(item, f"interfaces[{i}]", version)
                 for i, item in enumerate(_object_list(obj, "interfaces", "result"))
             ],
             ips=[IPConfig.from_dict(item, f"ips[{i}]") for i, item in enumerate(_object_list(obj, "ips", "result"))],
@@ -352,7 +369,7 @@ class Result:
                 block: dict[str, Any] = {"ip": str(ip.address)}
                 if ip.gateway is not None:
                     block["gateway"] = str(ip.gateway)
-                routes = [r.to_dict(legacy=True) for r in result.routes if r.dst.version == ip.address.version]
+                routes = [r.to_dict() for r in result.routes if r.dst.version == ip.address.version]
                 if routes:
                     block["routes"] = routes
                 data[key] = block
