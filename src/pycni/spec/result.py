@@ -360,7 +360,7 @@ class Result:
 
     def to_dict(self, version: str | None = None) -> dict[str, Any]:
         """The JSON object at ``version`` (default: this result's own version)."""
-        result = self.as_version(version) if version and version != self.cni_version else self
+        result = self.as_version(version) if version is not None and version != self.cni_version else self
         v = result.cni_version
         data: dict[str, Any] = {"cniVersion": v}
         if v in LEGACY_VERSIONS:
