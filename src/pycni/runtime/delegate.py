@@ -19,7 +19,7 @@ _executor: Executor = SubprocessExecutor()
 
 def set_executor(executor: Executor) -> Executor:
     """Replace the executor used for delegation; returns the previous one."""
-    global _executor  # noqa: PLW0603 - one process-wide seam, set once at start-up
+    global _executor  # one process-wide seam, set once at start-up
     previous, _executor = _executor, executor
     return previous
 
