@@ -74,12 +74,32 @@ def entered(path: str, fd: int | None = None) -> Iterator[None]:
             os.close(target)
 
 
+@contextmanager
+def handle(path: str, fd: int | None = None) -> Iterator[int]:
+    """An open handle on the namespace: ``fd`` itself, or ``path`` opened (and closed after)."""
+    if fd is not None:
+        yield fd
+        return
+    opened = open_netns(path)
+    try:
+        yield opened
+    finally:
+        os.close(opened)
+
+
 def iproute(path: str, fd: int | None = None) -> IPRoute:
     """A pyroute2 socket bound to the namespace at ``path`` (or handle ``fd``)."""
     from pyroute2 import IPRoute
 
     with entered(path, fd):
         return IPRoute()
+
+
+def iproute_here() -> IPRoute:
+    """A pyroute2 socket in the calling thread's own namespace (the host's, for a plugin)."""
+    from pyroute2 import IPRoute
+
+    return IPRoute()
 
 
 def exists(path: str) -> bool:

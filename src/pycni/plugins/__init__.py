@@ -6,6 +6,8 @@ so it must stay importable with the standard library alone.
 """
 
 PLUGIN_MODULES: dict[str, str] = {
+    "bridge": "pycni.plugins.main.bridge",
+    "host-local": "pycni.plugins.ipam.host_local",
     "loopback": "pycni.plugins.main.loopback",
     "static": "pycni.plugins.ipam.static",
 }

@@ -7,10 +7,9 @@ reports ``lo`` with the loopback addresses it found.
 
 from __future__ import annotations
 
-import ipaddress
 import socket
 
-from pycni.net import link, netns
+from pycni.net import addr, link, netns
 from pycni.skel import CmdArgs, Plugin
 from pycni.spec import CNIError, ErrorCode, Interface, IPConfig, Result
 
@@ -22,19 +21,18 @@ def add(args: CmdArgs) -> Result:
     prev = args.prev_result()
     with netns.iproute(args.netns, args.netns_fd) as ipr:
         index = link.set_up(ipr, "lo")
-        found = {family: link.addresses(ipr, index, family) for family in (socket.AF_INET, socket.AF_INET6)}
-    for addrs in found.values():
-        for address, _ in addrs:
-            if not ipaddress.ip_address(address).is_loopback:
-                raise CNIError(ErrorCode.INTERNAL, f"loopback interface found with non-loopback address {address!r}")
+        found = {family: addr.addresses(ipr, index, family) for family in (socket.AF_INET, socket.AF_INET6)}
+    for addresses in found.values():
+        for address in addresses:
+            if not address.ip.is_loopback:
+                raise CNIError(ErrorCode.INTERNAL, f"loopback interface found with non-loopback address {address}")
     if prev is not None:
         return prev
     result = Result(args.cni_version)
     index = result.add_interface(Interface(name="lo", mac="00:00:00:00:00:00", sandbox=args.netns))
     for family in (socket.AF_INET, socket.AF_INET6):
         if found[family]:
-            address, prefix = found[family][0]
-            result.ips.append(IPConfig(address=ipaddress.ip_interface(f"{address}/{prefix}"), interface=index))
+            result.ips.append(IPConfig(address=found[family][0], interface=index))
     return result
 
 

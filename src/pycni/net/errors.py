@@ -1,0 +1,42 @@
+"""Netlink errors translated into CNI errors that say what failed and why."""
+
+from __future__ import annotations
+
+import errno
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+from pyroute2.netlink.exceptions import NetlinkError
+
+from pycni.spec.errors import CNIError, ErrorCode
+
+
+class NetError(CNIError):
+    """A kernel operation failed; ``errno`` keeps the kernel's reason."""
+
+    def __init__(self, action: str, err: int) -> None:
+        super().__init__(ErrorCode.INTERNAL, f"{action}: {os.strerror(err)}")
+        self.errno = err
+
+
+class LinkNotFound(NetError):
+    def __init__(self, name: str) -> None:
+        super().__init__(f"link {name!r} not found", errno.ENODEV)
+        self.name = name
+
+
+@contextmanager
+def netlink(action: str) -> Iterator[None]:
+    """Run the body; a ``NetlinkError`` becomes a :class:`NetError` naming ``action``."""
+    try:
+        yield
+    except NetlinkError as exc:
+        raise NetError(action, int(exc.code)) from None
+
+
+def is_errno(exc: BaseException, *codes: int) -> bool:
+    """Whether ``exc`` is a netlink or pycni error with one of ``codes``."""
+    if isinstance(exc, NetlinkError):
+        return int(exc.code) in codes
+    return isinstance(exc, NetError) and exc.errno in codes

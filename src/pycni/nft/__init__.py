@@ -1,0 +1,65 @@
+"""nftables: rulesets rendered as text and applied as one atomic ``nft -f -`` transaction.
+
+This is how the Go reference (through knftables), kube-proxy and Calico drive
+nftables: one process per transaction, never one per rule, and the kernel
+applies a transaction entirely or not at all.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from typing import Any
+
+from pycni.spec.errors import CNIError, ErrorCode
+
+NFT = "nft"
+COMMENT_MAX = 128
+
+
+class NftError(CNIError):
+    def __init__(self, action: str, stderr: str) -> None:
+        super().__init__(ErrorCode.INTERNAL, f"nftables: {action}: {stderr.strip() or 'failed'}")
+
+
+def run(script: str, action: str = "apply ruleset") -> None:
+    """Apply ``script`` (nft syntax, one command per line) atomically."""
+    if not script.strip():
+        return
+    try:
+        proc = subprocess.run([NFT, "-f", "-"], input=script, capture_output=True, text=True, check=False)
+    except FileNotFoundError:
+        raise CNIError(ErrorCode.INTERNAL, "nftables: the nft command is not installed") from None
+    if proc.returncode != 0:
+        raise NftError(action, proc.stderr)
+
+
+def _list(*what: str) -> list[dict[str, Any]]:
+    """``nft -j list ...`` objects; none if the table or chain does not exist."""
+    try:
+        proc = subprocess.run([NFT, "-j", "list", *what], capture_output=True, text=True, check=False)
+    except FileNotFoundError:
+        raise CNIError(ErrorCode.INTERNAL, "nftables: the nft command is not installed") from None
+    if proc.returncode != 0:
+        if "No such file or directory" in proc.stderr:
+            return []
+        raise NftError(f"list {' '.join(what)}", proc.stderr)
+    objects: list[dict[str, Any]] = json.loads(proc.stdout).get("nftables", [])
+    return objects
+
+
+def list_rules(family: str, table: str, chain: str) -> list[dict[str, Any]]:
+    """The rules of a chain, each with ``handle`` and ``comment``; none if it does not exist."""
+    return [obj["rule"] for obj in _list("chain", family, table, chain) if "rule" in obj]
+
+
+def list_table(family: str, table: str) -> tuple[set[str], list[dict[str, Any]]]:
+    """The chain names and rules of a table; empty if it does not exist."""
+    objects = _list("table", family, table)
+    chains = {str(obj["chain"]["name"]) for obj in objects if "chain" in obj}
+    return chains, [obj["rule"] for obj in objects if "rule" in obj]
+
+
+def quote(comment: str) -> str:
+    """A comment as an nft string literal: no double quotes, at most 128 characters."""
+    return '"' + comment.replace('"', "")[:COMMENT_MAX] + '"'

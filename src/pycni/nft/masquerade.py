@@ -1,0 +1,94 @@
+"""ipMasq for bridge and ptp: the reference's nftables backend, table for table.
+
+Table ``inet cni_plugins_masquerade``: chain ``postrouting`` (nat hook)
+returns for multicast and jumps to ``masq_checks``, which holds one rule per
+container address: masquerade traffic from it to anything outside its
+subnet. Each rule's comment starts with a hash of the network and of the
+attachment, so DEL and GC find their own rules without touching others, and
+the Go plugins (≥ 1.5, ``ipMasqBackend: nftables``) share the same table.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterable, Sequence
+
+from pycni import nft
+from pycni.spec.result import IPInterface
+
+FAMILY = "inet"
+TABLE = "cni_plugins_masquerade"
+CHAIN = "masq_checks"
+
+
+def _hash(text: str) -> str:
+    return hashlib.sha512(text.encode()).hexdigest()[:16]
+
+
+def network_hash(network: str) -> str:
+    return _hash(network)
+
+
+def instance_hash(network: str, ifname: str, container_id: str) -> str:
+    return f"{_hash(network)}-{_hash(f'{ifname}:{container_id}')}"
+
+
+def instance_comment(network: str, ifname: str, container_id: str) -> str:
+    comment = (
+        f"{instance_hash(network, ifname, container_id)}, net: {network}, if: {ifname}, id: {container_id}"
+    ).replace('"', "")
+    return comment[: nft.COMMENT_MAX]
+
+
+def render_setup(
+    addresses: Sequence[IPInterface], network: str, ifname: str, container_id: str, stale_handles: Iterable[int] = ()
+) -> str:
+    """The transaction that (re)installs the masquerade rules of one attachment."""
+    t = f"{FAMILY} {TABLE}"
+    lines = [
+        f'add table {t} {{ comment "Masquerading for plugins from github.com/containernetworking/plugins" ; }}',
+        f'add chain {t} {CHAIN} {{ comment "Masquerade traffic from certain IPs to any (non-multicast) IP outside '
+        'their subnet" ; }',
+        f"add chain {t} postrouting {{ type nat hook postrouting priority srcnat ; }}",
+        f"flush chain {t} postrouting",
+        f"add rule {t} postrouting ip daddr 224.0.0.0/4 return",
+        f"add rule {t} postrouting ip6 daddr ff00::/8 return",
+        f"add rule {t} postrouting goto {CHAIN}",
+    ]
+    lines += [f"delete rule {t} {CHAIN} handle {handle}" for handle in stale_handles]
+    comment = nft.quote(instance_comment(network, ifname, container_id))
+    for address in addresses:
+        proto = "ip" if address.version == 4 else "ip6"
+        lines.append(
+            f"add rule {t} {CHAIN} {proto} saddr {address.ip} {proto} daddr != {address.network} masquerade "
+            f"comment {comment}"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def _handles(prefix: str) -> list[tuple[int, str]]:
+    return [
+        (int(rule["handle"]), str(rule.get("comment", "")))
+        for rule in nft.list_rules(FAMILY, TABLE, CHAIN)
+        if str(rule.get("comment", "")).startswith(prefix)
+    ]
+
+
+def setup(addresses: Sequence[IPInterface], network: str, ifname: str, container_id: str) -> None:
+    stale = [h for h, _ in _handles(instance_hash(network, ifname, container_id))]
+    nft.run(render_setup(addresses, network, ifname, container_id, stale), "set up ipMasq")
+
+
+def teardown(network: str, ifname: str, container_id: str) -> None:
+    """Remove the attachment's rules; nothing to remove is success."""
+    handles = [h for h, _ in _handles(instance_hash(network, ifname, container_id))]
+    script = "".join(f"delete rule {FAMILY} {TABLE} {CHAIN} handle {h}\n" for h in handles)
+    nft.run(script, "tear down ipMasq")
+
+
+def gc(network: str, valid: Iterable[tuple[str, str]]) -> None:
+    """Remove the network's rules of every attachment not in ``valid`` (container ID, ifname)."""
+    keep = {instance_comment(network, ifname, cid) for cid, ifname in valid}
+    handles = [h for h, comment in _handles(network_hash(network)) if comment not in keep]
+    script = "".join(f"delete rule {FAMILY} {TABLE} {CHAIN} handle {h}\n" for h in handles)
+    nft.run(script, "garbage-collect ipMasq")

@@ -1,0 +1,56 @@
+"""Bridge MAC spoof checking (bridge ``macspoofchk``), as the reference lays it out.
+
+Table ``bridge nat``, base chain ``PREROUTING`` (filter, priority -300):
+frames entering from the host veth jump to ``cni-br-iface-<id>``, which jumps
+to ``cni-br-iface-<id>-mac``: return if the source MAC is the container's,
+else drop. Every rule carries the comment ``macspoofchk-<id>``.
+"""
+
+from __future__ import annotations
+
+from pycni import nft
+
+FAMILY = "bridge"
+TABLE = "nat"
+BASE_CHAIN = "PREROUTING"
+
+
+def chain_names(ref_id: str) -> tuple[str, str]:
+    iface_chain = f"cni-br-iface-{ref_id}"
+    return iface_chain, f"{iface_chain}-mac"
+
+
+def render_setup(host_iface: str, mac: str, ref_id: str) -> str:
+    iface_chain, mac_chain = chain_names(ref_id)
+    comment = nft.quote(f"macspoofchk-{ref_id}")
+    t = f"{FAMILY} {TABLE}"
+    return (
+        f"add table {t}\n"
+        f"add chain {t} {BASE_CHAIN} {{ type filter hook prerouting priority -300 ; policy accept ; }}\n"
+        f"add chain {t} {iface_chain}\n"
+        f"add chain {t} {mac_chain}\n"
+        f"flush chain {t} {iface_chain}\n"
+        f"flush chain {t} {mac_chain}\n"
+        f'add rule {t} {BASE_CHAIN} iifname "{host_iface}" jump {iface_chain} comment {comment}\n'
+        f"add rule {t} {iface_chain} jump {mac_chain} comment {comment}\n"
+        f"add rule {t} {mac_chain} ether saddr {mac} return comment {comment}\n"
+        f"add rule {t} {mac_chain} drop comment {comment}\n"
+    )
+
+
+def setup(host_iface: str, mac: str, ref_id: str) -> None:
+    teardown(ref_id)  # a retried ADD must not leave a second jump behind
+    nft.run(render_setup(host_iface, mac, ref_id), "set up mac spoof check")
+
+
+def teardown(ref_id: str) -> None:
+    """Remove the jump rule and both chains; nothing there is success."""
+    chains, rules = nft.list_table(FAMILY, TABLE)
+    comment = f"macspoofchk-{ref_id}"
+    lines = [
+        f"delete rule {FAMILY} {TABLE} {BASE_CHAIN} handle {rule['handle']}"
+        for rule in rules
+        if rule.get("chain") == BASE_CHAIN and rule.get("comment") == comment
+    ]
+    lines += [f"delete chain {FAMILY} {TABLE} {name}" for name in chain_names(ref_id) if name in chains]
+    nft.run("".join(line + "\n" for line in lines), "tear down mac spoof check")

@@ -1,0 +1,113 @@
+"""What several plugins read the same way: the IPAM section, a requested MAC, DNS overrides.
+
+IPAM is always delegated to the plugin named by ``ipam.type`` with the
+caller's own stdin and environment, as the spec requires. The result comes
+back converted to 1.1.0 so plugins work on one shape; the SDK prints it at
+the config's version.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable
+
+from pycni.runtime import delegate
+from pycni.skel import CmdArgs
+from pycni.spec import DNS, CNIError, ErrorCode, Fields, Result
+
+WORKING_VERSION = "1.1.0"
+
+
+class Ipam:
+    """The delegated IPAM plugin of one call (``ipam.type``); empty type means none."""
+
+    def __init__(self, args: CmdArgs) -> None:
+        self.args = args
+        self.type = args.fields.obj("ipam").string("type")
+
+    def __bool__(self) -> bool:
+        return bool(self.type)
+
+    def add(self) -> Result:
+        args = self.args
+        result = delegate.delegate_add(self.type, args.stdin, args.env, args.path, args.cni_version)
+        return result.as_version(WORKING_VERSION)
+
+    def delete(self) -> None:
+        if self.type:
+            delegate.delegate_del(self.type, self.args.stdin, self.args.env, self.args.path)
+
+    def check(self) -> None:
+        if self.type:
+            delegate.delegate_check(self.type, self.args.stdin, self.args.env, self.args.path)
+
+    def gc(self) -> None:
+        if self.type:
+            delegate.delegate_gc(self.type, self.args.stdin, self.args.env, self.args.path)
+
+    def status(self) -> None:
+        if self.type:
+            delegate.delegate_status(self.type, self.args.stdin, self.args.env, self.args.path)
+
+
+def requested_mac(args: CmdArgs, config_key: str = "") -> str:
+    """The container MAC: runtimeConfig.mac > args.cni.mac > CNI_ARGS MAC (> the config key)."""
+    runtime_mac = args.runtime_config("mac")
+    if runtime_mac:
+        if not isinstance(runtime_mac, str):
+            raise CNIError(ErrorCode.INVALID_NETWORK_CONFIG, "runtimeConfig.mac must be a string")
+        return runtime_mac
+    conf = args.fields
+    args_mac = conf.obj("args").obj("cni").string("mac")
+    if args_mac:
+        return args_mac
+    env_mac = args.cni_args(("MAC",)).get("MAC", "")
+    if env_mac:
+        return env_mac
+    return conf.string(config_key) if config_key else ""
+
+
+def config_dns(conf: Fields) -> DNS | None:
+    """The config's own ``dns``, which overrides IPAM's when any field is set."""
+    dns = conf.obj("dns")
+    if not any(dns.has(key) for key in ("nameservers", "domain", "search", "options")):
+        return None
+    return DNS(dns.strings("nameservers"), dns.string("domain"), dns.strings("search"), dns.strings("options"))
+
+
+def prev_result_required(args: CmdArgs) -> Result:
+    """``prevResult`` at 1.1.0 for CHECK; an error if the runtime sent none."""
+    prev = args.prev_result()
+    if prev is None:
+        raise CNIError(ErrorCode.INVALID_NETWORK_CONFIG, "Required prevResult missing")
+    return prev.as_version(WORKING_VERSION)
+
+
+class Rollback:
+    """Undo steps of an ADD, run in reverse if it fails, so a failed ADD leaves nothing.
+
+    Use as a context manager; call :meth:`commit` once the ADD has succeeded.
+    Undo errors are reported on stderr and never hide the error that caused them.
+    """
+
+    def __init__(self) -> None:
+        self._steps: list[tuple[str, Callable[[], object]]] = []
+
+    def push(self, what: str, undo: Callable[[], object]) -> None:
+        self._steps.append((what, undo))
+
+    def commit(self) -> None:
+        self._steps.clear()
+
+    def __enter__(self) -> Rollback:
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: object) -> None:
+        if exc_type is None:
+            return
+        for what, undo in reversed(self._steps):
+            try:
+                undo()
+            except Exception as error:  # noqa: BLE001 - keep undoing; the original error wins
+                print(f"pycni: rollback of {what} failed: {error}", file=sys.stderr)
+        self._steps.clear()
