@@ -160,13 +160,26 @@ def validate_interface_addresses(ipr: IPRoute, ifname: str, result: Result, inte
             raise CNIError(ErrorCode.INTERNAL, f"Failed to match addr {ip.address} on interface {ifname}")
 
 
+def routes(ipr: IPRoute, version: int) -> list[tuple[IPInterface, IPAddress | None]]:
+    """``(destination, gateway)`` of every route in the main table of one family."""
+    found = []
+    for msg in ipr.get_routes(family=family_of(version), table=254):
+        dst = msg.get("dst") or ("0.0.0.0" if version == 4 else "::")
+        gateway = msg.get("gateway")
+        found.append(
+            (ipaddress.ip_interface(f"{dst}/{msg['dst_len']}"), ipaddress.ip_address(gateway) if gateway else None)
+        )
+    return found
+
+
 def validate_routes(ipr: IPRoute, result: Result) -> None:
     """CHECK: every route of the result exists in the namespace."""
+    present: dict[int, list[tuple[IPInterface, IPAddress | None]]] = {}
     for route in result.routes:
-        network = route.dst.network
-        found = ipr.get_routes(
-            family=family_of(route.dst.version), dst=f"{network.network_address}/{network.prefixlen}"
-        )
+        version = route.dst.version
+        table = present.setdefault(version, routes(ipr, version))
         gateway = route_gateway(result, route)
-        if not any(gateway is None or str(r.get("gateway") or "") == str(gateway) for r in found):
-            raise CNIError(ErrorCode.INTERNAL, f"Failed to match route {network} via {gateway} in the container")
+        wanted = route.dst.network
+        if not any(dst.network == wanted and (gateway is None or gw == gateway) for dst, gw in table):
+            via = f" via {gateway}" if gateway else ""
+            raise CNIError(ErrorCode.INTERNAL, f"Failed to match route {wanted}{via} in the container")
