@@ -11,6 +11,7 @@ from __future__ import annotations
 import errno
 import ipaddress
 import socket
+import time
 from typing import TYPE_CHECKING, Any
 
 from pyroute2.netlink.exceptions import NetlinkError
@@ -25,6 +26,7 @@ if TYPE_CHECKING:
 
 RT_SCOPE_UNIVERSE = 0
 RT_SCOPE_LINK = 253
+RT_SCOPE_NOWHERE = 255
 RTPROT_BOOT = 3  # what the kernel records when a route's origin is not given (Go's netlink sends none)
 
 
@@ -102,8 +104,14 @@ def add_route(
 
 
 def del_route(ipr: IPRoute, dst: IPInterface, oif: int | None = None) -> None:
+    """Delete the route to ``dst`` whatever its scope and origin; already gone is success."""
     network = dst.network
-    kwargs: dict[str, Any] = {"dst": f"{network.network_address}/{network.prefixlen}", "family": family_of(dst.version)}
+    kwargs: dict[str, Any] = {
+        "dst": f"{network.network_address}/{network.prefixlen}",
+        "family": family_of(dst.version),
+        "scope": RT_SCOPE_NOWHERE,  # the kernel's wildcard for deletion
+        "proto": 0,
+    }
     if oif is not None:
         kwargs["oif"] = oif
     try:
@@ -111,6 +119,30 @@ def del_route(ipr: IPRoute, dst: IPInterface, oif: int | None = None) -> None:
     except NetlinkError as exc:
         if exc.code not in (errno.ESRCH, errno.ENOENT, errno.ENODEV):
             raise NetError(f"failed to delete route {network}", int(exc.code)) from None
+
+
+IFA_F_DADFAILED = 0x08
+IFA_F_TENTATIVE = 0x40
+SETTLE_TIMEOUT = 5.0
+
+
+def settle_ipv6(ipr: IPRoute, index: int, ifname: str, timeout: float = SETTLE_TIMEOUT) -> None:
+    """Wait until no IPv6 address of the link is tentative (``ip.SettleAddresses``).
+
+    Even with DAD off, an address added while the link was down stays
+    tentative until the kernel's address worker runs after the link comes up;
+    a route with that address as its source fails until then.
+    """
+    deadline = time.monotonic() + timeout
+    while True:
+        flags = [int(msg.get("IFA_FLAGS") or msg["flags"]) for msg in ipr.get_addr(index=index, family=socket.AF_INET6)]
+        if any(f & IFA_F_DADFAILED for f in flags):
+            raise CNIError(ErrorCode.INTERNAL, f"{ifname}: IPv6 duplicate address detection failed")
+        if not any(f & IFA_F_TENTATIVE for f in flags):
+            return
+        if time.monotonic() > deadline:
+            raise CNIError(ErrorCode.INTERNAL, f"{ifname}: IPv6 addresses still tentative after {timeout:.0f} s")
+        time.sleep(0.005)
 
 
 def route_gateway(result: Result, route: Route) -> IPAddress | None:
@@ -139,6 +171,8 @@ def configure_interface(ipr: IPRoute, ifname: str, result: Result, interface_ind
         add_address(ipr, target.index, ip.address, ifname)
     with netlink(f"failed to set {ifname} up"):
         ipr.link("set", index=target.index, state="up")
+    if any(ip.address.version == 6 for ip in mine):
+        settle_ipv6(ipr, target.index, ifname)
     for route in result.routes:
         add_route(
             ipr,

@@ -9,5 +9,6 @@ PLUGIN_MODULES: dict[str, str] = {
     "bridge": "pycni.plugins.main.bridge",
     "host-local": "pycni.plugins.ipam.host_local",
     "loopback": "pycni.plugins.main.loopback",
+    "ptp": "pycni.plugins.main.ptp",
     "static": "pycni.plugins.ipam.static",
 }
