@@ -10,8 +10,9 @@ plays the host (so the machine's own network is never touched) and
   ``pycni add``/``pycni del`` (cnitool's verbs) and fetches the page through
   host port 8080.
 
-Plugins are the best pycni has: its own where it has them (loopback now),
-the Go reference plugins for the rest until pycni's land.
+Plugins are the best pycni has: its own where it has them (loopback, bridge,
+host-local), the Go reference plugins for the rest (portmap, until pycni's
+lands): pycni's directory comes first on CNI_PATH.
 """
 
 from __future__ import annotations
@@ -135,7 +136,7 @@ class Demo:
         for tool in ("ip", "busybox", "curl", "iptables"):
             if shutil.which(tool) is None:
                 raise DemoFailed(f"{tool} is missing: run scripts/setup.sh (make demo does)")
-        if not os.path.isfile(os.path.join(GO_PLUGIN_DIR, "bridge")):
+        if not os.path.isfile(os.path.join(GO_PLUGIN_DIR, "portmap")):
             raise DemoFailed("Go reference plugins missing: apt-get install containernetworking-plugins")
         for ns in (NODE, CTR):
             if os.path.exists(f"/run/netns/{ns}"):
@@ -177,7 +178,7 @@ class Demo:
         say("Case 1: call the bridge plugin directly with bridge.json")
         config = json.dumps(BRIDGE_JSON, indent=2)
         print(f"bridge.json:\n{config}")
-        bridge = os.path.join(GO_PLUGIN_DIR, "bridge")
+        bridge = os.path.join(self.bin, "bridge")
         sh([bridge], netns=NODE, env=self.plugin_env("ADD"), stdin=("bridge.json", config))
         sh(["ip", "-4", "addr", "show", "eth0"], netns=CTR)
         say("From the host, fetch the container's page at its own address")
@@ -214,11 +215,11 @@ class Demo:
             for n in os.listdir(os.path.join(HOST_LOCAL_DIR, network))
             if n != "lock" and not n.startswith("last_reserved_ip")
         ]
-        rules = [
-            line
-            for line in sh(["iptables-save"], netns=NODE, show=False).stdout.splitlines()
-            if "demo-container" in line or "cnitool-" in line
-        ]
+        rulesets = (
+            sh(["iptables-save"], netns=NODE, show=False).stdout
+            + sh(["nft", "list", "ruleset"], netns=NODE, show=False).stdout
+        )
+        rules = [line for line in rulesets.splitlines() if "demo-container" in line or "cnitool-" in line]
         cached = os.listdir(os.path.join(self.cache, "results")) if os.path.isdir(self.cache) else []
         leftovers = {"veths": links.strip(), "addresses": ips, "rules": rules, "cache": cached}
         print(f"left behind: {json.dumps(leftovers)}")
