@@ -9,10 +9,11 @@ from __future__ import annotations
 
 import ipaddress
 
+from pycni.ipam.config import parse_dns, parse_routes
 from pycni.skel import CmdArgs, Plugin
-from pycni.spec import DNS, CNIError, ErrorCode, Fields, IPConfig, Result, Route
+from pycni.spec import CNIError, ErrorCode, Fields, IPConfig, Result
 from pycni.spec.fields import parse_cidr_field
-from pycni.spec.result import IPAddress, IPInterface
+from pycni.spec.result import IPAddress
 from pycni.spec.version import greater_than_or_equal
 
 plugin = Plugin("static")
@@ -63,36 +64,10 @@ def _parse_gateway(text: str) -> IPAddress:
         raise CNIError(ErrorCode.INVALID_ENVIRONMENT_VARIABLES, f"invalid gateway address: {text}") from None
 
 
-def _routes(ipam: Fields) -> list[Route]:
-    routes = []
-    for entry in ipam.objects("routes"):
-        dst: IPInterface = parse_cidr_field(entry.string("dst"), f"{entry.where}.dst")
-        table = entry.integer("table") if entry.has("table") else None
-        scope = entry.integer("scope") if entry.has("scope") else None
-        routes.append(
-            Route(
-                dst=dst,
-                gw=entry.ip("gw"),
-                mtu=entry.integer("mtu"),
-                advmss=entry.integer("advmss"),
-                priority=entry.integer("priority"),
-                table=table,
-                scope=scope,
-            )
-        )
-    return routes
-
-
 @plugin.add
 def add(args: CmdArgs) -> Result:
     addresses, ipam = load_addresses(args)
-    dns = ipam.obj("dns")
-    return Result(
-        cni_version="1.1.0",
-        ips=addresses,
-        routes=_routes(ipam),
-        dns=DNS(dns.strings("nameservers"), dns.string("domain"), dns.strings("search"), dns.strings("options")),
-    )
+    return Result(cni_version="1.1.0", ips=addresses, routes=parse_routes(ipam), dns=parse_dns(ipam.obj("dns")))
 
 
 @plugin.check
