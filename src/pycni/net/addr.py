@@ -217,3 +217,17 @@ def validate_routes(ipr: IPRoute, result: Result) -> None:
         if not any(dst.network == wanted and (gateway is None or gw == gateway) for dst, gw in table):
             via = f" via {gateway}" if gateway else ""
             raise CNIError(ErrorCode.INTERNAL, f"Failed to match route {wanted}{via} in the container")
+
+
+def output_interface(ipr: IPRoute, destination: IPAddress) -> str | None:
+    """The name of the link the kernel would send to ``destination`` through (``ip route get``)."""
+    try:
+        found = ipr.route("get", dst=str(destination))
+    except NetlinkError:
+        return None
+    for msg in found:
+        oif = msg.get("RTA_OIF") or msg.get("oif")
+        if oif:
+            out = link.by_index(ipr, int(oif))
+            return out.name if out else None
+    return None

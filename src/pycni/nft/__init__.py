@@ -34,7 +34,7 @@ def run(script: str, action: str = "apply ruleset") -> None:
         raise NftError(action, proc.stderr)
 
 
-def _list(*what: str) -> list[dict[str, Any]]:
+def list_objects(*what: str) -> list[dict[str, Any]]:
     """``nft -j list ...`` objects; none if the table or chain does not exist."""
     try:
         proc = subprocess.run([NFT, "-j", "list", *what], capture_output=True, text=True, check=False)
@@ -50,12 +50,12 @@ def _list(*what: str) -> list[dict[str, Any]]:
 
 def list_rules(family: str, table: str, chain: str) -> list[dict[str, Any]]:
     """The rules of a chain, each with ``handle`` and ``comment``; none if it does not exist."""
-    return [obj["rule"] for obj in _list("chain", family, table, chain) if "rule" in obj]
+    return [obj["rule"] for obj in list_objects("chain", family, table, chain) if "rule" in obj]
 
 
 def list_table(family: str, table: str) -> tuple[set[str], list[dict[str, Any]]]:
     """The chain names and rules of a table; empty if it does not exist."""
-    objects = _list("table", family, table)
+    objects = list_objects("table", family, table)
     chains = {str(obj["chain"]["name"]) for obj in objects if "chain" in obj}
     return chains, [obj["rule"] for obj in objects if "rule" in obj]
 

@@ -9,6 +9,7 @@ PLUGIN_MODULES: dict[str, str] = {
     "bridge": "pycni.plugins.main.bridge",
     "host-local": "pycni.plugins.ipam.host_local",
     "loopback": "pycni.plugins.main.loopback",
+    "portmap": "pycni.plugins.meta.portmap",
     "ptp": "pycni.plugins.main.ptp",
     "static": "pycni.plugins.ipam.static",
 }
