@@ -538,3 +538,20 @@ class TestResolvConf:
             "search": ["example.net", "example.org", "example.gov"],
             "options": ["one", "two", "three", "four"],
         }
+
+
+def test_gc_without_a_list_releases_nothing(tmp_path: Path) -> None:
+    """A GC that names no valid attachments (cnitool gc after its own DELs) must not wipe the store."""
+    conf = {
+        "cniVersion": "1.1.0",
+        "name": "gcnet",
+        "ipam": {"type": "host-local", "subnet": "10.1.2.0/24", "dataDir": str(tmp_path)},
+    }
+    env = {"CNI_COMMAND": "ADD", "CNI_CONTAINERID": "c1", "CNI_NETNS": "/x", "CNI_IFNAME": "eth0", "CNI_PATH": "/x"}
+    assert plugin.invoke(env, json.dumps(conf).encode()).exit_code == 0
+    gc_env = {"CNI_COMMAND": "GC", "CNI_PATH": "/x"}
+    assert plugin.invoke(gc_env, json.dumps(conf).encode()).exit_code == 0
+    assert (tmp_path / "gcnet" / "10.1.2.2").exists()
+    listed = conf | {"cni.dev/valid-attachments": []}
+    assert plugin.invoke(gc_env, json.dumps(listed).encode()).exit_code == 0
+    assert not (tmp_path / "gcnet" / "10.1.2.2").exists()

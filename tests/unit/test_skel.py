@@ -326,3 +326,9 @@ class TestCmdArgsHelpers:
             "GC", "", "", "", "", [], b"", {"cni.dev/valid-attachments": [{"containerID": "b", "ifname": "net1"}]}
         )
         assert current.valid_attachments() == [("b", "net1")]
+
+    def test_no_list_is_none_not_empty(self) -> None:
+        """No list means "nothing known to be stale"; an empty list means "all stale"."""
+        assert CmdArgs("GC", "", "", "", "", [], b"", {}).valid_attachments() is None
+        empty = CmdArgs("GC", "", "", "", "", [], b"", {"cni.dev/valid-attachments": []})
+        assert empty.valid_attachments() == []

@@ -89,11 +89,19 @@ class CmdArgs:
         """``CNI_ARGS`` as a dict of the keys this plugin understands."""
         return load_args(self.args, known)
 
-    def valid_attachments(self) -> list[tuple[str, str]]:
-        """GC's ``cni.dev/valid-attachments`` as ``(containerID, ifname)`` pairs."""
+    def valid_attachments(self) -> list[tuple[str, str]] | None:
+        """GC's ``cni.dev/valid-attachments`` as ``(containerID, ifname)`` pairs.
+
+        ``None`` when the runtime sent no list at all (``cnitool gc`` does
+        that after DELeting its own cached attachments): nothing is known to
+        be stale then, so a plugin must not remove anything. An empty list
+        means every attachment is stale.
+        """
         raw = self.config.get("cni.dev/valid-attachments")
         if raw is None:
-            raw = self.config.get("cni.dev/attachments", [])
+            raw = self.config.get("cni.dev/attachments")
+        if raw is None:
+            return None
         if not isinstance(raw, list):
             raise CNIError(ErrorCode.INVALID_NETWORK_CONFIG, "cni.dev/valid-attachments must be a list")
         pairs = []

@@ -229,7 +229,10 @@ def gc(args: CmdArgs) -> None:
     An ID-only legacy file survives if its container has any valid
     attachment. Errors do not stop the sweep; they are reported together.
     """
-    valid = set(args.valid_attachments())
+    listed = args.valid_attachments()
+    if listed is None:
+        return  # no list: nothing is known to be stale
+    valid = set(listed)
     valid_ids = {container_id for container_id, _ifname in valid}
     store = store_for(args, ipam_section(args))
     if not store.exists():

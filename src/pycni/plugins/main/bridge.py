@@ -345,7 +345,9 @@ def gc(args: CmdArgs) -> None:
     errors: list[str] = []
     if conf.ip_masq:
         try:
-            masquerade.gc(conf.network, args.valid_attachments())
+            listed = args.valid_attachments()
+            if listed is not None:
+                masquerade.gc(conf.network, listed)
         except CNIError as error:
             errors.append(str(error))
     try:

@@ -152,7 +152,9 @@ def gc(args: CmdArgs) -> None:
     errors: list[str] = []
     if args.fields.boolean("ipMasq"):
         try:
-            masquerade.gc(args.name, args.valid_attachments())
+            listed = args.valid_attachments()
+            if listed is not None:
+                masquerade.gc(args.name, listed)
         except CNIError as error:
             errors.append(str(error))
     try:

@@ -188,7 +188,10 @@ def check(args: CmdArgs) -> None:
 
 @plugin.gc
 def gc(args: CmdArgs) -> None:
-    valid = {rules.attachment_comment(args.name, cid, ifname) for cid, ifname in args.valid_attachments()}
+    listed = args.valid_attachments()
+    if listed is None:
+        return  # no list: nothing is known to be stale
+    valid = {rules.attachment_comment(args.name, cid, ifname) for cid, ifname in listed}
     tag = rules.network_tag(args.name) + ":"
     elements, rule_handles = rules.live_state()
     doomed = {e.comment for e in elements if e.comment.startswith(tag) and e.comment not in valid}
