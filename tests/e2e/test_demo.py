@@ -7,7 +7,7 @@ import subprocess
 from tests.support.netns import run
 
 
-def test_demo_runs_and_cleans_up(pycni_bin: str, go_plugin_dir: str) -> None:
+def test_demo_runs_and_cleans_up(pycni_bin: str) -> None:
     before_links = run("ip", "-o", "link").stdout
     proc = subprocess.run([pycni_bin, "demo"], capture_output=True, text=True, check=False, timeout=120)
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr

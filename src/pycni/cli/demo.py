@@ -10,9 +10,8 @@ plays the host (so the machine's own network is never touched) and
   ``pycni add``/``pycni del`` (cnitool's verbs) and fetches the page through
   host port 8080.
 
-Plugins are the best pycni has: its own where it has them (loopback, bridge,
-host-local), the Go reference plugins for the rest (portmap, until pycni's
-lands): pycni's directory comes first on CNI_PATH.
+Every plugin is pycni's own (loopback, bridge, host-local, portmap), installed
+with ``pycni plugins install`` into the one directory on CNI_PATH.
 """
 
 from __future__ import annotations
@@ -27,7 +26,6 @@ import tempfile
 import time
 from collections.abc import Sequence
 
-GO_PLUGIN_DIR = "/usr/lib/cni"
 NODE = "pycni-demo-node"
 CTR = "pycni-demo-ctr"
 HOST_LOCAL_DIR = "/var/lib/cni/networks"
@@ -125,7 +123,7 @@ class Demo:
         self.bin = os.path.join(self.work, "bin")
         self.confdir = os.path.join(self.work, "net.d")
         self.cache = os.path.join(self.work, "cache")
-        self.cni_path = f"{self.bin}:{GO_PLUGIN_DIR}"
+        self.cni_path = self.bin
         self.host_local_existed = {
             name: os.path.exists(os.path.join(HOST_LOCAL_DIR, name)) for name in ("mynet", "portmap")
         }
@@ -133,11 +131,9 @@ class Demo:
     def preflight(self) -> None:
         if os.geteuid() != 0:
             raise DemoFailed("the demo creates network namespaces: run it as root (make demo does)")
-        for tool in ("ip", "busybox", "curl", "iptables"):
+        for tool in ("ip", "busybox", "curl", "nft"):
             if shutil.which(tool) is None:
                 raise DemoFailed(f"{tool} is missing: run scripts/setup.sh (make demo does)")
-        if not os.path.isfile(os.path.join(GO_PLUGIN_DIR, "portmap")):
-            raise DemoFailed("Go reference plugins missing: apt-get install containernetworking-plugins")
         for ns in (NODE, CTR):
             if os.path.exists(f"/run/netns/{ns}"):
                 raise DemoFailed(f"namespace {ns} exists already (a previous demo?): ip netns del {ns}")
@@ -215,11 +211,8 @@ class Demo:
             for n in os.listdir(os.path.join(HOST_LOCAL_DIR, network))
             if n != "lock" and not n.startswith("last_reserved_ip")
         ]
-        rulesets = (
-            sh(["iptables-save"], netns=NODE, show=False).stdout
-            + sh(["nft", "list", "ruleset"], netns=NODE, show=False).stdout
-        )
-        rules = [line for line in rulesets.splitlines() if "demo-container" in line or "cnitool-" in line]
+        ruleset = sh(["nft", "list", "ruleset"], netns=NODE, show=False).stdout
+        rules = [line.strip() for line in ruleset.splitlines() if "demo-container" in line or "cnitool-" in line]
         cached = os.listdir(os.path.join(self.cache, "results")) if os.path.isdir(self.cache) else []
         leftovers = {"veths": links.strip(), "addresses": ips, "rules": rules, "cache": cached}
         print(f"left behind: {json.dumps(leftovers)}")
