@@ -80,6 +80,7 @@ class Node:
         assert self.veths() == [], "DEL left a veth"
         assert self.ip_files(network) == [], "DEL left an address reserved"
         assert "masquerade comment" not in self.nft(), "DEL left an nft rule"
+        assert "cni_plugins_masquerade" not in self.nft(), "the last DEL drops the masquerade table"
 
 
 def with_data_dir(config: dict[str, Any], data_dir: Path) -> dict[str, Any]:
@@ -223,6 +224,7 @@ class TestOptions:
         assert f"cni-br-iface-cid-{ctr}-eth0" in ruleset
         assert ours.call("DEL", config, ctr).rc == 0
         assert "cni-br-iface" not in ours.nft()
+        assert "table bridge nat" not in ours.nft(), "the last DEL drops the spoof-check table"
         ours.assert_clean("mynet")
 
     def test_force_address(self, ours: Node) -> None:

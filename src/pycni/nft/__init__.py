@@ -7,14 +7,19 @@ applies a transaction entirely or not at all.
 
 from __future__ import annotations
 
+import fcntl
 import json
+import os
 import subprocess
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 from pycni.spec.errors import CNIError, ErrorCode
 
 NFT = "nft"
 COMMENT_MAX = 128
+LOCK_DIR = "/run/pycni/locks"
 
 
 class NftError(CNIError):
@@ -63,3 +68,23 @@ def list_table(family: str, table: str) -> tuple[set[str], list[dict[str, Any]]]
 def quote(comment: str) -> str:
     """A comment as an nft string literal: no double quotes, at most 128 characters."""
     return '"' + comment.replace('"', "")[:COMMENT_MAX] + '"'
+
+
+@contextmanager
+def locked(table: str) -> Iterator[None]:
+    """Serialise read-modify-write of one table in this network namespace.
+
+    A transaction is atomic, but "list, then decide, then apply" is not: a DEL
+    that finds a table empty and drops it must not race an ADD filling it.
+    The lock is per table and per namespace (the namespace's inode names it).
+    """
+    os.makedirs(LOCK_DIR, mode=0o700, exist_ok=True)
+    netns_inode = os.stat("/proc/thread-self/ns/net").st_ino
+    fd = os.open(
+        os.path.join(LOCK_DIR, f"nft-{table}-{netns_inode}.lock"), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600
+    )
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)

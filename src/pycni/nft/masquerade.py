@@ -11,7 +11,7 @@ the Go plugins (≥ 1.5, ``ipMasqBackend: nftables``) share the same table.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 
 from pycni import nft
 from pycni.spec.result import IPInterface
@@ -75,20 +75,32 @@ def _handles(prefix: str) -> list[tuple[int, str]]:
 
 
 def setup(addresses: Sequence[IPInterface], network: str, ifname: str, container_id: str) -> None:
-    stale = [h for h, _ in _handles(instance_hash(network, ifname, container_id))]
-    nft.run(render_setup(addresses, network, ifname, container_id, stale), "set up ipMasq")
+    with nft.locked(TABLE):
+        stale = [h for h, _ in _handles(instance_hash(network, ifname, container_id))]
+        nft.run(render_setup(addresses, network, ifname, container_id, stale), "set up ipMasq")
+
+
+def _remove(select: Callable[[str], bool], action: str) -> None:
+    """Delete the rules whose comment ``select`` picks; drop the table once no rule is left."""
+    with nft.locked(TABLE):
+        rules = _handles("")
+        doomed = [h for h, comment in rules if select(comment)]
+        if not doomed:
+            return
+        if len(doomed) == len(rules):
+            nft.run(f"delete table {FAMILY} {TABLE}\n", action)
+        else:
+            nft.run("".join(f"delete rule {FAMILY} {TABLE} {CHAIN} handle {h}\n" for h in doomed), action)
 
 
 def teardown(network: str, ifname: str, container_id: str) -> None:
     """Remove the attachment's rules; nothing to remove is success."""
-    handles = [h for h, _ in _handles(instance_hash(network, ifname, container_id))]
-    script = "".join(f"delete rule {FAMILY} {TABLE} {CHAIN} handle {h}\n" for h in handles)
-    nft.run(script, "tear down ipMasq")
+    prefix = instance_hash(network, ifname, container_id)
+    _remove(lambda comment: comment.startswith(prefix), "tear down ipMasq")
 
 
 def gc(network: str, valid: Iterable[tuple[str, str]]) -> None:
     """Remove the network's rules of every attachment not in ``valid`` (container ID, ifname)."""
     keep = {instance_comment(network, ifname, cid) for cid, ifname in valid}
-    handles = [h for h, comment in _handles(network_hash(network)) if comment not in keep]
-    script = "".join(f"delete rule {FAMILY} {TABLE} {CHAIN} handle {h}\n" for h in handles)
-    nft.run(script, "garbage-collect ipMasq")
+    prefix = network_hash(network)
+    _remove(lambda comment: comment.startswith(prefix) and comment not in keep, "garbage-collect ipMasq")

@@ -222,3 +222,17 @@ def conflicts(elements: Iterable[Element], lines: Sequence[str], own: str) -> li
 
 def apply(lines: Sequence[str], action: str) -> None:
     nft.run("\n".join([*render_base(), *lines]) + "\n", action)
+
+
+def remove(doomed: set[str], action: str) -> None:
+    """Delete the elements and rules whose comment is in ``doomed``; the table too once it holds nothing."""
+    with nft.locked(TABLE):
+        elements, rules = live_state()
+        mine = render_removal(elements, rules, doomed)
+        if not mine:
+            return
+        others = [e for e in elements if e.comment not in doomed] + [r for r in rules if r[1] not in doomed]
+        if others:
+            nft.run("\n".join(mine) + "\n", action)
+        else:
+            nft.run(f"delete table {T}\n", action)

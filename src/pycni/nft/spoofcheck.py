@@ -39,18 +39,31 @@ def render_setup(host_iface: str, mac: str, ref_id: str) -> str:
 
 
 def setup(host_iface: str, mac: str, ref_id: str) -> None:
-    teardown(ref_id)  # a retried ADD must not leave a second jump behind
-    nft.run(render_setup(host_iface, mac, ref_id), "set up mac spoof check")
+    with nft.locked(f"{FAMILY}-{TABLE}"):
+        _teardown(ref_id)  # a retried ADD must not leave a second jump behind
+        nft.run(render_setup(host_iface, mac, ref_id), "set up mac spoof check")
 
 
 def teardown(ref_id: str) -> None:
-    """Remove the jump rule and both chains; nothing there is success."""
+    """Remove the jump rule and both chains (the table too once nothing else is in it)."""
+    with nft.locked(f"{FAMILY}-{TABLE}"):
+        _teardown(ref_id)
+
+
+def _teardown(ref_id: str) -> None:
     chains, rules = nft.list_table(FAMILY, TABLE)
     comment = f"macspoofchk-{ref_id}"
+    mine = chain_names(ref_id)
+    ours = [r for r in rules if r.get("comment") == comment]
+    if not ours and not any(name in chains for name in mine):
+        return
+    others_rules = [r for r in rules if r.get("comment") != comment and r.get("chain") not in mine]
+    others_chains = chains - {BASE_CHAIN, *mine}
+    if not others_rules and not others_chains:
+        nft.run(f"delete table {FAMILY} {TABLE}\n", "tear down mac spoof check")
+        return
     lines = [
-        f"delete rule {FAMILY} {TABLE} {BASE_CHAIN} handle {rule['handle']}"
-        for rule in rules
-        if rule.get("chain") == BASE_CHAIN and rule.get("comment") == comment
+        f"delete rule {FAMILY} {TABLE} {BASE_CHAIN} handle {r['handle']}" for r in ours if r.get("chain") == BASE_CHAIN
     ]
-    lines += [f"delete chain {FAMILY} {TABLE} {name}" for name in chain_names(ref_id) if name in chains]
+    lines += [f"delete chain {FAMILY} {TABLE} {name}" for name in mine if name in chains]
     nft.run("".join(line + "\n" for line in lines), "tear down mac spoof check")

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import ipaddress
 
+from pycni import nft
 from pycni.net import addr, netns, sysctl
 from pycni.nft import portmap as rules
 from pycni.plugins.common import prev_result_required
@@ -124,17 +125,18 @@ def add(args: CmdArgs) -> Result:
     if not addresses:
         return prev
     comment = _comment(args)
-    elements, rule_handles = rules.live_state()
     lines = rules.render_add(mappings, addresses, comment, snat, masq_all, conditions)
-    clashes = rules.conflicts(elements, lines, comment)
-    if clashes:
-        raise CNIError(
-            ErrorCode.INTERNAL,
-            f"host port {', '.join(clashes)} is already mapped to another container",
-            "choose another hostPort, or delete the attachment that holds it",
-        )
-    stale = rules.render_removal(elements, rule_handles, {comment})
-    rules.apply([*stale, *lines], "add port mappings")
+    with nft.locked(rules.TABLE):
+        elements, rule_handles = rules.live_state()
+        clashes = rules.conflicts(elements, lines, comment)
+        if clashes:
+            raise CNIError(
+                ErrorCode.INTERNAL,
+                f"host port {', '.join(clashes)} is already mapped to another container",
+                "choose another hostPort, or delete the attachment that holds it",
+            )
+        stale = rules.render_removal(elements, rule_handles, {comment})
+        rules.apply([*stale, *lines], "add port mappings")
     if snat:
         _enable_localhost_routing(addresses)
     return prev
@@ -155,10 +157,7 @@ def _enable_localhost_routing(addresses: list[IPInterface]) -> None:
 def delete(args: CmdArgs) -> None:
     if not load_mappings(args):
         return
-    elements, rule_handles = rules.live_state()
-    doomed = rules.render_removal(elements, rule_handles, {_comment(args)})
-    if doomed:
-        rules.apply(doomed, "remove port mappings")
+    rules.remove({_comment(args)}, "remove port mappings")
 
 
 @plugin.check
@@ -197,7 +196,7 @@ def gc(args: CmdArgs) -> None:
     doomed = {e.comment for e in elements if e.comment.startswith(tag) and e.comment not in valid}
     doomed |= {c for _, c in rule_handles if c.startswith(tag) and c not in valid}
     if doomed:
-        rules.apply(rules.render_removal(elements, rule_handles, doomed), "garbage-collect port mappings")
+        rules.remove(doomed, "garbage-collect port mappings")
 
 
 if __name__ == "__main__":
