@@ -198,6 +198,16 @@ class TestDelCheck:
             env.runtime.delete(network, env.rt)
         assert env.cache_file().exists()
 
+    def test_best_effort_del_goes_past_a_failing_plugin(self, env: Env) -> None:
+        network = env.network({"type": "first"}, {"type": "second", "fail": {"DEL": {"code": 7, "msg": "bad"}}})
+        with pytest.raises(CNIError, match="bad"):
+            env.runtime.delete(network, env.rt, best_effort=True)
+        assert [c["type"] for c in env.calls()] == ["second", "first"], "the first plugin is still cleaned up"
+        env.log.unlink()
+        with pytest.raises(CNIError):
+            env.runtime.delete(network, env.rt)
+        assert [c["type"] for c in env.calls()] == ["second"], "a normal DEL stops at the first error"
+
     def test_pre_0_4_0_del_sends_no_prev_result(self, env: Env) -> None:
         network = env.network({"type": "first", "result": {"cniVersion": "0.3.1"}}, version="0.3.1")
         env.runtime.add(network, env.rt)

@@ -3,6 +3,7 @@
     pycni add|check|del NETWORK NETNS     (as cnitool)
     pycni gc NETWORK | pycni status NETWORK
     pycni version [PLUGIN-TYPE]
+    pycni dhcp-daemon [--socket-path PATH] [--timeout 10s] [--broadcast]
     pycni plugins install --dir DIR | pycni plugins list
 
 Environment, as cnitool reads it: ``NETCONFPATH`` (default /etc/cni/net.d),
@@ -93,7 +94,7 @@ def cmd_add(opts: argparse.Namespace) -> int:
         # The spec requires a DEL after a failed ADD; doing it here means a
         # failed `pycni add` leaves nothing behind.
         try:
-            runtime.delete(network, rt)
+            runtime.delete(network, rt, best_effort=True)
         except CNIError as cleanup_error:
             print(f"pycni: cleanup after failed add also failed: {cleanup_error}", file=sys.stderr)
         raise
@@ -161,6 +162,29 @@ def cmd_plugins_list(opts: argparse.Namespace) -> int:
     return 0
 
 
+def parse_duration(text: str) -> float:
+    """Seconds from ``10``, ``10s``, ``500ms`` or ``2m`` (Go's daemon takes durations like ``10s``)."""
+    units = (("ms", 0.001), ("s", 1.0), ("m", 60.0))
+    number, scale = text, 1.0
+    for suffix, factor in units:
+        if text.endswith(suffix):
+            number, scale = text[: -len(suffix)], factor
+            break
+    try:
+        seconds = float(number) * scale
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"invalid duration {text!r} (e.g. 10s, 500ms, 2m)") from None
+    if seconds <= 0:
+        raise argparse.ArgumentTypeError(f"duration must be positive, got {text!r}")
+    return seconds
+
+
+def cmd_dhcp_daemon(opts: argparse.Namespace) -> int:
+    from pycni.dhcp.server import run
+
+    return run(opts.socket_path, opts.timeout, opts.broadcast)
+
+
 class _Parser(argparse.ArgumentParser):
     def error(self, message: str) -> None:  # type: ignore[override]
         raise UsageError(f"{message} (see `{self.prog} --help`)")
@@ -193,6 +217,11 @@ def build_parser() -> argparse.ArgumentParser:
     version.set_defaults(func=cmd_version)
     demo = sub.add_parser("demo", help="run the seed article's Case 1 and Case 2 end to end (root)")
     demo.set_defaults(func=cmd_demo)
+    dhcp = sub.add_parser("dhcp-daemon", help="run the DHCP lease daemon of the dhcp IPAM plugin (foreground)")
+    dhcp.add_argument("--socket-path", default="/run/cni/pycni-dhcp.sock", help="unix socket for the dhcp plugin")
+    dhcp.add_argument("--timeout", type=parse_duration, default=10.0, help="per DHCP exchange (default 10s)")
+    dhcp.add_argument("--broadcast", action="store_true", help="ask DHCP servers to broadcast their replies")
+    dhcp.set_defaults(func=cmd_dhcp_daemon)
     plugins = sub.add_parser("plugins", help="manage pycni's plugin executables")
     plugins_sub = plugins.add_subparsers(dest="plugins_command", metavar="ACTION", parser_class=_Parser)
     plugins_sub.required = True

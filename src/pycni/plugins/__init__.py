@@ -6,10 +6,18 @@ so it must stay importable with the standard library alone.
 """
 
 PLUGIN_MODULES: dict[str, str] = {
+    "bandwidth": "pycni.plugins.meta.bandwidth",
     "bridge": "pycni.plugins.main.bridge",
+    "dhcp": "pycni.plugins.ipam.dhcp",
+    "dummy": "pycni.plugins.main.dummy",
+    "host-device": "pycni.plugins.main.host_device",
     "host-local": "pycni.plugins.ipam.host_local",
+    "ipvlan": "pycni.plugins.main.ipvlan",
     "loopback": "pycni.plugins.main.loopback",
+    "macvlan": "pycni.plugins.main.macvlan",
     "portmap": "pycni.plugins.meta.portmap",
     "ptp": "pycni.plugins.main.ptp",
     "static": "pycni.plugins.ipam.static",
+    "tap": "pycni.plugins.main.tap",
+    "vlan": "pycni.plugins.main.vlan",
 }

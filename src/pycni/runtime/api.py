@@ -53,8 +53,8 @@ class PluginFailed(CNIError):
         self.cause = error
 
 
-class GCErrors(CNIError):
-    """Every error GC met; GC goes on after each one."""
+class MultipleErrors(CNIError):
+    """Every error a best-effort operation met (GC, cleanup DEL); it goes on after each one."""
 
     def __init__(self, errors: list[CNIError]) -> None:
         super().__init__(errors[0].code, "; ".join(str(e) for e in errors))
@@ -164,12 +164,13 @@ class CNIRuntime:
         for plugin in network.plugins:
             self._exec(network, plugin, "CHECK", build_plugin_config(network, plugin, cached, rt), rt)
 
-    def delete(self, network: NetworkConfigList, rt: RuntimeConf) -> None:
+    def delete(self, network: NetworkConfigList, rt: RuntimeConf, best_effort: bool = False) -> None:
         """DEL every plugin in reverse with the cached result; then drop the cache.
 
         An unreadable cache is removed and DEL goes on without ``prevResult``
         (libcni's "tolerate invalid cni cache"). On a plugin failure the cache
-        is kept so DEL can be retried.
+        is kept so DEL can be retried. ``best_effort`` (cleaning up after a
+        failed ADD) goes on past a failing plugin and raises the errors at the end.
         """
         cached: Result | None = None
         if greater_than_or_equal(network.cni_version, "0.4.0"):
@@ -177,8 +178,16 @@ class CNIRuntime:
                 cached = self.cache.load_result(network.name, rt.container_id, rt.ifname, network.cni_version)
             except CNIError:
                 self.cache.delete(network.name, rt.container_id, rt.ifname)
+        errors: list[CNIError] = []
         for plugin in reversed(network.plugins):
-            self._exec(network, plugin, "DEL", build_plugin_config(network, plugin, cached, rt), rt)
+            try:
+                self._exec(network, plugin, "DEL", build_plugin_config(network, plugin, cached, rt), rt)
+            except CNIError as error:
+                if not best_effort:
+                    raise
+                errors.append(error)
+        if errors:
+            raise MultipleErrors(errors)
         self.cache.delete(network.name, rt.container_id, rt.ifname)
 
     def status(self, network: NetworkConfigList) -> None:
@@ -225,7 +234,7 @@ class CNIRuntime:
                 except CNIError as error:
                     errors.append(error)
         if errors:
-            raise GCErrors(errors)
+            raise MultipleErrors(errors)
 
     def validate(self, network: NetworkConfigList) -> list[str]:
         """Check every plugin exists and supports the list's version; return the capabilities."""

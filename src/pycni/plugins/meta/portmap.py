@@ -155,8 +155,12 @@ def _enable_localhost_routing(addresses: list[IPInterface]) -> None:
 
 @plugin.delete
 def delete(args: CmdArgs) -> None:
-    if not load_mappings(args):
-        return
+    """Remove the attachment's elements, found by comment; invalid mappings do not stop a DEL."""
+    try:
+        if not load_mappings(args):
+            return
+    except CNIError:
+        pass
     rules.remove({_comment(args)}, "remove port mappings")
 
 
