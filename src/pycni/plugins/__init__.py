@@ -10,6 +10,7 @@ PLUGIN_MODULES: dict[str, str] = {
     "bridge": "pycni.plugins.main.bridge",
     "dhcp": "pycni.plugins.ipam.dhcp",
     "dummy": "pycni.plugins.main.dummy",
+    "firewall": "pycni.plugins.meta.firewall",
     "host-device": "pycni.plugins.main.host_device",
     "host-local": "pycni.plugins.ipam.host_local",
     "ipvlan": "pycni.plugins.main.ipvlan",

@@ -1,0 +1,114 @@
+"""The firewall plugin's table: forwarding allowed for container addresses, per-bridge isolation.
+
+    table inet pycni_firewall
+      set allow4 / allow6        container addresses (one element per address, commented)
+      set isolated_bridges       bridges with ingressPolicy same-bridge or isolated
+      chain admin                the administrator's own rules: created empty, never edited
+      chain isolation            one rule per isolated bridge (comment "bridge:<name>")
+      chain forward (filter hook forward, priority filter, policy accept)
+          jump admin, jump isolation,
+          replies to allowed addresses and traffic from them: accept
+
+The layout mirrors the reference iptables backend (CNI-FORWARD, CNI-ADMIN,
+CNI-ISOLATION-STAGE-1/2) in one nftables table. The last DEL drops the table.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from pycni import nft
+from pycni.spec.result import IPInterface
+
+FAMILY = "inet"
+TABLE = "pycni_firewall"
+T = f"{FAMILY} {TABLE}"
+
+
+def render_base() -> list[str]:
+    return [
+        f"add table {T}",
+        f"add set {T} allow4 {{ type ipv4_addr ; }}",
+        f"add set {T} allow6 {{ type ipv6_addr ; }}",
+        f"add set {T} isolated_bridges {{ type ifname ; }}",
+        f"add chain {T} admin",
+        f"add chain {T} isolation",
+        f"add chain {T} forward {{ type filter hook forward priority filter ; policy accept ; }}",
+        f"flush chain {T} forward",
+        f"add rule {T} forward jump admin",
+        f"add rule {T} forward jump isolation",
+        f"add rule {T} forward ip daddr @allow4 ct state established,related accept",
+        f"add rule {T} forward ip saddr @allow4 accept",
+        f"add rule {T} forward ip6 daddr @allow6 ct state established,related accept",
+        f"add rule {T} forward ip6 saddr @allow6 accept",
+    ]
+
+
+def render_allow(addresses: Sequence[IPInterface], comment: str) -> list[str]:
+    quoted = nft.quote(comment)
+    return [f"add element {T} allow{a.version} {{ {a.ip} comment {quoted} }}" for a in addresses]
+
+
+def render_isolation(bridge: str, policy: str) -> list[str]:
+    """Rules for one bridge: never forward to another isolated bridge; with ``isolated``, not within it either."""
+    comment = nft.quote(f"bridge:{bridge}")
+    lines = [
+        f'add element {T} isolated_bridges {{ "{bridge}" }}',
+        f'add rule {T} isolation iifname "{bridge}" oifname != "{bridge}" oifname @isolated_bridges drop '
+        f"comment {comment}",
+    ]
+    if policy == "isolated":
+        lines.append(f'add rule {T} isolation iifname "{bridge}" oifname "{bridge}" drop comment {comment}')
+    return lines
+
+
+@dataclass
+class State:
+    elements: list[tuple[str, str, str]]  # (set, address, comment)
+    isolation_comments: set[str]
+
+
+def live_state() -> State:
+    elements: list[tuple[str, str, str]] = []
+    isolation: set[str] = set()
+    for obj in nft.list_objects("table", FAMILY, TABLE):
+        body = obj.get("set")
+        if body is not None and body.get("name") in ("allow4", "allow6"):
+            for entry in body.get("elem", []):
+                elem = entry.get("elem", {}) if isinstance(entry, dict) else {}
+                if elem:
+                    elements.append((body["name"], str(elem.get("val")), str(elem.get("comment", ""))))
+        rule = obj.get("rule")
+        if rule is not None and rule.get("chain") == "isolation":
+            isolation.add(str(rule.get("comment", "")))
+    return State(elements, isolation)
+
+
+def add(addresses: Sequence[IPInterface], comment: str, bridge: str, policy: str) -> None:
+    with nft.locked(TABLE):
+        state = live_state()
+        lines = [*render_base()]
+        lines += [f"delete element {T} {s} {{ {a} }}" for s, a, c in state.elements if c == comment]
+        lines += render_allow(addresses, comment)
+        if policy in ("same-bridge", "isolated") and bridge and f"bridge:{bridge}" not in state.isolation_comments:
+            lines += render_isolation(bridge, policy)
+        nft.run("\n".join(lines) + "\n", "add firewall rules")
+
+
+def remove(comments: set[str], action: str) -> None:
+    """Remove the elements with these comments; the table too once no container is left in it."""
+    with nft.locked(TABLE):
+        state = live_state()
+        mine = [(s, a) for s, a, c in state.elements if c in comments]
+        if not mine:
+            return
+        if len(mine) == len(state.elements):
+            nft.run(f"delete table {T}\n", action)
+        else:
+            nft.run("".join(f"delete element {T} {s} {{ {a} }}\n" for s, a in mine), action)
+
+
+def present(comment: str) -> set[str]:
+    """The allowed addresses recorded for one attachment."""
+    return {a for _, a, c in live_state().elements if c == comment}
