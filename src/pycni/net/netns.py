@@ -104,3 +104,29 @@ def iproute_here() -> IPRoute:
 
 def exists(path: str) -> bool:
     return os.path.exists(path)
+
+
+@contextmanager
+def temporary() -> Iterator[int]:
+    """A new, unnamed namespace that lives while its handle is open (Go's ``ns.TempNetNS``).
+
+    host-device renames a device there, away from udev and the host's names.
+    Closing the handle destroys the namespace: virtual links in it die and
+    physical ones fall back to the initial namespace, so callers empty it first.
+    Only the calling thread unshares, and it is switched straight back.
+    """
+    own = os.open("/proc/thread-self/ns/net", os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        if _libc.unshare(CLONE_NEWNET) != 0:
+            err = ctypes.get_errno()
+            raise CNIError(ErrorCode.INTERNAL, f"failed to create a temporary network namespace: {os.strerror(err)}")
+        try:
+            temp = os.open("/proc/thread-self/ns/net", os.O_RDONLY | os.O_CLOEXEC)
+        finally:
+            _setns(own, "the caller's namespace")
+    finally:
+        os.close(own)
+    try:
+        yield temp
+    finally:
+        os.close(temp)

@@ -1,0 +1,110 @@
+"""tap: a persistent tap device in the container, for a VM monitor to open (reference ``plugins/main/tap``).
+
+Keys: ``mac`` (and ``runtimeConfig.mac``, ``CNI_ARGS`` ``MAC``), ``mtu``,
+``multiQueue``, ``owner`` and ``group`` (uid/gid allowed to open it; unset
+leaves it ownerless), ``selinuxContext`` (the tap is created by
+``runcon CONTEXT ip tuntap``, as Go does through ``ip``), ``bridge`` (a
+bridge already in the container to attach the tap to), ``ipam``, ``dns``.
+Differences, on the safe side: taps are made with the tun ioctls directly
+(same flags as Go ends up with); MAC and MTU are applied on every path (Go
+drops them when both owner and group are set); a missing bridge, or one
+that is not a bridge, is code 7; CHECK also verifies the tap itself.
+"""
+
+from __future__ import annotations
+
+from pycni.net import addr, link, netns, sublink
+from pycni.plugins.common import Ipam, Rollback, config_dns, prev_result_required, requested_mac
+from pycni.skel import CmdArgs, Plugin
+from pycni.spec import DNS, CNIError, ErrorCode, Interface, Result
+
+plugin = Plugin("tap")
+
+UINT32_MAX = 2**32 - 1
+
+
+def load_tap(args: CmdArgs) -> sublink.Tap:
+    """The tap's keys, typed (and the MAC normalised): configuration errors are code 7."""
+    conf = args.fields
+    mac = requested_mac(args, "mac")
+    return sublink.Tap(
+        mtu=conf.integer("mtu", minimum=0),
+        mac=sublink.parse_mac(mac) if mac else "",
+        multi_queue=conf.boolean("multiQueue"),
+        owner=conf.integer("owner", minimum=0, maximum=UINT32_MAX) if conf.has("owner") else None,
+        group=conf.integer("group", minimum=0, maximum=UINT32_MAX) if conf.has("group") else None,
+        selinux_context=conf.string("selinuxContext"),
+    )
+
+
+@plugin.add
+def add(args: CmdArgs) -> Result:
+    spec = load_tap(args)
+    bridge = args.fields.string("bridge")
+    dns = config_dns(args.fields)
+    ipam = Ipam(args)
+
+    with (
+        netns.handle(args.netns, args.netns_fd) as ns_fd,
+        netns.iproute(args.netns, ns_fd) as container,
+        Rollback() as rollback,
+    ):
+        created = sublink.create_tap(container, args.netns, ns_fd, args.ifname, spec, bridge)
+        rollback.push(f"tap {args.ifname}", lambda: link.delete(container, args.ifname))
+        result = Result("1.1.0", interfaces=[Interface(name=args.ifname, mac=created.mac, sandbox=args.netns)])
+        if ipam:
+            ipam_result = ipam.add()
+            rollback.push(f"IPAM ({ipam.type}) address", ipam.delete)
+            if not ipam_result.ips:
+                raise CNIError(ErrorCode.INTERNAL, "IPAM plugin returned missing IP config")
+            result.ips, result.routes = ipam_result.ips, ipam_result.routes
+            for ip in result.ips:
+                ip.interface = 0
+            with netns.entered(args.netns, ns_fd):
+                sublink.announce(args.ifname, ndisc=False)
+                addr.configure_interface(container, args.ifname, result, 0)
+        result.dns = dns or DNS()
+        result.as_version(args.cni_version)
+        rollback.commit()
+    return result
+
+
+@plugin.delete
+def delete(args: CmdArgs) -> None:
+    args.fields.string("bridge")
+    Ipam(args).delete()
+    if not args.netns and args.netns_fd is None:
+        return
+    try:
+        with netns.iproute(args.netns, args.netns_fd) as container:
+            link.delete(container, args.ifname)
+    except netns.NetnsNotFound:
+        pass
+
+
+@plugin.check
+def check(args: CmdArgs) -> None:
+    load_tap(args)
+    ipam = Ipam(args)
+    ipam.check()
+    result = prev_result_required(args)
+    index, iface = sublink.expected_interface(result, args.ifname, args.netns)
+    with netns.handle(args.netns, args.netns_fd) as ns_fd, netns.iproute(args.netns, ns_fd) as container:
+        sublink.check_container_link(container, iface, "tun")
+        with netns.entered(args.netns, ns_fd):
+            addr.validate_interface_addresses(container, args.ifname, result, index)
+            addr.validate_routes(container, result)
+
+
+@plugin.gc
+def gc(args: CmdArgs) -> None:
+    Ipam(args).gc()
+
+
+@plugin.status
+def status(args: CmdArgs) -> None:
+    Ipam(args).status()
+
+
+if __name__ == "__main__":
+    plugin.main()
