@@ -6,9 +6,9 @@ Topology, all inside namespaces the test makes::
                                            ──veth──  node ns: lan0  ──macvlan──  container ns: eth0
 
 pycni's bridge plugin runs in the node namespace with ``"ipam": {"type":
-"dhcp"}``; so does Go's macvlan plugin, which finds pycni's dhcp on CNI_PATH
-(interop, and it calls IPAM DEL before removing the link, so DEL can send
-DHCPRELEASE: the bridge plugins, Go's and pycni's, remove the veth first).
+"dhcp"}``; so do pycni's and Go's macvlan plugins (Go's finds pycni's dhcp
+on CNI_PATH). macvlan calls IPAM DEL before removing the link, so its DEL
+sends DHCPRELEASE; the bridge plugins, Go's and pycni's, remove the veth first.
 For the plugin alone, the test attaches the container's eth0 to the bridge.
 The daemon runs from the test with its own socket under a temporary
 directory. dnsmasq, the daemon and the namespaces are stopped and removed by
@@ -306,10 +306,14 @@ class TestWithBridge:
         assert call(pycni_plugin_dir, "DEL", conf, keep, lan.node).rc == 0
 
 
-class TestWithGoMacvlan:
+class TestWithMacvlan:
+    @pytest.mark.parametrize("main", ["go", "pycni"])
     def test_add_usable_del_releases(
-        self, plain_lan: DhcpLan, daemon: Daemon, pycni_plugin_dir: str, go_plugin_dir: str
+        self, main: str, plain_lan: DhcpLan, daemon: Daemon, pycni_plugin_dir: str, request: pytest.FixtureRequest
     ) -> None:
+        main_dir = request.getfixturevalue("go_plugin_dir") if main == "go" else pycni_plugin_dir
+        if not os.path.exists(os.path.join(main_dir, "macvlan")):
+            pytest.skip(f"no {main} macvlan plugin")
         lan = plain_lan
         lan.start_dnsmasq()
         conf = {
@@ -320,7 +324,7 @@ class TestWithGoMacvlan:
             "ipam": {"type": "dhcp", "daemonSocketPath": daemon.socket_path},
         }
         ctr = lan.container()
-        macvlan = os.path.join(go_plugin_dir, "macvlan")
+        macvlan = os.path.join(main_dir, "macvlan")
         added = exec_plugin(macvlan, "ADD", conf, netns=f"/run/netns/{ctr}", cni_path=pycni_plugin_dir, node=lan.node)
         assert added.rc == 0, (added.out, daemon.log())
         address = added.out["ips"][0]["address"]
