@@ -21,6 +21,7 @@ if TYPE_CHECKING:
 
 IFF_UP = 0x1
 IFF_PROMISC = 0x100
+IFF_ALLMULTI = 0x200
 
 
 @dataclass
@@ -115,6 +116,19 @@ def set_attrs(ipr: IPRoute, link: LinkInfo, **attrs: Any) -> None:
 def set_promisc(ipr: IPRoute, link: LinkInfo, on: bool = True) -> None:
     with netlink(f"set promiscuous mode of {link.name}"):
         ipr.link("set", index=link.index, flags=IFF_PROMISC if on else 0, change=IFF_PROMISC)
+
+
+def set_allmulti(ipr: IPRoute, link: LinkInfo, on: bool = True) -> None:
+    """Receive all multicast (``ip link set allmulticast``)."""
+    with netlink(f"set all-multicast mode of {link.name}"):
+        ipr.link("set", index=link.index, flags=IFF_ALLMULTI if on else 0, change=IFF_ALLMULTI)
+
+
+def txqlen(ipr: IPRoute, link: LinkInfo) -> int:
+    """The link's transmit queue length (``IFLA_TXQLEN``)."""
+    with netlink(f"read the transmit queue length of {link.name}"):
+        found = ipr.get_links(link.index)
+    return int(found[0].get("txqlen") or 0)
 
 
 def set_bridge_port(ipr: IPRoute, link: LinkInfo, hairpin: bool = False, isolated: bool = False) -> None:

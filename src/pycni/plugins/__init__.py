@@ -18,7 +18,10 @@ PLUGIN_MODULES: dict[str, str] = {
     "macvlan": "pycni.plugins.main.macvlan",
     "portmap": "pycni.plugins.meta.portmap",
     "ptp": "pycni.plugins.main.ptp",
+    "sbr": "pycni.plugins.meta.sbr",
     "static": "pycni.plugins.ipam.static",
     "tap": "pycni.plugins.main.tap",
+    "tuning": "pycni.plugins.meta.tuning",
     "vlan": "pycni.plugins.main.vlan",
+    "vrf": "pycni.plugins.meta.vrf",
 }
