@@ -29,8 +29,9 @@ def _run(plugin_type: str, command: str, stdin: bytes, env: Mapping[str, str], p
     try:
         return _executor.run(plugin_path, stdin, {**env, "CNI_COMMAND": command})
     except CNIError as error:
-        # Keep the delegate's code; say which delegate failed.
-        raise CNIError(error.code, f"{plugin_type}: {error.msg}", error.details) from None
+        # Keep the delegate's code; say which delegate failed (unless it already does).
+        msg = error.msg if error.msg.startswith(f"{plugin_type}:") else f"{plugin_type}: {error.msg}"
+        raise CNIError(error.code, msg, error.details) from None
 
 
 def delegate_add(plugin_type: str, stdin: bytes, env: Mapping[str, str], path: list[str], version: str) -> Result:

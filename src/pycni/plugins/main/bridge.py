@@ -284,15 +284,17 @@ def wait_oper_up(host: IPRoute, name: str) -> None:
 
 @plugin.delete
 def delete(args: CmdArgs) -> None:
+    """Release IPAM first, while the interface still exists (dhcp sends its DHCPRELEASE
+    from it; Go deletes the link first, so its dhcp leases linger until they expire)."""
     conf = load_conf(args)
     ipam = Ipam(args)
+    ipam.delete()
     if args.netns or args.netns_fd is not None:
         try:
             with netns.iproute(args.netns, args.netns_fd) as container:
                 link.delete(container, args.ifname)
         except netns.NetnsNotFound:
             pass  # the container is gone, and its veth with it
-    ipam.delete()
     if conf.mac_spoof_check:
         spoofcheck.teardown(unique_id(args))
     if ipam and conf.ip_masq:
