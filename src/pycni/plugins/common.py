@@ -10,10 +10,16 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
+from pycni.net import addr, link, netns
+from pycni.nft import masquerade
 from pycni.runtime import delegate
 from pycni.skel import CmdArgs
 from pycni.spec import DNS, CNIError, ErrorCode, Fields, Result
+
+if TYPE_CHECKING:
+    from pyroute2 import IPRoute
 
 WORKING_VERSION = "1.1.0"
 
@@ -28,10 +34,28 @@ class Ipam:
     def __bool__(self) -> bool:
         return bool(self.type)
 
+    @classmethod
+    def required(cls, args: CmdArgs, plugin: str) -> Ipam:
+        """The IPAM plugin of a plugin that cannot work without one."""
+        ipam = cls(args)
+        if not ipam:
+            raise CNIError(
+                ErrorCode.INVALID_NETWORK_CONFIG, f"{plugin} requires an IPAM configuration", "set ipam.type"
+            )
+        return ipam
+
     def add(self) -> Result:
         args = self.args
         result = delegate.delegate_add(self.type, args.stdin, args.env, args.path, args.cni_version)
         return result.as_version(WORKING_VERSION)
+
+    def allocate(self, rollback: Rollback) -> Result:
+        """ADD through IPAM with its release registered for rollback; at least one IP, or an error."""
+        result = self.add()
+        rollback.push(f"IPAM ({self.type}) address", self.delete)
+        if not result.ips:
+            raise CNIError(ErrorCode.INTERNAL, "IPAM plugin returned missing IP config")
+        return result
 
     def delete(self) -> None:
         if self.type:
@@ -111,3 +135,38 @@ class Rollback:
             except Exception as error:  # noqa: BLE001 - keep undoing; the original error wins
                 print(f"pycni: rollback of {what} failed: {error}", file=sys.stderr)
         self._steps.clear()
+
+
+def delete_container_link(args: CmdArgs) -> None:
+    """Delete ``CNI_IFNAME`` in the container; a gone namespace or link is already done."""
+    if not args.netns and args.netns_fd is None:
+        return
+    try:
+        with netns.iproute(args.netns, args.netns_fd) as container:
+            link.delete(container, args.ifname)
+    except netns.NetnsNotFound:
+        pass  # the container is gone, and its interfaces with it
+
+
+def check_addresses_and_routes(args: CmdArgs, container: IPRoute, ns_fd: int, result: Result, index: int) -> None:
+    """CHECK: the result's addresses are on the interface and its routes are in the container."""
+    with netns.entered(args.netns, ns_fd):
+        addr.validate_interface_addresses(container, args.ifname, result, index)
+        addr.validate_routes(container, result)
+
+
+def gc_masquerade_and_ipam(args: CmdArgs, network: str, ip_masq: bool) -> None:
+    """GC for the plugins that masquerade: stale masquerade rules, then the IPAM plugin's own GC."""
+    errors: list[str] = []
+    listed = args.valid_attachments()
+    if ip_masq and listed is not None:
+        try:
+            masquerade.gc(network, listed)
+        except CNIError as error:
+            errors.append(str(error))
+    try:
+        Ipam(args).gc()
+    except CNIError as error:
+        errors.append(str(error))
+    if errors:
+        raise CNIError(ErrorCode.INTERNAL, "; ".join(errors))

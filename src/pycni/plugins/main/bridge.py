@@ -19,7 +19,15 @@ from typing import TYPE_CHECKING
 from pycni.net import addr, bridge, link, netns, sysctl, veth
 from pycni.net.link import LinkInfo
 from pycni.nft import masquerade, spoofcheck
-from pycni.plugins.common import Ipam, Rollback, config_dns, prev_result_required, requested_mac
+from pycni.plugins.common import (
+    Ipam,
+    Rollback,
+    config_dns,
+    delete_container_link,
+    gc_masquerade_and_ipam,
+    prev_result_required,
+    requested_mac,
+)
 from pycni.skel import CmdArgs, Plugin
 from pycni.spec import DNS, CNIError, ErrorCode, Fields, Interface, Result, Route
 from pycni.spec.result import IPInterface
@@ -175,10 +183,7 @@ def add(args: CmdArgs) -> Result:
             rollback.push("mac spoof check", lambda: spoofcheck.teardown(unique_id(args)))
 
         if ipam:
-            ipam_result = ipam.add()
-            rollback.push(f"IPAM ({ipam.type}) address", ipam.delete)
-            if not ipam_result.ips:
-                raise CNIError(ErrorCode.INTERNAL, "IPAM plugin returned missing IP config")
+            ipam_result = ipam.allocate(rollback)
             result.ips, result.routes, result.dns = ipam_result.ips, ipam_result.routes, ipam_result.dns
             gateways = calc_gateways(result, conf)
             with netns.entered(args.netns, ns_fd):
@@ -289,12 +294,7 @@ def delete(args: CmdArgs) -> None:
     conf = load_conf(args)
     ipam = Ipam(args)
     ipam.delete()
-    if args.netns or args.netns_fd is not None:
-        try:
-            with netns.iproute(args.netns, args.netns_fd) as container:
-                link.delete(container, args.ifname)
-        except netns.NetnsNotFound:
-            pass  # the container is gone, and its veth with it
+    delete_container_link(args)
     if conf.mac_spoof_check:
         spoofcheck.teardown(unique_id(args))
     if ipam and conf.ip_masq:
@@ -344,20 +344,7 @@ def check(args: CmdArgs) -> None:
 @plugin.gc
 def gc(args: CmdArgs) -> None:
     conf = load_conf(args)
-    errors: list[str] = []
-    if conf.ip_masq:
-        try:
-            listed = args.valid_attachments()
-            if listed is not None:
-                masquerade.gc(conf.network, listed)
-        except CNIError as error:
-            errors.append(str(error))
-    try:
-        Ipam(args).gc()
-    except CNIError as error:
-        errors.append(str(error))
-    if errors:
-        raise CNIError(ErrorCode.INTERNAL, "; ".join(errors))
+    gc_masquerade_and_ipam(args, conf.network, conf.ip_masq)
 
 
 @plugin.status

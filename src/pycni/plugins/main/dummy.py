@@ -9,23 +9,16 @@ does not replace it with the config's).
 from __future__ import annotations
 
 from pycni.net import addr, link, netns, sublink
-from pycni.plugins.common import Ipam, Rollback
+from pycni.plugins.common import Ipam, Rollback, delete_container_link
 from pycni.skel import CmdArgs, Plugin
 from pycni.spec import CNIError, ErrorCode, Interface, Result
 
 plugin = Plugin("dummy")
 
 
-def required_ipam(args: CmdArgs) -> Ipam:
-    ipam = Ipam(args)
-    if not ipam:
-        raise CNIError(ErrorCode.INVALID_NETWORK_CONFIG, "dummy interface requires an IPAM configuration")
-    return ipam
-
-
 @plugin.add
 def add(args: CmdArgs) -> Result:
-    ipam = required_ipam(args)
+    ipam = Ipam.required(args, "dummy interface")
     with (
         netns.handle(args.netns, args.netns_fd) as ns_fd,
         netns.iproute(args.netns, ns_fd) as container,
@@ -33,10 +26,7 @@ def add(args: CmdArgs) -> Result:
     ):
         created = sublink.create_dummy(container, args.ifname)
         rollback.push(f"dummy {args.ifname}", lambda: link.delete(container, args.ifname))
-        result = ipam.add()
-        rollback.push(f"IPAM ({ipam.type}) address", ipam.delete)
-        if not result.ips:
-            raise CNIError(ErrorCode.INTERNAL, "IPAM plugin returned missing IP config")
+        result = ipam.allocate(rollback)
         for ip in result.ips:
             ip.interface = 0
         result.interfaces = [Interface(name=args.ifname, mac=created.mac, sandbox=args.netns)]
@@ -50,18 +40,12 @@ def add(args: CmdArgs) -> Result:
 @plugin.delete
 def delete(args: CmdArgs) -> None:
     Ipam(args).delete()
-    if not args.netns and args.netns_fd is None:
-        return
-    try:
-        with netns.iproute(args.netns, args.netns_fd) as container:
-            link.delete(container, args.ifname)
-    except netns.NetnsNotFound:
-        pass
+    delete_container_link(args)
 
 
 @plugin.check
 def check(args: CmdArgs) -> None:
-    required_ipam(args).check()
+    Ipam.required(args, "dummy interface").check()
     prev = args.prev_result()
     if prev is None:
         raise CNIError(ErrorCode.INVALID_NETWORK_CONFIG, "dummy: Required prevResult missing")

@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING
 
 from pycni.net import addr, link, netns, sublink
 from pycni.net.link import LinkInfo
-from pycni.plugins.common import Ipam, Rollback, config_dns, prev_result_required
+from pycni.plugins.common import Ipam, Rollback, check_addresses_and_routes, config_dns, prev_result_required
 from pycni.skel import CmdArgs, Plugin
 from pycni.spec import DNS, CNIError, ErrorCode, Interface, Result
 
@@ -128,10 +128,7 @@ def add(args: CmdArgs) -> Result:
             iface.name, iface.mac = moved.name, moved.mac
         result = Result("1.1.0", interfaces=[iface])
         if ipam:
-            ipam_result = ipam.add()
-            rollback.push(f"IPAM ({ipam.type}) address", ipam.delete)
-            if not ipam_result.ips:
-                raise CNIError(ErrorCode.INTERNAL, "IPAM plugin returned missing IP config")
+            ipam_result = ipam.allocate(rollback)
             result.ips, result.routes = ipam_result.ips, ipam_result.routes
             for ip in result.ips:
                 ip.interface = 0
@@ -168,9 +165,7 @@ def check(args: CmdArgs) -> None:
     index, iface = sublink.expected_interface(result, args.ifname, args.netns)
     with netns.handle(args.netns, args.netns_fd) as ns_fd, netns.iproute(args.netns, ns_fd) as container:
         sublink.check_container_link(container, iface, None)
-        with netns.entered(args.netns, ns_fd):
-            addr.validate_interface_addresses(container, args.ifname, result, index)
-            addr.validate_routes(container, result)
+        check_addresses_and_routes(args, container, ns_fd, result, index)
 
 
 @plugin.gc

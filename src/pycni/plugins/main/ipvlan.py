@@ -17,7 +17,14 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from pycni.net import addr, link, netns, sublink
-from pycni.plugins.common import Ipam, Rollback, config_dns, prev_result_required
+from pycni.plugins.common import (
+    Ipam,
+    Rollback,
+    check_addresses_and_routes,
+    config_dns,
+    delete_container_link,
+    prev_result_required,
+)
 from pycni.skel import CmdArgs, Plugin
 from pycni.spec import DNS, CNIError, ErrorCode, Interface, Result
 
@@ -88,13 +95,7 @@ def add(args: CmdArgs) -> Result:
         created = sublink.create(parent_ns, container, ns_fd, args.ifname, sublink.ipvlan(parent.index, mode, conf.mtu))
         rollback.push(f"ipvlan {args.ifname}", lambda: link.delete(container, args.ifname))
 
-        if chained is not None:
-            result = chained
-        else:
-            result = ipam.add()
-            rollback.push(f"IPAM ({ipam.type}) address", ipam.delete)
-            if not result.ips:
-                raise CNIError(ErrorCode.INTERNAL, "IPAM plugin returned missing IP config")
+        result = chained if chained is not None else ipam.allocate(rollback)
         for ip in result.ips:
             ip.interface = 0
         result.interfaces = [Interface(name=args.ifname, mac=created.mac, sandbox=args.netns)]
@@ -111,13 +112,7 @@ def add(args: CmdArgs) -> Result:
 def delete(args: CmdArgs) -> None:
     load_conf(args)
     Ipam(args).delete()  # chained without ipam: the addresses belong to the previous plugin
-    if not args.netns and args.netns_fd is None:
-        return
-    try:
-        with netns.iproute(args.netns, args.netns_fd) as container:
-            link.delete(container, args.ifname)
-    except netns.NetnsNotFound:
-        pass
+    delete_container_link(args)
 
 
 @plugin.check
@@ -143,9 +138,7 @@ def check(args: CmdArgs) -> None:
                 f"Container IPVlan mode {sublink.mode_name(sublink.IPVLAN_MODES, actual)} does not match "
                 f"expected value: {sublink.mode_name(sublink.IPVLAN_MODES, mode)}",
             )
-        with netns.entered(args.netns, ns_fd):
-            addr.validate_interface_addresses(container, args.ifname, result, index)
-            addr.validate_routes(container, result)
+        check_addresses_and_routes(args, container, ns_fd, result, index)
 
 
 @plugin.gc

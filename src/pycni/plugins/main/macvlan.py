@@ -14,7 +14,15 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from pycni.net import addr, link, netns, sublink
-from pycni.plugins.common import Ipam, Rollback, config_dns, prev_result_required, requested_mac
+from pycni.plugins.common import (
+    Ipam,
+    Rollback,
+    check_addresses_and_routes,
+    config_dns,
+    delete_container_link,
+    prev_result_required,
+    requested_mac,
+)
 from pycni.skel import CmdArgs, Plugin
 from pycni.spec import DNS, CNIError, ErrorCode, Interface, Result
 
@@ -72,10 +80,7 @@ def add(args: CmdArgs) -> Result:
         result = Result("1.1.0", interfaces=[Interface(name=args.ifname, mac=created.mac, sandbox=args.netns)])
 
         if ipam:
-            ipam_result = ipam.add()
-            rollback.push(f"IPAM ({ipam.type}) address", ipam.delete)
-            if not ipam_result.ips:
-                raise CNIError(ErrorCode.INTERNAL, "IPAM plugin returned missing IP config")
+            ipam_result = ipam.allocate(rollback)
             result.ips, result.routes = ipam_result.ips, ipam_result.routes
             for ip in result.ips:
                 ip.interface = 0
@@ -95,13 +100,7 @@ def add(args: CmdArgs) -> Result:
 def delete(args: CmdArgs) -> None:
     load_conf(args)
     Ipam(args).delete()
-    if not args.netns and args.netns_fd is None:
-        return
-    try:
-        with netns.iproute(args.netns, args.netns_fd) as container:
-            link.delete(container, args.ifname)
-    except netns.NetnsNotFound:
-        pass  # the container is gone, and its macvlan with it
+    delete_container_link(args)
 
 
 @plugin.check
@@ -127,9 +126,7 @@ def check(args: CmdArgs) -> None:
                 f"container macvlan mode {sublink.mode_name(sublink.MACVLAN_MODES, actual)} "
                 f"does not match expected value: {expected}",
             )
-        with netns.entered(args.netns, ns_fd):
-            addr.validate_interface_addresses(container, args.ifname, result, index)
-            addr.validate_routes(container, result)
+        check_addresses_and_routes(args, container, ns_fd, result, index)
 
 
 @plugin.gc

@@ -17,7 +17,15 @@ from typing import TYPE_CHECKING
 from pycni.net import addr, link, netns, sysctl, veth
 from pycni.net.link import LinkInfo
 from pycni.nft import masquerade
-from pycni.plugins.common import Ipam, Rollback, config_dns, prev_result_required
+from pycni.plugins.common import (
+    Ipam,
+    Rollback,
+    check_addresses_and_routes,
+    config_dns,
+    delete_container_link,
+    gc_masquerade_and_ipam,
+    prev_result_required,
+)
 from pycni.skel import CmdArgs, Plugin
 from pycni.spec import CNIError, ErrorCode, Interface, Result
 
@@ -27,20 +35,13 @@ if TYPE_CHECKING:
 plugin = Plugin("ptp")
 
 
-def _ipam(args: CmdArgs) -> Ipam:
-    ipam = Ipam(args)
-    if not ipam:
-        raise CNIError(ErrorCode.INVALID_NETWORK_CONFIG, "ptp requires an IPAM configuration: set ipam.type")
-    return ipam
-
-
 @plugin.add
 def add(args: CmdArgs) -> Result:
     conf = args.fields
     mtu = conf.integer("mtu", minimum=0)
     ip_masq = conf.boolean("ipMasq")
     dns = config_dns(conf)
-    ipam = _ipam(args)
+    ipam = Ipam.required(args, "ptp")
 
     with (
         netns.handle(args.netns, args.netns_fd) as ns_fd,
@@ -48,10 +49,7 @@ def add(args: CmdArgs) -> Result:
         netns.iproute_here() as host,
         Rollback() as rollback,
     ):
-        result = ipam.add()
-        rollback.push(f"IPAM ({ipam.type}) address", ipam.delete)
-        if not result.ips:
-            raise CNIError(ErrorCode.INTERNAL, "IPAM plugin returned missing IP config")
+        result = ipam.allocate(rollback)
         for ip in result.ips:
             if ip.gateway is None:
                 raise CNIError(ErrorCode.INTERNAL, f"ptp needs a gateway for {ip.address}: IPAM returned none")
@@ -116,20 +114,15 @@ def configure_host(ipr: IPRoute, host_veth: LinkInfo, result: Result) -> None:
 @plugin.delete
 def delete(args: CmdArgs) -> None:
     ip_masq = args.fields.boolean("ipMasq")
-    _ipam(args).delete()
-    if args.netns or args.netns_fd is not None:
-        try:
-            with netns.iproute(args.netns, args.netns_fd) as container:
-                link.delete(container, args.ifname)
-        except netns.NetnsNotFound:
-            pass  # the container is gone, and its veth with it
+    Ipam.required(args, "ptp").delete()
+    delete_container_link(args)
     if ip_masq:
         masquerade.teardown(args.name, args.ifname, args.container_id)
 
 
 @plugin.check
 def check(args: CmdArgs) -> None:
-    ipam = _ipam(args)
+    ipam = Ipam.required(args, "ptp")
     ipam.check()
     result = prev_result_required(args)
     cont_iface = next((i for i in result.interfaces if i.name == args.ifname and i.sandbox == args.netns), None)
@@ -142,32 +135,18 @@ def check(args: CmdArgs) -> None:
             raise CNIError(ErrorCode.INTERNAL, f"Error: Container interface {args.ifname} not of type veth")
         if cont_iface.mac and cont.mac != cont_iface.mac:
             raise CNIError(ErrorCode.INTERNAL, f"Interface {args.ifname} Mac {cont.mac} doesn't match")
-        with netns.entered(args.netns, ns_fd):
-            addr.validate_interface_addresses(container, args.ifname, result, index)
-            addr.validate_routes(container, result)
+        check_addresses_and_routes(args, container, ns_fd, result, index)
 
 
 @plugin.gc
 def gc(args: CmdArgs) -> None:
-    errors: list[str] = []
-    if args.fields.boolean("ipMasq"):
-        try:
-            listed = args.valid_attachments()
-            if listed is not None:
-                masquerade.gc(args.name, listed)
-        except CNIError as error:
-            errors.append(str(error))
-    try:
-        _ipam(args).gc()
-    except CNIError as error:
-        errors.append(str(error))
-    if errors:
-        raise CNIError(ErrorCode.INTERNAL, "; ".join(errors))
+    Ipam.required(args, "ptp")
+    gc_masquerade_and_ipam(args, args.name, args.fields.boolean("ipMasq"))
 
 
 @plugin.status
 def status(args: CmdArgs) -> None:
-    _ipam(args).status()
+    Ipam.required(args, "ptp").status()
 
 
 if __name__ == "__main__":

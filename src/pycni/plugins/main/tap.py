@@ -14,9 +14,17 @@ that is not a bridge, is code 7; CHECK also verifies the tap itself.
 from __future__ import annotations
 
 from pycni.net import addr, link, netns, sublink
-from pycni.plugins.common import Ipam, Rollback, config_dns, prev_result_required, requested_mac
+from pycni.plugins.common import (
+    Ipam,
+    Rollback,
+    check_addresses_and_routes,
+    config_dns,
+    delete_container_link,
+    prev_result_required,
+    requested_mac,
+)
 from pycni.skel import CmdArgs, Plugin
-from pycni.spec import DNS, CNIError, ErrorCode, Interface, Result
+from pycni.spec import DNS, Interface, Result
 
 plugin = Plugin("tap")
 
@@ -53,10 +61,7 @@ def add(args: CmdArgs) -> Result:
         rollback.push(f"tap {args.ifname}", lambda: link.delete(container, args.ifname))
         result = Result("1.1.0", interfaces=[Interface(name=args.ifname, mac=created.mac, sandbox=args.netns)])
         if ipam:
-            ipam_result = ipam.add()
-            rollback.push(f"IPAM ({ipam.type}) address", ipam.delete)
-            if not ipam_result.ips:
-                raise CNIError(ErrorCode.INTERNAL, "IPAM plugin returned missing IP config")
+            ipam_result = ipam.allocate(rollback)
             result.ips, result.routes = ipam_result.ips, ipam_result.routes
             for ip in result.ips:
                 ip.interface = 0
@@ -73,13 +78,7 @@ def add(args: CmdArgs) -> Result:
 def delete(args: CmdArgs) -> None:
     args.fields.string("bridge")
     Ipam(args).delete()
-    if not args.netns and args.netns_fd is None:
-        return
-    try:
-        with netns.iproute(args.netns, args.netns_fd) as container:
-            link.delete(container, args.ifname)
-    except netns.NetnsNotFound:
-        pass
+    delete_container_link(args)
 
 
 @plugin.check
@@ -91,9 +90,7 @@ def check(args: CmdArgs) -> None:
     index, iface = sublink.expected_interface(result, args.ifname, args.netns)
     with netns.handle(args.netns, args.netns_fd) as ns_fd, netns.iproute(args.netns, ns_fd) as container:
         sublink.check_container_link(container, iface, "tun")
-        with netns.entered(args.netns, ns_fd):
-            addr.validate_interface_addresses(container, args.ifname, result, index)
-            addr.validate_routes(container, result)
+        check_addresses_and_routes(args, container, ns_fd, result, index)
 
 
 @plugin.gc

@@ -14,7 +14,14 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from pycni.net import addr, link, netns, sublink
-from pycni.plugins.common import Ipam, Rollback, config_dns, prev_result_required
+from pycni.plugins.common import (
+    Ipam,
+    Rollback,
+    check_addresses_and_routes,
+    config_dns,
+    delete_container_link,
+    prev_result_required,
+)
 from pycni.skel import CmdArgs, Plugin
 from pycni.spec import DNS, CNIError, ErrorCode, Interface, Result
 
@@ -54,17 +61,10 @@ def load_conf(args: CmdArgs, validate: bool = True) -> VlanConf:
     return parsed
 
 
-def required_ipam(args: CmdArgs) -> Ipam:
-    ipam = Ipam(args)
-    if not ipam:
-        raise CNIError(ErrorCode.INVALID_NETWORK_CONFIG, "vlan requires an IPAM configuration: set ipam.type")
-    return ipam
-
-
 @plugin.add
 def add(args: CmdArgs) -> Result:
     conf = load_conf(args)
-    ipam = required_ipam(args)
+    ipam = Ipam.required(args, "vlan")
 
     with (
         netns.handle(args.netns, args.netns_fd) as ns_fd,
@@ -78,10 +78,7 @@ def add(args: CmdArgs) -> Result:
         created = sublink.create(parent_ns, container, ns_fd, args.ifname, spec)
         rollback.push(f"vlan {args.ifname}", lambda: link.delete(container, args.ifname))
 
-        result = ipam.add()
-        rollback.push(f"IPAM ({ipam.type}) address", ipam.delete)
-        if not result.ips:
-            raise CNIError(ErrorCode.INTERNAL, "IPAM plugin returned missing IP config")
+        result = ipam.allocate(rollback)
         for ip in result.ips:
             ip.interface = 0
         result.interfaces = [Interface(name=args.ifname, mac=created.mac, sandbox=args.netns)]
@@ -97,19 +94,13 @@ def add(args: CmdArgs) -> Result:
 def delete(args: CmdArgs) -> None:
     load_conf(args, validate=False)
     Ipam(args).delete()
-    if not args.netns and args.netns_fd is None:
-        return
-    try:
-        with netns.iproute(args.netns, args.netns_fd) as container:
-            link.delete(container, args.ifname)
-    except netns.NetnsNotFound:
-        pass
+    delete_container_link(args)
 
 
 @plugin.check
 def check(args: CmdArgs) -> None:
     conf = load_conf(args)
-    required_ipam(args).check()
+    Ipam.required(args, "vlan").check()
     result = prev_result_required(args)
     index, iface = sublink.expected_interface(result, args.ifname, args.netns)
     with (
@@ -128,9 +119,7 @@ def check(args: CmdArgs) -> None:
             raise CNIError(
                 ErrorCode.INTERNAL, f"Error: configured MTU of {iface.name} is {conf.mtu}, current value is {found.mtu}"
             )
-        with netns.entered(args.netns, ns_fd):
-            addr.validate_interface_addresses(container, args.ifname, result, index)
-            addr.validate_routes(container, result)
+        check_addresses_and_routes(args, container, ns_fd, result, index)
 
 
 @plugin.gc
