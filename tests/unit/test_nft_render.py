@@ -30,6 +30,10 @@ def test_masquerade_setup() -> None:
     check_golden("masquerade_setup.nft", masquerade.render_setup(addresses, "mynet", "eth0", "c1"))
     with_stale = masquerade.render_setup(addresses, "mynet", "eth0", "c1", stale_handles=[7])
     assert "delete rule inet cni_plugins_masquerade masq_checks handle 7\n" in with_stale
+    only_adds = masquerade.render_setup(addresses, "mynet", "eth0", "c1", skeleton=False)
+    assert all(
+        line.startswith("add rule inet cni_plugins_masquerade masq_checks") for line in only_adds.splitlines()
+    ), "with the table in place, ADD only adds (redeclaring a hooked chain costs an RCU wait)"
 
 
 def test_masquerade_comment_matches_reference_format() -> None:

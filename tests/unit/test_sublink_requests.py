@@ -74,7 +74,12 @@ class FakeIPRoute:
     def links(self) -> dict[str, FakeMsg]:
         return self.kernel.links[self.fd]
 
-    def link(self, command: str, **kw: Any) -> None:
+    def link(self, command: str, **kw: Any) -> list[FakeMsg] | None:
+        if command == "get":  # a lookup, as RTM_GETLINK by name or index answers it
+            found = self.get_links(kw["index"]) if "index" in kw else self.get_links(ifname=kw["ifname"])
+            if not found:
+                raise NetlinkError(errno.ENODEV)
+            return found
         self.calls.append((command, kw))
         if command in self.fail:
             raise NetlinkError(self.fail[command])
@@ -94,6 +99,7 @@ class FakeIPRoute:
         elif command == "del":
             name = next(n for n, m in self.links.items() if m["index"] == kw["index"])
             del self.links[name]
+        return None
 
     def get_links(self, *indexes: int, ifname: str | None = None) -> list[FakeMsg]:
         if ifname is not None:

@@ -8,6 +8,7 @@ addresses; a re-added address gets its host route in the VRF's table).
 
 from __future__ import annotations
 
+import errno
 import ipaddress
 import json
 import socket
@@ -17,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from pyroute2.netlink.exceptions import NetlinkError
 
 from pycni.net import netns, rule
 from pycni.net import vrf as vrfdev
@@ -99,6 +101,11 @@ class FakeIPRoute:
         return [self._link_msg(i) for i in sorted(self.links)]
 
     def link(self, command: str, **kwargs: Any) -> list[Any]:
+        if command == "get":  # a lookup (RTM_GETLINK by name or index), not a change: not recorded
+            found = self.get_links(kwargs["index"]) if "index" in kwargs else self.get_links(ifname=kwargs["ifname"])
+            if not found:
+                raise NetlinkError(errno.ENODEV, "No such device")
+            return found
         self._record("link", command, kwargs)
         if command == "add":
             self.add_link(kwargs["ifname"], kwargs["kind"], table=kwargs.get("vrf_table", 0))

@@ -146,6 +146,12 @@ def cmd_demo(opts: argparse.Namespace) -> int:
     return demo_main()
 
 
+def cmd_daemon(opts: argparse.Namespace) -> int:
+    from pycni.daemon.server import main as daemon_main
+
+    return daemon_main(opts.socket, opts.log, opts.workers)
+
+
 def cmd_plugins_install(opts: argparse.Namespace) -> int:
     from pycni.cli.install import install
 
@@ -215,6 +221,11 @@ def build_parser() -> argparse.ArgumentParser:
     version = sub.add_parser("version", help="print pycni's version, or a plugin's VERSION reply")
     version.add_argument("plugin", nargs="?", metavar="PLUGIN-TYPE")
     version.set_defaults(func=cmd_version)
+    daemon = sub.add_parser("daemon", help="serve plugin calls from the plugin executables (warm path)")
+    daemon.add_argument("--socket", default="/run/pycni/pycni.sock", help="unix socket to serve (mode 0600)")
+    daemon.add_argument("--log", action="store_true", help="one line on stderr per call, with its duration")
+    daemon.add_argument("--workers", type=int, default=0, help="worker processes (default: one per CPU)")
+    daemon.set_defaults(func=cmd_daemon)
     demo = sub.add_parser("demo", help="run the seed article's Case 1 and Case 2 end to end (root)")
     demo.set_defaults(func=cmd_demo)
     dhcp = sub.add_parser("dhcp-daemon", help="run the DHCP lease daemon of the dhcp IPAM plugin (foreground)")

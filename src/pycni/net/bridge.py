@@ -36,16 +36,19 @@ def ensure_bridge(
         except NetlinkError as exc:
             if exc.code != errno.EEXIST:
                 raise NetError(f"could not add {name!r}", int(exc.code)) from None
-    bridge = link.get(ipr, name)
+    bridge = existing if existing is not None else link.get(ipr, name)
     if bridge.kind != "bridge":
         raise CNIError(ErrorCode.INTERNAL, f"{name!r} already exists but is not a bridge")
     if existing is not None and vlan_filtering:
         with netlink(f"enable vlan_filtering on {name}"):
             ipr.link("set", index=bridge.index, kind="bridge", br_vlan_filtering=1)
+    changed = False
     if promisc and not bridge.promisc:
         link.set_promisc(ipr, bridge)
+        changed = True
     # A bridge must not autoconfigure itself from router advertisements.
     sysctl.write(f"net/ipv6/conf/{name}/accept_ra", "0", missing_ok=True)
     if not bridge.up:
-        link.set_up(ipr, name)
-    return link.get(ipr, name)
+        link.set_attrs(ipr, bridge, state="up")
+        changed = True
+    return link.get(ipr, name) if changed else bridge

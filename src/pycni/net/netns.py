@@ -49,7 +49,8 @@ def open_netns(path: str) -> int:
         raise CNIError(ErrorCode.IO_FAILURE, f"CNI_NETNS: cannot open {path}: {exc.strerror}") from None
 
 
-def _setns(fd: int, what: str) -> None:
+def setns(fd: int, what: str) -> None:
+    """Move the calling thread into the namespace ``fd``; ``what`` names it in errors."""
     if _libc.setns(fd, CLONE_NEWNET) != 0:
         err = ctypes.get_errno()
         if err == errno.EINVAL:
@@ -63,11 +64,11 @@ def entered(path: str, fd: int | None = None) -> Iterator[None]:
     own = os.open("/proc/thread-self/ns/net", os.O_RDONLY | os.O_CLOEXEC)
     target = fd if fd is not None else open_netns(path)
     try:
-        _setns(target, path or f"fd {target}")
+        setns(target, path or f"fd {target}")
         try:
             yield
         finally:
-            _setns(own, "the caller's namespace")
+            setns(own, "the caller's namespace")
     finally:
         os.close(own)
         if fd is None:
@@ -123,7 +124,7 @@ def temporary() -> Iterator[int]:
         try:
             temp = os.open("/proc/thread-self/ns/net", os.O_RDONLY | os.O_CLOEXEC)
         finally:
-            _setns(own, "the caller's namespace")
+            setns(own, "the caller's namespace")
     finally:
         os.close(own)
     try:

@@ -58,6 +58,8 @@ def create_pair(
                     raise InterfaceExists(ifname) from None
                 continue
             raise NetError(f"failed to make veth pair for {ifname}", int(exc.code)) from None
-        link.set_up(host, host_name)
-        return link.get(host, host_name), link.get(container, ifname)
+        host_link = link.get(host, host_name)
+        link.set_attrs(host, host_link, state="up")
+        host_link.flags |= link.IFF_UP
+        return host_link, link.get(container, ifname)
     raise CNIError(ErrorCode.INTERNAL, f"failed to find a free host veth name after {NAME_ATTEMPTS} attempts")

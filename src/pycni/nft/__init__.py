@@ -10,14 +10,13 @@ from __future__ import annotations
 import fcntl
 import json
 import os
-import subprocess
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
+from pycni.nft import engine
 from pycni.spec.errors import CNIError, ErrorCode
 
-NFT = "nft"
 COMMENT_MAX = 128
 LOCK_DIR = "/run/pycni/locks"
 
@@ -31,25 +30,19 @@ def run(script: str, action: str = "apply ruleset") -> None:
     """Apply ``script`` (nft syntax, one command per line) atomically."""
     if not script.strip():
         return
-    try:
-        proc = subprocess.run([NFT, "-f", "-"], input=script, capture_output=True, text=True, check=False)
-    except FileNotFoundError:
-        raise CNIError(ErrorCode.INTERNAL, "nftables: the nft command is not installed") from None
-    if proc.returncode != 0:
-        raise NftError(action, proc.stderr)
+    status, _output, errors = engine.execute(script)
+    if status != 0:
+        raise NftError(action, errors)
 
 
 def list_objects(*what: str) -> list[dict[str, Any]]:
     """``nft -j list ...`` objects; none if the table or chain does not exist."""
-    try:
-        proc = subprocess.run([NFT, "-j", "list", *what], capture_output=True, text=True, check=False)
-    except FileNotFoundError:
-        raise CNIError(ErrorCode.INTERNAL, "nftables: the nft command is not installed") from None
-    if proc.returncode != 0:
-        if "No such file or directory" in proc.stderr:
+    status, output, errors = engine.execute("list " + " ".join(what), json_output=True)
+    if status != 0:
+        if "No such file or directory" in errors:
             return []
-        raise NftError(f"list {' '.join(what)}", proc.stderr)
-    objects: list[dict[str, Any]] = json.loads(proc.stdout).get("nftables", [])
+        raise NftError(f"list {' '.join(what)}", errors)
+    objects: list[dict[str, Any]] = json.loads(output).get("nftables", []) if output.strip() else []
     return objects
 
 

@@ -65,6 +65,7 @@ def render_isolation(bridge: str, policy: str) -> list[str]:
 
 @dataclass
 class State:
+    present: bool  # the table and its chains exist: a transaction need only add
     elements: list[tuple[str, str, str]]  # (set, address, comment)
     isolation_comments: set[str]
 
@@ -72,7 +73,10 @@ class State:
 def live_state() -> State:
     elements: list[tuple[str, str, str]] = []
     isolation: set[str] = set()
+    chains: set[str] = set()
     for obj in nft.list_objects("table", FAMILY, TABLE):
+        if "chain" in obj:
+            chains.add(str(obj["chain"]["name"]))
         body = obj.get("set")
         if body is not None and body.get("name") in ("allow4", "allow6"):
             for entry in body.get("elem", []):
@@ -82,13 +86,13 @@ def live_state() -> State:
         rule = obj.get("rule")
         if rule is not None and rule.get("chain") == "isolation":
             isolation.add(str(rule.get("comment", "")))
-    return State(elements, isolation)
+    return State({"admin", "isolation", "forward"} <= chains, elements, isolation)
 
 
 def add(addresses: Sequence[IPInterface], comment: str, bridge: str, policy: str) -> None:
     with nft.locked(TABLE):
         state = live_state()
-        lines = [*render_base()]
+        lines = [] if state.present else render_base()
         lines += [f"delete element {T} {s} {{ {a} }}" for s, a, c in state.elements if c == comment]
         lines += render_allow(addresses, comment)
         if policy in ("same-bridge", "isolated") and bridge and f"bridge:{bridge}" not in state.isolation_comments:

@@ -40,21 +40,35 @@ def instance_comment(network: str, ifname: str, container_id: str) -> str:
     return comment[: nft.COMMENT_MAX]
 
 
-def render_setup(
-    addresses: Sequence[IPInterface], network: str, ifname: str, container_id: str, stale_handles: Iterable[int] = ()
-) -> str:
-    """The transaction that (re)installs the masquerade rules of one attachment."""
+def render_skeleton() -> list[str]:
+    """The table, its chains and the postrouting rules: written once, when the table is missing."""
     t = f"{FAMILY} {TABLE}"
-    lines = [
+    return [
         f'add table {t} {{ comment "Masquerading for plugins from github.com/containernetworking/plugins" ; }}',
         f'add chain {t} {CHAIN} {{ comment "Masquerade traffic from certain IPs to any (non-multicast) IP outside '
         'their subnet" ; }',
         f"add chain {t} postrouting {{ type nat hook postrouting priority srcnat ; }}",
-        f"flush chain {t} postrouting",
         f"add rule {t} postrouting ip daddr 224.0.0.0/4 return",
         f"add rule {t} postrouting ip6 daddr ff00::/8 return",
         f"add rule {t} postrouting goto {CHAIN}",
     ]
+
+
+def render_setup(
+    addresses: Sequence[IPInterface],
+    network: str,
+    ifname: str,
+    container_id: str,
+    stale_handles: Iterable[int] = (),
+    skeleton: bool = True,
+) -> str:
+    """The transaction that (re)installs the masquerade rules of one attachment.
+
+    Only additions when the table exists: in this kernel any commit that
+    deletes or redeclares a hooked chain waits ~10 ms for RCU, an addition not.
+    """
+    t = f"{FAMILY} {TABLE}"
+    lines = render_skeleton() if skeleton else []
     lines += [f"delete rule {t} {CHAIN} handle {handle}" for handle in stale_handles]
     comment = nft.quote(instance_comment(network, ifname, container_id))
     for address in addresses:
@@ -66,24 +80,26 @@ def render_setup(
     return "\n".join(lines) + "\n"
 
 
-def _handles(prefix: str) -> list[tuple[int, str]]:
-    return [
-        (int(rule["handle"]), str(rule.get("comment", "")))
-        for rule in nft.list_rules(FAMILY, TABLE, CHAIN)
-        if str(rule.get("comment", "")).startswith(prefix)
-    ]
+def _state() -> tuple[bool, list[tuple[int, str]]]:
+    """Whether the table is set up, and the (handle, comment) of every rule in ``masq_checks``."""
+    chains, rules = nft.list_table(FAMILY, TABLE)
+    present = {CHAIN, "postrouting"} <= chains
+    return present, [(int(r["handle"]), str(r.get("comment", ""))) for r in rules if r.get("chain") == CHAIN]
 
 
 def setup(addresses: Sequence[IPInterface], network: str, ifname: str, container_id: str) -> None:
+    prefix = instance_hash(network, ifname, container_id)
     with nft.locked(TABLE):
-        stale = [h for h, _ in _handles(instance_hash(network, ifname, container_id))]
-        nft.run(render_setup(addresses, network, ifname, container_id, stale), "set up ipMasq")
+        present, rules = _state()
+        stale = [h for h, comment in rules if comment.startswith(prefix)]
+        script = render_setup(addresses, network, ifname, container_id, stale, skeleton=not present)
+        nft.run(script, "set up ipMasq")
 
 
 def _remove(select: Callable[[str], bool], action: str) -> None:
-    """Delete the rules whose comment ``select`` picks; drop the table once no rule is left."""
+    """Delete the rules whose comment ``select`` picks; the whole table with the last of them."""
     with nft.locked(TABLE):
-        rules = _handles("")
+        _present, rules = _state()
         doomed = [h for h, comment in rules if select(comment)]
         if not doomed:
             return

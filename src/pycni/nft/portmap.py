@@ -176,11 +176,24 @@ def _render_value(value: Any) -> str:
     return f"[{text}]" if ":" in text else text
 
 
-def live_state() -> tuple[list[Element], list[tuple[int, str]]]:
+@dataclass
+class State:
+    present: bool  # the table and all its chains exist, so a transaction need only add
+    elements: list[Element]
+    rules: list[tuple[int, str]]  # (handle, comment) of the commented rules of ``hostports``
+
+
+CHAINS = {"hostports", "hostport_maps", "prerouting", "output", "masquerading"}
+
+
+def live_state() -> State:
     """Every commented element of the table's maps and sets, and the commented rules of ``hostports``."""
     elements: list[Element] = []
     rules: list[tuple[int, str]] = []
+    chains: set[str] = set()
     for obj in nft.list_objects("table", FAMILY, TABLE):
+        if "chain" in obj:
+            chains.add(str(obj["chain"]["name"]))
         body = obj.get("map") or obj.get("set")
         if body is not None:
             for entry in body.get("elem", []):
@@ -195,7 +208,7 @@ def live_state() -> tuple[list[Element], list[tuple[int, str]]]:
                 elements.append(Element(body["name"], key, comment, _render_value(value) if value is not None else ""))
         elif "rule" in obj and obj["rule"].get("chain") == "hostports" and obj["rule"].get("comment"):
             rules.append((int(obj["rule"]["handle"]), str(obj["rule"]["comment"])))
-    return elements, rules
+    return State(chains >= CHAINS, elements, rules)
 
 
 def render_removal(elements: Iterable[Element], rules: Iterable[tuple[int, str]], doomed: set[str]) -> list[str]:
@@ -220,19 +233,25 @@ def conflicts(elements: Iterable[Element], lines: Sequence[str], own: str) -> li
     return clashes
 
 
-def apply(lines: Sequence[str], action: str) -> None:
-    nft.run("\n".join([*render_base(), *lines]) + "\n", action)
+def apply(lines: Sequence[str], action: str, skeleton: bool) -> None:
+    """Run ``lines``, preceded by the table skeleton when it is missing.
+
+    Only additions once the table exists: a commit that deletes or redeclares
+    a hooked chain waits ~10 ms for RCU, an addition does not.
+    """
+    nft.run("\n".join([*(render_base() if skeleton else []), *lines]) + "\n", action)
 
 
 def remove(doomed: set[str], action: str) -> None:
-    """Delete the elements and rules whose comment is in ``doomed``; the table too once it holds nothing."""
+    """Delete the elements and rules whose comment is in ``doomed``; the whole table with the last of them."""
     with nft.locked(TABLE):
-        elements, rules = live_state()
-        mine = render_removal(elements, rules, doomed)
+        state = live_state()
+        mine = render_removal(state.elements, state.rules, doomed)
         if not mine:
             return
-        others = [e for e in elements if e.comment not in doomed] + [r for r in rules if r[1] not in doomed]
-        if others:
+        others = [e for e in state.elements if e.comment not in doomed]
+        others_rules = [r for r in state.rules if r[1] not in doomed]
+        if others or others_rules:
             nft.run("\n".join(mine) + "\n", action)
         else:
             nft.run(f"delete table {T}\n", action)

@@ -58,12 +58,13 @@ def _teardown(ref_id: str) -> None:
     if not ours and not any(name in chains for name in mine):
         return
     others_rules = [r for r in rules if r.get("comment") != comment and r.get("chain") not in mine]
-    others_chains = chains - {BASE_CHAIN, *mine}
-    if not others_rules and not others_chains:
+    if not others_rules and not chains - {BASE_CHAIN, *mine}:
         nft.run(f"delete table {FAMILY} {TABLE}\n", "tear down mac spoof check")
         return
     lines = [
         f"delete rule {FAMILY} {TABLE} {BASE_CHAIN} handle {r['handle']}" for r in ours if r.get("chain") == BASE_CHAIN
     ]
-    lines += [f"delete chain {FAMILY} {TABLE} {name}" for name in mine if name in chains]
+    present = [name for name in mine if name in chains]
+    lines += [f"flush chain {FAMILY} {TABLE} {name}" for name in present]
+    lines += [f"delete chain {FAMILY} {TABLE} {name}" for name in present]
     nft.run("".join(line + "\n" for line in lines), "tear down mac spoof check")

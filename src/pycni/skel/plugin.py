@@ -175,10 +175,11 @@ class Plugin:
         """Entry point of a plugin executable."""
         stdin = b"" if os.environ.get("CNI_COMMAND") == "VERSION" else sys.stdin.buffer.read()
         reply = self.invoke(os.environ, stdin)
+        # Bytes, as the daemon path writes them: the two paths print identical output.
         if reply.stdout:
-            sys.stdout.write(reply.stdout)
-            sys.stdout.flush()
+            sys.stdout.buffer.write(reply.stdout.encode())
+            sys.stdout.buffer.flush()
         if reply.stderr:
-            sys.stderr.write(reply.stderr)
-            sys.stderr.flush()
+            sys.stderr.buffer.write(reply.stderr.encode())
+            sys.stderr.buffer.flush()
         sys.exit(reply.exit_code)

@@ -38,7 +38,7 @@ if TYPE_CHECKING:
 plugin = Plugin("bridge")
 
 DEFAULT_BRIDGE = "cni0"
-OPER_UP_RETRIES_MS = (0, 50, 500, 1000, 1000)
+OPER_UP_TIMEOUT = 2.55  # seconds, the sum of the reference's retry steps
 
 
 @dataclass
@@ -275,13 +275,21 @@ def ensure_bridge_address(host: IPRoute, br: LinkInfo, gateway: IPInterface, for
 
 
 def wait_oper_up(host: IPRoute, name: str) -> None:
-    state = ""
-    for delay in OPER_UP_RETRIES_MS:
-        time.sleep(delay / 1000)
+    """Wait for the host veth to come up as a bridge port (the reference allows ~2.5 s).
+
+    The kernel reports the state change asynchronously, usually within a few
+    milliseconds, so poll often at first instead of the reference's fixed steps.
+    """
+    deadline = time.monotonic() + OPER_UP_TIMEOUT
+    delay = 0.001
+    while True:
         state = link.get(host, name).operstate
         if state == "UP":
             return
-    raise CNIError(ErrorCode.INTERNAL, f"bridge port in error state: {state}")
+        if time.monotonic() > deadline:
+            raise CNIError(ErrorCode.INTERNAL, f"bridge port in error state: {state}")
+        time.sleep(delay)
+        delay = min(delay * 2, 0.05)
 
 
 # -- DEL ---------------------------------------------------------------------

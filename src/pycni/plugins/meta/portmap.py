@@ -127,16 +127,16 @@ def add(args: CmdArgs) -> Result:
     comment = _comment(args)
     lines = rules.render_add(mappings, addresses, comment, snat, masq_all, conditions)
     with nft.locked(rules.TABLE):
-        elements, rule_handles = rules.live_state()
-        clashes = rules.conflicts(elements, lines, comment)
+        state = rules.live_state()
+        clashes = rules.conflicts(state.elements, lines, comment)
         if clashes:
             raise CNIError(
                 ErrorCode.INTERNAL,
                 f"host port {', '.join(clashes)} is already mapped to another container",
                 "choose another hostPort, or delete the attachment that holds it",
             )
-        stale = rules.render_removal(elements, rule_handles, {comment})
-        rules.apply([*stale, *lines], "add port mappings")
+        stale = rules.render_removal(state.elements, state.rules, {comment})
+        rules.apply([*stale, *lines], "add port mappings", skeleton=not state.present)
     if snat:
         _enable_localhost_routing(addresses)
     return prev
@@ -172,9 +172,9 @@ def check(args: CmdArgs) -> None:
         return
     load_options(args.fields)
     comment = _comment(args)
-    elements, rule_handles = rules.live_state()
-    mine = [e for e in elements if e.comment == comment and e.container.startswith("dnat")]
-    mine_rules = [h for h, c in rule_handles if c == comment]
+    state = rules.live_state()
+    mine = [e for e in state.elements if e.comment == comment and e.container.startswith("dnat")]
+    mine_rules = [h for h, c in state.rules if c == comment]
     expected = sum(
         1
         for address in container_addresses(prev, args.ifname)
@@ -196,9 +196,9 @@ def gc(args: CmdArgs) -> None:
         return  # no list: nothing is known to be stale
     valid = {rules.attachment_comment(args.name, cid, ifname) for cid, ifname in listed}
     tag = rules.network_tag(args.name) + ":"
-    elements, rule_handles = rules.live_state()
-    doomed = {e.comment for e in elements if e.comment.startswith(tag) and e.comment not in valid}
-    doomed |= {c for _, c in rule_handles if c.startswith(tag) and c not in valid}
+    state = rules.live_state()
+    doomed = {e.comment for e in state.elements if e.comment.startswith(tag) and e.comment not in valid}
+    doomed |= {c for _, c in state.rules if c.startswith(tag) and c not in valid}
     if doomed:
         rules.remove(doomed, "garbage-collect port mappings")
 
