@@ -4,7 +4,7 @@
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: setup demo test lint unit integration e2e clean
+.PHONY: setup demo test lint unit integration e2e bench clean
 
 setup:
 	@scripts/setup.sh
@@ -28,6 +28,9 @@ integration: setup
 
 e2e: setup
 	$(BIN)/pytest -q tests/e2e
+
+bench: setup
+	$(BIN)/python benchmarks/cni_bench.py --json benchmarks/last-run.json
 
 clean:
 	rm -rf $(VENV) build *.egg-info src/*.egg-info .pytest_cache .mypy_cache .ruff_cache

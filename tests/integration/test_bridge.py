@@ -79,8 +79,9 @@ class Node:
     def assert_clean(self, network: str) -> None:
         assert self.veths() == [], "DEL left a veth"
         assert self.ip_files(network) == [], "DEL left an address reserved"
-        assert "masquerade comment" not in self.nft(), "DEL left an nft rule"
-        assert "cni_plugins_masquerade" not in self.nft(), "the last DEL drops the masquerade table"
+        ruleset = self.nft()
+        assert ", if: " not in ruleset and "id: " not in ruleset, "DEL left a rule of the attachment"
+        assert "cni-br-iface" not in ruleset, "DEL left a spoof-check chain"
 
 
 def with_data_dir(config: dict[str, Any], data_dir: Path) -> dict[str, Any]:
@@ -142,7 +143,9 @@ class TestSeedCase1:
 
         assert curl(ours.name, "http://10.10.0.2/") == "seed-case-1\n", "the host reaches the container"
         assert curl(ctr2, "http://10.10.0.2/") == "seed-case-1\n", "containers reach each other"
-        assert "ip saddr 10.10.0.2 ip daddr != 10.10.0.0/16 masquerade" in ours.nft()
+        assert ours.nft().count("ip saddr 10.10.0.0/16 ip daddr != 10.10.0.0/16 masquerade") == 1, (
+            "one masquerade rule for the network, however many containers"
+        )
         assert ours.call("CHECK", SEED_CASE1 | {"prevResult": first.out}, ctr1).rc == 0
 
         for ctr in (ctr1, ctr2):
@@ -320,7 +323,7 @@ class TestBadInput:
 
 
 class TestGcStatus:
-    def test_gc_removes_masquerade_rules_of_stale_attachments(self, ours: Node) -> None:
+    def test_gc_releases_stale_attachments_and_drops_the_network_rule_with_the_last(self, ours: Node) -> None:
         config = with_data_dir(SEED_CASE1, ours.data_dir) | {"cniVersion": "1.1.0"}
         keep, stale = ours.container(), ours.container()
         assert ours.call("ADD", config, keep).rc == 0
@@ -330,12 +333,26 @@ class TestGcStatus:
         valid = {"cni.dev/valid-attachments": [{"containerID": f"cid-{keep}", "ifname": "eth0"}]}
         gc = ours.call("GC", config | valid, keep)
         assert gc.rc == 0, gc.out
-        ruleset = ours.nft()
-        assert "10.10.0.2" in ruleset and "10.10.0.3" not in ruleset
         assert ours.ip_files("mynet") == ["10.10.0.2"]
+        assert "10.10.0.0/16 masquerade" in ours.nft(), "a valid attachment keeps the network's rule"
         assert ours.call("STATUS", config, keep).rc == 0
         assert ours.call("DEL", config, keep).rc == 0
         ours.assert_clean("mynet")
+        assert "10.10.0.0/16 masquerade" in ours.nft(), "like the bridge, the network's rule outlives its last DEL"
+        nothing_valid = ours.call("GC", config | {"cni.dev/valid-attachments": []}, keep)
+        assert nothing_valid.rc == 0, nothing_valid.out
+        assert "cni_plugins_masquerade" not in ours.nft(), "GC with no valid attachment drops it, and the table"
+
+    def test_check_notices_a_missing_masquerade_rule(self, ours: Node) -> None:
+        config = with_data_dir(SEED_CASE1, ours.data_dir)
+        ctr = ours.container()
+        added = ours.call("ADD", config, ctr)
+        assert added.rc == 0
+        run("nft", "flush", "chain", "inet", "cni_plugins_masquerade", "masq_checks", netns=ours.name)
+        checked = ours.call("CHECK", config | {"prevResult": added.out}, ctr)
+        assert checked.rc == 1
+        assert "no masquerade rule covers 10.10.0.2/16" in checked.error["msg"]
+        assert ours.call("DEL", config, ctr).rc == 0
 
 
 def test_result_json_is_a_valid_cni_result(ours: Node) -> None:

@@ -209,7 +209,7 @@ def test_parallel_add_del_of_twenty_containers(host: Host) -> None:
         deleted = list(pool.map(lambda c: host.pycni("del", c, mappings[c]), containers))
     assert [p.stderr for p in deleted if p.returncode != 0] == []
     assert host.elements() == ""
-    assert "masquerade comment" not in run("nft", "list", "ruleset", netns=host.node).stdout
+    assert "id: " not in run("nft", "list", "ruleset", netns=host.node).stdout, "no rule of any attachment is left"
 
 
 def test_golden_scripts_load_into_the_kernel(netns: NetnsPool) -> None:

@@ -27,13 +27,27 @@ def check_golden(name: str, text: str) -> None:
 
 def test_masquerade_setup() -> None:
     addresses = [ipaddress.ip_interface("10.10.0.2/16"), ipaddress.ip_interface("fd00::2/64")]
-    check_golden("masquerade_setup.nft", masquerade.render_setup(addresses, "mynet", "eth0", "c1"))
-    with_stale = masquerade.render_setup(addresses, "mynet", "eth0", "c1", stale_handles=[7])
+    host_prefix = [ipaddress.ip_interface("10.10.9.9/32")]
+    check_golden("masquerade_setup.nft", masquerade.render_setup([*addresses, *host_prefix], "mynet", "eth0", "c1"))
+    with_stale = masquerade.render_setup(host_prefix, "mynet", "eth0", "c1", stale_handles=[7])
     assert "delete rule inet cni_plugins_masquerade masq_checks handle 7\n" in with_stale
     only_adds = masquerade.render_setup(addresses, "mynet", "eth0", "c1", skeleton=False)
     assert all(
         line.startswith("add rule inet cni_plugins_masquerade masq_checks") for line in only_adds.splitlines()
     ), "with the table in place, ADD only adds (redeclaring a hooked chain costs an RCU wait)"
+
+
+def test_masquerade_is_per_network_and_subnet() -> None:
+    """A second container of the network adds nothing: its subnet's rule is there already."""
+    first = [ipaddress.ip_interface("10.10.0.2/16")]
+    script = masquerade.render_setup(first, "mynet", "eth0", "c1", skeleton=False)
+    assert script.count("add rule") == 1
+    assert "ip saddr 10.10.0.0/16 ip daddr != 10.10.0.0/16 masquerade" in script
+    existing = [masquerade.subnet_comment("mynet", ipaddress.ip_network("10.10.0.0/16"))]
+    second = [ipaddress.ip_interface("10.10.0.3/16")]
+    assert masquerade.render_setup(second, "mynet", "eth0", "c2", existing, skeleton=False) == ""
+    other_net = masquerade.render_setup(second, "othernet", "eth0", "c2", existing, skeleton=False)
+    assert other_net.count("add rule") == 1, "networks do not share rules"
 
 
 def test_masquerade_comment_matches_reference_format() -> None:

@@ -114,9 +114,9 @@ def cmd_del(opts: argparse.Namespace) -> int:
 
 def cmd_gc(opts: argparse.Namespace) -> int:
     valid = None
-    if opts.keep:
+    if opts.keep or opts.all:
         valid = []
-        for item in opts.keep:
+        for item in opts.keep or []:
             container_id, sep, ifname = item.partition("/")
             if not sep or not container_id or not ifname:
                 raise UsageError(f"--keep expects CONTAINERID/IFNAME, got {item!r}")
@@ -214,6 +214,11 @@ def build_parser() -> argparse.ArgumentParser:
     gc = sub.add_parser("gc", help="remove cached attachments of NETWORK and GC its plugins")
     gc.add_argument("network", metavar="NETWORK")
     gc.add_argument("--keep", action="append", metavar="CONTAINERID/IFNAME", help="an attachment that stays valid")
+    gc.add_argument(
+        "--all",
+        action="store_true",
+        help="no attachment stays valid: plugins also drop network-wide state (e.g. ipMasq rules)",
+    )
     gc.set_defaults(func=cmd_gc)
     status = sub.add_parser("status", help="ask every plugin of NETWORK whether it can serve ADD")
     status.add_argument("network", metavar="NETWORK")
@@ -262,6 +267,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 1
     except KeyboardInterrupt:
         return 130
+    except Exception as exc:  # one line, never a traceback (unless PYCNI_DEBUG asks for it)
+        if os.environ.get("PYCNI_DEBUG"):
+            raise
+        print(f"pycni: internal error: {type(exc).__name__}: {exc} (PYCNI_DEBUG=1 shows more)", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

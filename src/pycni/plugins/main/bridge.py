@@ -22,6 +22,7 @@ from pycni.nft import masquerade, spoofcheck
 from pycni.plugins.common import (
     Ipam,
     Rollback,
+    check_addresses_and_routes,
     config_dns,
     delete_container_link,
     gc_masquerade_and_ipam,
@@ -341,9 +342,11 @@ def check(args: CmdArgs) -> None:
             peer = link.by_index(host, cont.peer_index)
             if peer is None or peer.master != br.index:
                 raise CNIError(ErrorCode.INTERNAL, f"CNI veth created for bridge {conf.bridge} was not found")
-            with netns.entered(args.netns, ns_fd):
-                addr.validate_interface_addresses(container, args.ifname, result, result.interfaces.index(cont_iface))
-                addr.validate_routes(container, result)
+            check_addresses_and_routes(args, container, ns_fd, result, result.interfaces.index(cont_iface))
+    if conf.ip_masq and Ipam(args):
+        unmasked = masquerade.missing([ip.address for ip in result.ips], conf.network, args.ifname, args.container_id)
+        if unmasked:
+            raise CNIError(ErrorCode.INTERNAL, f"ipMasq: no masquerade rule covers {', '.join(unmasked)}")
 
 
 # -- GC and STATUS -----------------------------------------------------------
