@@ -1,0 +1,48 @@
+"""Backends turn the peers' leases into forwarding on this node (Flannel's ``pkg/backend``).
+
+The agent drives a backend in this order::
+
+    backend = BACKENDS[config.backend_type](ext, config)   # validate options
+    data = backend.prepare()            # devices exist; BackendData for the lease (e.g. VtepMAC)
+    backend.configure(own_lease)        # device addresses that depend on the lease
+    backend.sync(all_other_leases)      # reconcile: program missing peers, remove stale ones
+    backend.add_peer(lease) / backend.remove_peer(lease)   # then, per lease event
+    backend.mtu                         # for subnet.env (FLANNEL_MTU)
+    backend.close()                     # stop helpers (udp's proxy); leaves devices and routes
+
+Every operation is idempotent: replaying an event or a sync changes nothing.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from pycni.fabric.model import Lease
+
+
+@dataclass(frozen=True)
+class ExternalInterface:
+    """The node's underlay interface: where encapsulated traffic leaves, and the address peers use."""
+
+    name: str
+    index: int
+    address: str  # the interface's IPv4 address
+    public_ip: str  # what peers send to (--public-ip, default: address)
+    mtu: int
+
+
+class Backend(Protocol):
+    mtu: int
+
+    def prepare(self) -> dict[str, Any]: ...
+
+    def configure(self, lease: Lease) -> None: ...
+
+    def sync(self, leases: list[Lease]) -> None: ...
+
+    def add_peer(self, lease: Lease) -> None: ...
+
+    def remove_peer(self, lease: Lease) -> None: ...
+
+    def close(self) -> None: ...

@@ -1,0 +1,59 @@
+"""Where leases live. Two interchangeable stores with one contract (:class:`Store`):
+
+* :mod:`pycni.fabric.store.etcd` — etcd v3, Flannel's key layout, for many nodes;
+* :mod:`pycni.fabric.store.sqlite` — an embedded file with the same semantics, for one machine.
+
+Semantics both keep (Flannel's ``pkg/subnet/etcd``):
+
+* the network config is the JSON at ``<prefix>/config``;
+* a lease is ``<prefix>/subnets/<key>`` holding ``LeaseAttrs`` JSON, with a TTL
+  (an expired lease disappears and watchers see it removed); a lease with no TTL
+  is a reservation and never expires;
+* creating a lease is compare-and-set: it fails if the key exists;
+* every change has a revision; ``watch`` yields the changes after a revision.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Protocol
+
+from pycni.fabric.model import Lease, LeaseEvent
+from pycni.spec.errors import CNIError, ErrorCode
+
+
+class StoreUnavailable(CNIError):
+    """The store cannot be reached right now; callers keep the dataplane and retry."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(ErrorCode.TRY_AGAIN_LATER, message)
+
+
+class Store(Protocol):
+    def get_network_config(self) -> str:
+        """The raw JSON of the network config (raises :class:`StoreUnavailable` or a CNIError if absent)."""
+        ...
+
+    def list_leases(self) -> tuple[list[Lease], int]:
+        """All leases and the store revision they were read at."""
+        ...
+
+    def create_lease(self, lease: Lease, ttl: int | None) -> bool:
+        """Create ``lease`` if its key is free (``ttl`` seconds, or None for a reservation); False if taken."""
+        ...
+
+    def update_lease(self, lease: Lease, ttl: int | None) -> None:
+        """Write ``lease`` again with a fresh TTL (renewal)."""
+        ...
+
+    def delete_lease(self, lease: Lease) -> None: ...
+
+    def watch_leases(self, since_revision: int) -> Iterator[list[LeaseEvent]]:
+        """Batches of lease events after ``since_revision``, blocking between them.
+
+        Raises :class:`StoreUnavailable` when the store goes away; the caller
+        re-lists and watches again from the new revision.
+        """
+        ...
+
+    def close(self) -> None: ...
