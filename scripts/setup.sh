@@ -6,8 +6,9 @@ set -eu
 cd "$(dirname "$0")/.."
 
 # OS packages: what pycni drives (iproute2, nftables) and the real peers its
-# tests and demo use (the Go reference plugins, busybox httpd, curl, iperf3).
-PACKAGES="python3 python3-venv iproute2 nftables iptables containernetworking-plugins busybox-static curl iperf3 procps dnsmasq-base podman runc uidmap"
+# tests and demo use (the Go reference plugins, busybox httpd, curl, iperf3, and
+# iputils ping for DF-bit probes: busybox ping has no -M).
+PACKAGES="python3 python3-venv iproute2 nftables iptables containernetworking-plugins busybox-static curl iperf3 procps dnsmasq-base podman runc uidmap iputils-ping"
 
 missing=""
 for pkg in $PACKAGES; do

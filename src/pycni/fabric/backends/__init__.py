@@ -18,7 +18,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from pycni.fabric.model import Lease
+from pycni.fabric.model import Lease, NetworkConfig
 
 
 @dataclass(frozen=True)
@@ -46,3 +46,19 @@ class Backend(Protocol):
     def remove_peer(self, lease: Lease) -> None: ...
 
     def close(self) -> None: ...
+
+
+class BackendClass(Protocol):
+    """How the agent makes a backend: validate the options, touch nothing yet."""
+
+    def __call__(
+        self, ext: ExternalInterface, config: NetworkConfig, *, state_dir: str = ..., ipr: Any = ...
+    ) -> Backend: ...
+
+
+# The backend modules import ExternalInterface from here, so they come after it.
+from pycni.fabric.backends.host_gw import HostGwBackend  # noqa: E402
+from pycni.fabric.backends.udp import UdpBackend  # noqa: E402
+from pycni.fabric.backends.vxlan import VxlanBackend  # noqa: E402
+
+BACKENDS: dict[str, BackendClass] = {"vxlan": VxlanBackend, "host-gw": HostGwBackend, "udp": UdpBackend}
