@@ -6,9 +6,10 @@ set -eu
 cd "$(dirname "$0")/.."
 
 # OS packages: what pycni drives (iproute2, nftables) and the real peers its
-# tests and demo use (the Go reference plugins, busybox httpd, curl, iperf3, and
-# iputils ping for DF-bit probes: busybox ping has no -M).
-PACKAGES="python3 python3-venv iproute2 nftables iptables containernetworking-plugins busybox-static curl iperf3 procps dnsmasq-base podman runc uidmap iputils-ping"
+# tests and demo use (the Go reference plugins, busybox httpd, curl, iperf3,
+# etcd for the pod network's leases and etcdctl to inspect them, iputils ping for
+# DF-bit probes: busybox ping has no -M).
+PACKAGES="python3 python3-venv iproute2 nftables iptables containernetworking-plugins busybox-static curl iperf3 procps dnsmasq-base podman runc uidmap iputils-ping etcd-server etcd-client"
 
 missing=""
 for pkg in $PACKAGES; do

@@ -131,7 +131,7 @@ def _ranges(
 ) -> tuple[int, ipaddress.IPv4Network | ipaddress.IPv6Network, ipaddress.IPv4Network | ipaddress.IPv6Network]:
     """SubnetLen/Min/Max with Flannel's defaults and checks (``pkg/subnet/config.go``)."""
     length = get_key(data, f"{prefix}SubnetLen")
-    if length is None:
+    if length is None or (type(length) is int and length == 0):  # Flannel: 0 means unset
         length = default_len if network.prefixlen < small else network.prefixlen + 2
     if isinstance(length, bool) or not isinstance(length, int):
         raise ConfigError(f"{prefix}SubnetLen must be an integer")
@@ -174,12 +174,13 @@ class LeaseAttrs:
     backend_v6_data: dict[str, Any] | None = None
 
     def to_json(self) -> str:
-        data: dict[str, Any] = {"PublicIP": self.public_ip}
-        if self.public_ipv6:
-            data["PublicIPv6"] = self.public_ipv6
-        data["BackendType"] = self.backend_type
-        data["BackendData"] = self.backend_data
-        if self.backend_v6_data is not None:
+        # Go's struct tags: PublicIPv6 is always written (null when unset); the rest are omitempty.
+        data: dict[str, Any] = {"PublicIP": self.public_ip, "PublicIPv6": self.public_ipv6 or None}
+        if self.backend_type:
+            data["BackendType"] = self.backend_type
+        if self.backend_data:
+            data["BackendData"] = self.backend_data
+        if self.backend_v6_data:
             data["BackendV6Data"] = self.backend_v6_data
         return json.dumps(data, separators=(",", ":"))
 

@@ -57,3 +57,21 @@ class Store(Protocol):
         ...
 
     def close(self) -> None: ...
+
+
+def open_store(endpoints: str | None, prefix: str, path: str | None) -> Store:
+    """etcd when ``endpoints`` (comma-separated URLs) is given, else the sqlite file at ``path``.
+
+    Neither store contacts anything here beyond opening the file, so an agent
+    can start while etcd is still away and wait for it.
+    """
+    urls = [url.strip() for url in (endpoints or "").split(",") if url.strip()]
+    if urls:
+        from pycni.fabric.store.etcd import EtcdStore  # imports requests: only when etcd is used
+
+        return EtcdStore(urls, prefix)
+    if path:
+        from pycni.fabric.store.sqlite import SqliteStore
+
+        return SqliteStore(path, prefix)
+    raise CNIError(ErrorCode.INVALID_NETWORK_CONFIG, "no lease store: give etcd endpoints or a sqlite file path")
