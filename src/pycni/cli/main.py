@@ -22,6 +22,7 @@ import sys
 from collections.abc import Sequence
 
 from pycni import __version__
+from pycni.cli.flanneld import add_parsers as add_fabric_parsers
 from pycni.runtime.api import CNIRuntime, RuntimeConf
 from pycni.runtime.cache import DEFAULT_CACHE_DIR
 from pycni.runtime.conf import DEFAULT_CONF_DIR, load_network
@@ -231,6 +232,7 @@ def build_parser() -> argparse.ArgumentParser:
     daemon.add_argument("--log", action="store_true", help="one line on stderr per call, with its duration")
     daemon.add_argument("--workers", type=int, default=0, help="worker processes (default: one per CPU)")
     daemon.set_defaults(func=cmd_daemon)
+    add_fabric_parsers(sub)
     demo = sub.add_parser("demo", help="run the seed article's Case 1 and Case 2 end to end (root)")
     demo.set_defaults(func=cmd_demo)
     dhcp = sub.add_parser("dhcp-daemon", help="run the DHCP lease daemon of the dhcp IPAM plugin (foreground)")

@@ -11,6 +11,7 @@ PLUGIN_MODULES: dict[str, str] = {
     "dhcp": "pycni.plugins.ipam.dhcp",
     "dummy": "pycni.plugins.main.dummy",
     "firewall": "pycni.plugins.meta.firewall",
+    "flannel": "pycni.plugins.meta.flannel",
     "host-device": "pycni.plugins.main.host_device",
     "host-local": "pycni.plugins.ipam.host_local",
     "ipvlan": "pycni.plugins.main.ipvlan",

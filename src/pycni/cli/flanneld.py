@@ -1,0 +1,210 @@
+"""``pycni flanneld`` and ``pycni inspect``: the node agent's command line.
+
+Flags are flanneld's where they apply, and like flanneld each one can also be
+set through the environment as ``FLANNELD_<FLAG>`` (upper case, dashes as
+underscores), e.g. ``FLANNELD_ETCD_ENDPOINTS``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ipaddress
+import json
+import os
+import subprocess
+import time
+from typing import Any
+
+from pycni.fabric import subnetenv
+from pycni.fabric.model import DEFAULT_PREFIX, SUBNET_TTL
+
+
+def _env(flag: str, default: Any) -> Any:
+    return os.environ.get("FLANNELD_" + flag.upper().replace("-", "_"), default)
+
+
+def _bool(text: str | bool) -> bool:
+    if isinstance(text, bool):
+        return text
+    if text.lower() in ("1", "true", "yes"):
+        return True
+    if text.lower() in ("0", "false", "no"):
+        return False
+    raise argparse.ArgumentTypeError(f"expected true or false, got {text!r}")
+
+
+def _store_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--etcd-endpoints",
+        default=_env("etcd-endpoints", ""),
+        help="comma-separated etcd v3 endpoints (e.g. http://127.0.0.1:2379); none: the embedded store",
+    )
+    parser.add_argument("--etcd-prefix", default=_env("etcd-prefix", DEFAULT_PREFIX), help="etcd key prefix")
+    parser.add_argument(
+        "--store-path",
+        default=_env("store-path", "/var/lib/pycni/flannel.db"),
+        help="the embedded store's file (used without --etcd-endpoints)",
+    )
+
+
+def add_parsers(sub: Any) -> None:
+    agent = sub.add_parser(
+        "flanneld",
+        help="run this node's pod-network agent (Flannel-compatible)",
+        description="Lease a subnet for this node from etcd (or the embedded store), program routes to every "
+        "other node's subnet with the configured backend (vxlan, host-gw, udp) and write subnet.env for the "
+        "flannel CNI plugin.",
+    )
+    _store_args(agent)
+    agent.add_argument(
+        "--net-config-path",
+        default=_env("net-config-path", ""),
+        help="network config (net-conf.json) to load into the embedded store",
+    )
+    agent.add_argument(
+        "--iface",
+        action="append",
+        default=[v for v in [_env("iface", "")] if v],
+        help="external interface (repeatable, tried in order); default: the default route's",
+    )
+    agent.add_argument("--public-ip", default=_env("public-ip", ""), help="IP other nodes reach this node at")
+    agent.add_argument(
+        "--ip-masq",
+        type=_bool,
+        nargs="?",
+        const=True,
+        default=_bool(_env("ip-masq", "false")),
+        help="masquerade traffic from pods to outside the cluster network",
+    )
+    agent.add_argument(
+        "--iptables-forward-rules",
+        type=_bool,
+        nargs="?",
+        const=True,
+        default=_bool(_env("iptables-forward-rules", "true")),
+        help="accept forwarded traffic to and from the cluster network (default true)",
+    )
+    agent.add_argument(
+        "--iptables-resync",
+        type=float,
+        default=float(_env("iptables-resync", 5)),
+        help="seconds between reconciling rules and peers with the store",
+    )
+    agent.add_argument(
+        "--subnet-file", default=_env("subnet-file", subnetenv.DEFAULT_PATH), help="where to write subnet.env"
+    )
+    agent.add_argument(
+        "--subnet-lease-renew-margin",
+        type=int,
+        default=int(_env("subnet-lease-renew-margin", 60)),
+        help="minutes before expiry to renew the lease",
+    )
+    agent.add_argument(
+        "--subnet-lease-ttl",
+        type=int,
+        default=int(_env("subnet-lease-ttl", SUBNET_TTL)),
+        help="lease TTL in seconds (flanneld: 24 h)",
+    )
+    agent.add_argument(
+        "--state-dir",
+        default=_env("state-dir", "/run/flannel"),
+        help="where the backend keeps state across restarts (the VTEP MAC)",
+    )
+    agent.add_argument(
+        "--release-on-exit",
+        action="store_true",
+        help="give the lease back on SIGTERM, so other nodes drop this one at once",
+    )
+    agent.set_defaults(func=cmd_flanneld)
+
+    inspect = sub.add_parser("inspect", help="show the network config, every node's lease and this node's routes")
+    _store_args(inspect)
+    inspect.add_argument("--json", action="store_true", help="machine-readable output")
+    inspect.set_defaults(func=cmd_inspect)
+
+
+def cmd_flanneld(opts: argparse.Namespace) -> int:
+    from pycni.fabric.agent import AgentOptions, main
+
+    options = AgentOptions(
+        etcd_endpoints=[e for e in opts.etcd_endpoints.split(",") if e],
+        etcd_prefix=opts.etcd_prefix,
+        store_path=opts.store_path,
+        net_config_path=opts.net_config_path,
+        ifaces=opts.iface,
+        public_ip=opts.public_ip,
+        ip_masq=opts.ip_masq,
+        forward_rules=opts.iptables_forward_rules,
+        subnet_file=opts.subnet_file,
+        state_dir=opts.state_dir,
+        lease_ttl=opts.subnet_lease_ttl,
+        renew_margin=opts.subnet_lease_renew_margin * 60,
+        resync=opts.iptables_resync,
+        release_on_exit=opts.release_on_exit,
+    )
+    return main(options)
+
+
+def cmd_inspect(opts: argparse.Namespace) -> int:
+    from pycni.fabric.agent import lease_summary
+    from pycni.fabric.model import NetworkConfig
+    from pycni.fabric.store import open_store
+
+    store = open_store(opts.etcd_endpoints or None, opts.etcd_prefix, opts.store_path or None)
+    try:
+        config = NetworkConfig.from_json(store.get_network_config())
+        leases, revision = store.list_leases()
+    finally:
+        store.close()
+    now = time.time()
+    rows = [lease_summary(lease, now) for lease in sorted(leases, key=lambda lease: int(lease.subnet.network_address))]
+    local = _local_state(config)
+    if opts.json:
+        print(
+            json.dumps(
+                {
+                    "network": str(config.network),
+                    "backend": config.backend,
+                    "revision": revision,
+                    "leases": rows,
+                    "local": local,
+                },
+                indent=2,
+            )
+        )
+        return 0
+    print(f"network {config.network}  subnets /{config.subnet_len}  backend {json.dumps(config.backend)}")
+    print(f"\n{len(rows)} node(s) (store revision {revision}):")
+    print(f"  {'SUBNET':<18} {'PUBLIC IP':<16} {'BACKEND':<8} {'EXPIRES':<22} DATA")
+    for row in rows:
+        print(f"  {row['subnet']:<18} {row['public_ip']:<16} {row['backend']:<8} {row['expires']:<22} {row['data']}")
+    print("\nthis node:")
+    for title, lines in local.items():
+        print(f"  {title}:")
+        for line in lines or ["(none)"]:
+            print(f"    {line}")
+    return 0
+
+
+def _local_state(config: Any) -> dict[str, list[str]]:
+    """This node's routes into the cluster network, and the flannel device's neighbours and FDB."""
+    network = ipaddress.ip_network(str(config.network))
+
+    def ip(*argv: str) -> list[str]:
+        proc = subprocess.run(argv, capture_output=True, text=True, check=False)
+        return [line.strip() for line in proc.stdout.splitlines() if line.strip()]
+
+    routes = [line for line in ip("ip", "-4", "route", "show") if _in(line.split()[0], network)]
+    device = f"flannel.{config.backend.get('VNI', 1)}" if config.backend_type == "vxlan" else ""
+    return {
+        "routes": routes,
+        "neighbours": ip("ip", "neigh", "show", "dev", device) if device else [],
+        "fdb": ip("bridge", "fdb", "show", "dev", device) if device else [],
+    }
+
+
+def _in(text: str, network: ipaddress.IPv4Network | ipaddress.IPv6Network) -> bool:
+    try:
+        return ipaddress.ip_network(text, strict=False).subnet_of(network)  # type: ignore[arg-type]
+    except (ValueError, TypeError):
+        return False

@@ -1,0 +1,331 @@
+"""``pycni flanneld``: one node's agent of the pod network, in Flannel's steps (``main.go``).
+
+1. open the store and read the network config (waiting while the store is away);
+2. choose the external interface (``--iface``, else the default route's) and the public IP;
+3. the backend prepares its device and says what to publish (e.g. the VTEP MAC);
+4. acquire the lease (reuse by public IP, else the previous subnet, else a free one);
+5. configure the device for the lease, install masquerade/forward rules, write ``subnet.env``;
+6. program every peer, then follow the lease watch; renew the lease; every
+   ``resync`` seconds reconcile rules and peers against the store.
+
+When the store is unreachable the dataplane is left exactly as it is, and the
+agent re-lists and reconciles once the store answers again. Stopping the
+agent leaves the dataplane in place too (a restart must not cut traffic);
+``--release-on-exit`` also gives the lease back, so peers drop this node.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import signal
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+from types import FrameType
+from typing import Any
+
+from pycni.fabric import subnetenv
+from pycni.fabric.backends import BACKENDS, Backend, ExternalInterface
+from pycni.fabric.backends.common import BackendError
+from pycni.fabric.model import SUBNET_TTL, ConfigError, EventType, Lease, LeaseAttrs, LeaseEvent, NetworkConfig
+from pycni.fabric.store import Store, StoreUnavailable, open_store
+from pycni.fabric.subnet import SubnetManager
+from pycni.net import addr, link, netns
+from pycni.nft import flannel as rules
+from pycni.spec.errors import CNIError, ErrorCode
+
+
+@dataclass
+class AgentOptions:
+    etcd_endpoints: list[str] = field(default_factory=list)
+    etcd_prefix: str = "/coreos.com/network"
+    store_path: str = "/var/lib/pycni/flannel.db"
+    net_config_path: str = ""
+    ifaces: list[str] = field(default_factory=list)
+    public_ip: str = ""
+    ip_masq: bool = False
+    forward_rules: bool = True
+    subnet_file: str = subnetenv.DEFAULT_PATH
+    state_dir: str = "/run/flannel"
+    lease_ttl: int = SUBNET_TTL
+    renew_margin: int = 60 * 60
+    resync: float = 5.0
+    release_on_exit: bool = False
+
+
+def log(message: str) -> None:
+    stamp = time.strftime("%H:%M:%S")
+    print(f"{stamp} flanneld: {message}", file=sys.stderr, flush=True)
+
+
+def external_interface(names: list[str], public_ip: str) -> ExternalInterface:
+    """The first usable of ``names`` (``--iface``), else the interface of the default route."""
+    with netns.iproute_here() as ipr:
+        candidates = names or [_default_route_interface(ipr)]
+        for name in candidates:
+            found = link.find(ipr, name)
+            if found is None:
+                log(f"interface {name} not found, trying the next one")
+                continue
+            v4 = [a for a in addr.addresses(ipr, found.index, family=2) if a.version == 4]
+            if not v4:
+                log(f"interface {name} has no IPv4 address, trying the next one")
+                continue
+            address = str(v4[0].ip)
+            return ExternalInterface(found.name, found.index, address, public_ip or address, found.mtu)
+    raise CNIError(ErrorCode.INVALID_NETWORK_CONFIG, f"no usable external interface among {candidates}: set --iface")
+
+
+def _default_route_interface(ipr: Any) -> str:
+    for route in addr.routes(ipr, 4):
+        if route[0].network.prefixlen == 0:
+            name = addr.output_interface(ipr, ipaddress.IPv4Address("255.255.255.254"))
+            if name:
+                return name
+    raise CNIError(
+        ErrorCode.INVALID_NETWORK_CONFIG, "this node has no default route: name the external interface with --iface"
+    )
+
+
+class Agent:
+    def __init__(self, options: AgentOptions, store: Store | None = None) -> None:
+        self.options = options
+        self.store = store or open_store(
+            ",".join(options.etcd_endpoints) or None, options.etcd_prefix, options.store_path or None
+        )
+        self.stopping = threading.Event()
+        self.lease: Lease | None = None
+        self.backend: Backend | None = None
+        self.config: NetworkConfig | None = None
+        self.manager: SubnetManager | None = None
+        self.revision = 0
+        self.exit_code = 0
+        self._lock = threading.Lock()
+
+    # -- start-up ---------------------------------------------------------------
+
+    def start(self) -> None:
+        options = self.options
+        if options.net_config_path and hasattr(self.store, "set_network_config"):
+            with open(options.net_config_path) as handle:
+                self.store.set_network_config(handle.read())
+        self.config = config = NetworkConfig.from_json(self._until_available(self._read_config))
+        if config.network is None:
+            raise CNIError(
+                ErrorCode.INVALID_NETWORK_CONFIG,
+                "pycni flanneld needs an IPv4 Network (IPv6-only is not supported yet)",
+            )
+        if config.ipv6_network is not None:
+            raise CNIError(
+                ErrorCode.INVALID_NETWORK_CONFIG,
+                "EnableIPv6: dual-stack leases are not supported by pycni flanneld yet",
+            )
+        backend_class = BACKENDS.get(config.backend_type)
+        if backend_class is None:
+            raise CNIError(
+                ErrorCode.INVALID_NETWORK_CONFIG,
+                f"unknown backend type {config.backend_type!r}: use one of {', '.join(sorted(BACKENDS))}",
+            )
+        ext = external_interface(options.ifaces, options.public_ip)
+        log(f"using interface {ext.name} ({ext.address}), public IP {ext.public_ip}, backend {config.backend_type}")
+        backend: Backend = backend_class(ext, config, state_dir=options.state_dir)
+        data = backend.prepare()
+        attrs = LeaseAttrs(public_ip=ext.public_ip, backend_type=config.backend_type, backend_data=data)
+        manager = SubnetManager(self.store, config, options.lease_ttl)
+        previous = subnetenv.subnet_of(subnetenv.read(options.subnet_file))
+        lease = self._until_available(lambda: manager.acquire(attrs, previous))
+        log(f"lease acquired: {lease.subnet}")
+        backend.configure(lease)
+        self.backend, self.lease, self.manager = backend, lease, manager
+        self._ensure_rules()
+        subnetenv.write(
+            options.subnet_file, subnetenv.render(config.network, lease.subnet, backend.mtu, options.ip_masq)
+        )
+        log(f"wrote {options.subnet_file} (MTU {backend.mtu})")
+        self.revision = self._reconcile()
+
+    def _read_config(self) -> str:
+        """The config JSON; as flanneld, a config not written yet is waited for, not fatal."""
+        try:
+            return self.store.get_network_config()
+        except ConfigError as error:
+            raise StoreUnavailable(f"{error.msg}") from None
+
+    def _until_available(self, fn: Any) -> Any:
+        delay = 0.1
+        while True:
+            try:
+                return fn()
+            except StoreUnavailable as error:
+                if self.stopping.is_set():
+                    raise
+                log(f"store unavailable ({error.msg}); retrying in {delay:.1f} s")
+                self.stopping.wait(delay)
+                delay = min(delay * 2, 5.0)
+
+    def _ensure_rules(self) -> None:
+        assert self.config is not None and self.config.network is not None and self.lease is not None
+        options = self.options
+        wanted = options.ip_masq or options.forward_rules
+        if wanted and rules.ensure(self.config.network, self.lease.subnet, options.ip_masq, options.forward_rules):
+            log("masquerade/forward rules installed")
+
+    def _reconcile(self) -> int:
+        """Program exactly the peers the store lists; returns the revision read at."""
+        assert self.backend is not None and self.lease is not None
+        leases, revision = self.store.list_leases()
+        own = self.lease.key
+        if not any(lease.key == own for lease in leases):
+            self._revoked()
+        peers = [lease for lease in leases if lease.key != own and self._usable(lease)]
+        with self._lock:
+            self.backend.sync(peers)
+        return revision
+
+    def _usable(self, lease: Lease) -> bool:
+        assert self.config is not None
+        wanted = self.config.backend_type
+        # Flannel's own udp leases carry no backend type.
+        if lease.attrs.backend_type != wanted and not (wanted == "udp" and not lease.attrs.backend_type):
+            log(f"ignoring {lease.subnet}: its backend is {lease.attrs.backend_type}, not {self.config.backend_type}")
+            return False
+        return True
+
+    def _revoked(self) -> None:
+        log("Lease has been revoked. Shutting down daemon.")
+        self.exit_code = 1
+        self.stopping.set()
+
+    # -- running ------------------------------------------------------------------
+
+    def run(self) -> int:
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(sig, self._on_signal)
+        try:
+            self.start()
+        except CNIError as error:
+            log(f"cannot start: {error}")
+            return 1
+        threads = [
+            threading.Thread(target=self._watch_loop, name="watch", daemon=True),
+            threading.Thread(target=self._renew_loop, name="renew", daemon=True),
+            threading.Thread(target=self._resync_loop, name="resync", daemon=True),
+        ]
+        for thread in threads:
+            thread.start()
+        log("ready")
+        while not self.stopping.wait(0.5):
+            pass
+        self.shutdown()
+        return self.exit_code
+
+    def _on_signal(self, signum: int, frame: FrameType | None) -> None:
+        self.stopping.set()
+
+    def shutdown(self) -> None:
+        if self.options.release_on_exit and self.lease is not None and self.manager is not None:
+            try:
+                self.manager.release(self.lease)
+                log(f"released {self.lease.subnet}")
+            except StoreUnavailable as error:
+                log(f"could not release the lease: {error.msg}")
+        if self.backend is not None:
+            self.backend.close()
+        self.store.close()
+        log("stopped (the dataplane stays)")
+
+    def _watch_loop(self) -> None:
+        delay = 0.1
+        while not self.stopping.is_set():
+            try:
+                for events in self.store.watch_leases(self.revision):
+                    delay = 0.1
+                    self._handle(events)
+                    if self.stopping.is_set():
+                        return
+            except StoreUnavailable as error:
+                log(f"lease watch lost ({error.msg}); the dataplane stays, retrying in {delay:.1f} s")
+                self.stopping.wait(delay)
+                delay = min(delay * 2, 5.0)
+                try:
+                    self.revision = self._reconcile()
+                    log("store is back: peers reconciled")
+                except StoreUnavailable:
+                    continue
+
+    def _handle(self, events: list[LeaseEvent]) -> None:
+        assert self.backend is not None and self.lease is not None
+        for event in events:
+            lease = event.lease
+            if lease.key == self.lease.key:
+                if event.type is EventType.REMOVED:
+                    self._revoked()
+                continue
+            if not self._usable(lease):
+                continue
+            with self._lock:
+                if event.type is EventType.ADDED:
+                    self.backend.add_peer(lease)
+                    log(f"peer added: {lease.subnet} via {lease.attrs.public_ip}")
+                else:
+                    self.backend.remove_peer(lease)
+                    log(f"peer removed: {lease.subnet}")
+
+    def _renew_loop(self) -> None:
+        ttl = self.options.lease_ttl
+        margin = self.options.renew_margin if self.options.renew_margin < ttl else ttl / 2
+        wait = ttl - margin
+        while not self.stopping.wait(wait):
+            assert self.lease is not None and self.manager is not None
+            try:
+                self.lease = self.manager.renew(self.lease)
+                wait = ttl - margin
+            except StoreUnavailable as error:
+                wait = min(60.0, margin / 2)
+                log(f"lease renewal failed ({error.msg}); retrying in {wait:.0f} s")
+
+    def _resync_loop(self) -> None:
+        """Rules and peers against the store; a backend whose device was deleted is rebuilt."""
+        while not self.stopping.wait(self.options.resync):
+            try:
+                self._ensure_rules()
+                self._reconcile()
+            except StoreUnavailable:
+                continue  # the watch loop reports it
+            except BackendError as error:
+                log(f"dataplane out of order ({error.msg}); rebuilding the backend's device")
+                self._rebuild()
+            except CNIError as error:
+                log(f"resync failed: {error}")
+
+    def _rebuild(self) -> None:
+        assert self.backend is not None and self.lease is not None
+        try:
+            with self._lock:
+                self.backend.prepare()
+                self.backend.configure(self.lease)
+            self._reconcile()
+        except CNIError as error:
+            log(f"rebuilding failed ({error}); trying again at the next resync")
+
+
+def main(options: AgentOptions) -> int:
+    try:
+        agent = Agent(options)
+    except CNIError as error:
+        log(f"cannot start: {error}")
+        return 1
+    return agent.run()
+
+
+def lease_summary(lease: Lease, now: float) -> dict[str, str]:
+    """One row of ``pycni inspect``."""
+    expires = "never (reservation)" if lease.expiration is None else f"in {int(lease.expiration - now)} s"
+    return {
+        "subnet": str(lease.subnet),
+        "public_ip": lease.attrs.public_ip,
+        "backend": lease.attrs.backend_type,
+        "data": ", ".join(f"{k}={v}" for k, v in sorted(lease.attrs.backend_data.items())),
+        "expires": expires,
+    }

@@ -1,0 +1,144 @@
+"""flannel: attach a pod to this node's Flannel subnet by delegating (``flannel-io/cni-plugin``).
+
+Reads ``subnet.env`` (written by ``pycni flanneld`` or flanneld) and builds the
+delegate's config: ``bridge`` by default with ``isGateway`` and
+``ipMasq = !FLANNEL_IPMASQ``, ``mtu = FLANNEL_MTU``, and ``host-local`` IPAM over
+the node's subnet with a route to the whole cluster network. Keys in
+``delegate`` win. The generated config is saved under ``dataDir`` per container
+so that DEL (and CHECK) use exactly what ADD used, even if the lease changed.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import os
+from typing import Any
+
+from pycni.fabric import subnetenv
+from pycni.fsutil import write_atomic
+from pycni.runtime import delegate
+from pycni.skel import CmdArgs, Plugin
+from pycni.spec import CNIError, ErrorCode, Result
+
+plugin = Plugin("flannel")
+
+DEFAULT_DATA_DIR = "/var/lib/cni/flannel"
+
+
+def _settings(args: CmdArgs) -> tuple[str, str, dict[str, Any]]:
+    conf = args.fields
+    subnet_file = conf.string("subnetFile", subnetenv.DEFAULT_PATH) or subnetenv.DEFAULT_PATH
+    data_dir = conf.string("dataDir", DEFAULT_DATA_DIR) or DEFAULT_DATA_DIR
+    return subnet_file, data_dir, dict(conf.obj("delegate").data)
+
+
+def delegate_config(args: CmdArgs, env: dict[str, str], user: dict[str, Any]) -> dict[str, Any]:
+    """The delegate's config from ``subnet.env`` and the user's ``delegate`` keys."""
+    try:
+        network, subnet = env["FLANNEL_NETWORK"], env["FLANNEL_SUBNET"]
+        mtu, ipmasq = int(env["FLANNEL_MTU"]), env["FLANNEL_IPMASQ"] == "true"
+        subnet_net = str(ipaddress.ip_interface(subnet).network)
+    except (KeyError, ValueError) as exc:
+        raise CNIError(ErrorCode.INVALID_NETWORK_CONFIG, f"subnet.env is incomplete or invalid: {exc}") from None
+    conf: dict[str, Any] = {"type": "bridge", **user}
+    conf["name"] = args.name
+    conf["cniVersion"] = args.cni_version
+    conf.setdefault("ipMasq", not ipmasq)
+    conf.setdefault("mtu", mtu)
+    if conf["type"] == "bridge":
+        conf.setdefault("isGateway", True)
+    ipam = dict(conf.get("ipam") or {})
+    ipam.setdefault("type", "host-local")
+    ipam.setdefault("ranges", [[{"subnet": subnet_net}]])
+    ipam["routes"] = [*ipam.get("routes", []), {"dst": network}]
+    conf["ipam"] = ipam
+    for key in ("runtimeConfig", "args"):
+        if key in args.config:
+            conf[key] = args.config[key]
+    return conf
+
+
+def _scratch(data_dir: str, container_id: str) -> str:
+    return os.path.join(data_dir, container_id)
+
+
+@plugin.add
+def add(args: CmdArgs) -> Result:
+    subnet_file, data_dir, user = _settings(args)
+    env = subnetenv.read(subnet_file)
+    if not env:
+        raise CNIError(
+            ErrorCode.TRY_AGAIN_LATER,
+            f"loadFlannelSubnetEnv failed: open {subnet_file}: no such file or directory",
+            "the node agent (pycni flanneld) has not written it yet",
+        )
+    conf = delegate_config(args, env, user)
+    stdin = json.dumps(conf).encode()
+    os.makedirs(data_dir, mode=0o700, exist_ok=True)
+    write_atomic(_scratch(data_dir, args.container_id), stdin)
+    try:
+        return delegate.delegate_add(conf["type"], stdin, args.env, args.path, args.cni_version)
+    except CNIError:
+        os.unlink(_scratch(data_dir, args.container_id))
+        raise
+
+
+@plugin.delete
+def delete(args: CmdArgs) -> None:
+    _subnet_file, data_dir, _user = _settings(args)
+    path = _scratch(data_dir, args.container_id)
+    try:
+        with open(path, "rb") as handle:
+            stdin = handle.read()
+    except FileNotFoundError:
+        return  # never added, or already deleted
+    conf = json.loads(stdin)
+    delegate.delegate_del(str(conf["type"]), stdin, args.env, args.path)
+    os.unlink(path)
+
+
+@plugin.check
+def check(args: CmdArgs) -> None:
+    _subnet_file, data_dir, _user = _settings(args)
+    try:
+        with open(_scratch(data_dir, args.container_id), "rb") as handle:
+            saved = json.loads(handle.read())
+    except FileNotFoundError:
+        raise CNIError(ErrorCode.INTERNAL, f"flannel: no saved delegate config for {args.container_id}") from None
+    if "prevResult" in args.config:
+        saved["prevResult"] = args.config["prevResult"]
+    delegate.delegate_check(str(saved["type"]), json.dumps(saved).encode(), args.env, args.path)
+
+
+@plugin.gc
+def gc(args: CmdArgs) -> None:
+    """Forget stale containers' saved configs, then let the delegate (and its IPAM) collect theirs."""
+    listed = args.valid_attachments()
+    if listed is None:
+        return
+    subnet_file, data_dir, user = _settings(args)
+    valid = {cid for cid, _ifname in listed}
+    try:
+        names = os.listdir(data_dir)
+    except FileNotFoundError:
+        names = []
+    for name in names:
+        if name not in valid and not name.startswith("."):
+            os.unlink(os.path.join(data_dir, name))
+    env = subnetenv.read(subnet_file)
+    if env:
+        conf = delegate_config(args, env, user)
+        conf["cni.dev/valid-attachments"] = args.config.get("cni.dev/valid-attachments", [])
+        delegate.delegate_gc(str(conf["type"]), json.dumps(conf).encode(), args.env, args.path)
+
+
+@plugin.status
+def status(args: CmdArgs) -> None:
+    subnet_file, _data_dir, _user = _settings(args)
+    if not subnetenv.read(subnet_file):
+        raise CNIError(ErrorCode.PLUGIN_NOT_AVAILABLE, f"{subnet_file} is missing: is the node agent running?")
+
+
+if __name__ == "__main__":
+    plugin.main()
