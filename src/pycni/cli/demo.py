@@ -1,6 +1,6 @@
-"""``pycni demo``: the seed article's Case 1 and Case 2, end to end, then cleaned up.
+"""``pycni demo``: the seed article's Cases 1 and 2 and its Flannel set-up, end to end, then cleaned up.
 
-Everything happens inside two namespaces the demo makes: ``pycni-demo-node``
+Cases 1 and 2 happen inside two namespaces the demo makes: ``pycni-demo-node``
 plays the host (so the machine's own network is never touched) and
 ``pycni-demo-ctr`` plays the container, running busybox httpd on port 80.
 
@@ -9,8 +9,11 @@ plays the host (so the machine's own network is never touched) and
 * Case 2 runs the article's ``portmap.conflist`` (bridge + portmap) with
   ``pycni add``/``pycni del`` (cnitool's verbs) and fetches the page through
   host port 8080.
+* Case 3 (``demo_fabric``) runs the article's Flannel ConfigMap on two nodes:
+  ``pycni flanneld`` with vxlan and the embedded store, pods through the
+  ``flannel`` CNI plugin, pod-to-pod across the overlay.
 
-Every plugin is pycni's own (loopback, bridge, host-local, portmap), installed
+Every plugin is pycni's own (loopback, bridge, host-local, portmap, flannel), installed
 with ``pycni plugins install`` into the one directory on CNI_PATH.
 """
 
@@ -134,7 +137,9 @@ class Demo:
         for tool in ("ip", "busybox", "curl", "nft"):
             if shutil.which(tool) is None:
                 raise DemoFailed(f"{tool} is missing: run scripts/setup.sh (make demo does)")
-        for ns in (NODE, CTR):
+        from pycni.cli.demo_fabric import FabricDemo
+
+        for ns in (NODE, CTR, *FabricDemo.namespaces()):
             if os.path.exists(f"/run/netns/{ns}"):
                 raise DemoFailed(f"namespace {ns} exists already (a previous demo?): ip netns del {ns}")
 
@@ -192,8 +197,7 @@ class Demo:
         with open(path) as handle:
             print(f"portmap.conflist:\n{handle.read()}")
         env = {"CNI_PATH": self.cni_path, "NETCONFPATH": self.confdir, "PYCNI_CACHE_DIR": self.cache}
-        installed = os.path.join(os.path.dirname(sys.executable), "pycni")
-        pycni = [installed] if os.path.exists(installed) else [sys.executable, "-m", "pycni.cli.main"]
+        pycni = self.pycni()
         sh([*pycni, "add", "portmap", f"/run/netns/{CTR}"], netns=NODE, env=env)
         say("From the host, fetch the page through host port 8080 (like docker run -p 8080:80)")
         for url in ("http://127.0.0.1:8080/", "http://10.10.0.1:8080/"):
@@ -202,6 +206,12 @@ class Demo:
         say("Case 2: pycni del")
         sh([*pycni, "del", "portmap", f"/run/netns/{CTR}"], netns=NODE, env=env)
         self.expect_clean("portmap")
+
+    @staticmethod
+    def pycni() -> list[str]:
+        """The pycni command next to this interpreter (or the module, from a source tree)."""
+        installed = os.path.join(os.path.dirname(sys.executable), "pycni")
+        return [installed] if os.path.exists(installed) else [sys.executable, "-m", "pycni.cli.main"]
 
     def expect_clean(self, network: str) -> None:
         """After DEL: no veth, no address file, no rule, no cached result."""
@@ -220,7 +230,6 @@ class Demo:
             raise DemoFailed(f"DEL left state behind: {leftovers}")
 
     def teardown(self) -> None:
-        say("Clean up: the bridge (the article's last step), namespaces, state directories")
         sh(["ip", "link", "delete", "mynet0"], netns=NODE, check=False, show=os.path.exists(f"/run/netns/{NODE}"))
         for ns in (CTR, NODE):
             if os.path.exists(f"/run/netns/{ns}"):
@@ -234,17 +243,23 @@ class Demo:
 
 
 def main() -> int:
+    from pycni.cli.demo_fabric import FabricDemo
+
     demo = Demo()
+    fabric = FabricDemo(demo.work, demo.bin, demo.pycni())
     try:
         demo.preflight()
         try:
             demo.setup()
             demo.case1()
             demo.case2()
+            fabric.run()
         finally:
+            say("Clean up: the bridge (the article's last step), namespaces, state directories")
+            fabric.teardown()
             demo.teardown()
     except DemoFailed as exc:
         print(f"\npycni demo: FAILED: {exc}", file=sys.stderr)
         return 1
-    say("Done: both cases worked and nothing was left behind")
+    say("Done: all three cases worked and nothing was left behind")
     return 0

@@ -1,0 +1,194 @@
+"""The pod network across nodes: throughput over vxlan vs the underlay, and join time at scale.
+
+    sudo .venv/bin/python benchmarks/fabric_bench.py [--nodes 30] [--seconds 5] [--repeats 3]
+
+1. iperf3 pod-to-pod across two nodes over vxlan (and host-gw), and node-to-node
+   over the underlay, alternating in the same cluster; the median ratio is what
+   the overlay costs. Three iperf3 modes (see ``MODES``) are reported side by side.
+2. N nodes running ``pycni flanneld`` join one etcd at once: seconds from the
+   first agent's start until every node has a route to every other node's subnet.
+
+Everything runs in namespaces this script makes and removes (see
+``tests/support/fabric.py``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from tests.support.etcd import etcd_server
+from tests.support.fabric import UNDERLAY_GATEWAY, Cluster
+from tests.support.netns import netns_pool, run
+
+from pycni.cli.install import install
+
+# iperf3 modes, each run for the underlay and for the pods in the same cluster.
+# "pinned" puts client and server on different CPUs (iperf3 -A), the usual way
+# to get repeatable numbers; "unpinned" leaves placement to the scheduler; "2
+# streams" fills both CPUs of this 2-core machine.
+MODES: dict[str, tuple[str, ...]] = {
+    "pinned": ("-A", "0,1"),
+    "unpinned": (),
+    "2 streams": ("-P", "2"),
+}
+
+
+def iperf(client_ns: str, server_ns: str, server_ip: str, seconds: int, extra: tuple[str, ...]) -> float:
+    """Bits per second received by an iperf3 server in ``server_ns``."""
+    server = subprocess.Popen(["ip", "netns", "exec", server_ns, "iperf3", "-s", "-1"], stdout=subprocess.DEVNULL)
+    try:
+        time.sleep(0.3)
+        out = run(
+            "iperf3",
+            "-c",
+            server_ip,
+            "-t",
+            str(seconds),
+            "-O",
+            "1",
+            "-J",
+            *extra,
+            netns=client_ns,
+            timeout=seconds + 30,
+        )
+        return float(json.loads(out.stdout)["end"]["sum_received"]["bits_per_second"])
+    finally:
+        server.wait(timeout=30)
+
+
+def throughput(
+    work: Path, pycni_bin: str, plugin_dir: str, backend: str, seconds: int, repeats: int
+) -> dict[str, dict[str, float]]:
+    """Median pod-to-pod and node-to-node throughput per mode, alternating the two."""
+    results: dict[str, dict[str, float]] = {}
+    with netns_pool("bench") as pool:
+        cluster = Cluster(pool, work / backend, pycni_bin, plugin_dir, f"http://{UNDERLAY_GATEWAY}:2379")
+        (work / backend).mkdir(exist_ok=True)
+        try:
+            with etcd_server(host=UNDERLAY_GATEWAY, netns=cluster.underlay) as etcd:
+                etcd.etcdctl(
+                    "put",
+                    "/coreos.com/network/config",
+                    json.dumps({"Network": "10.244.0.0/16", "Backend": {"Type": backend}}),
+                )
+                a, b = cluster.add_node(), cluster.add_node()
+                pa, pb = cluster.add_pod(a), cluster.add_pod(b)
+                cluster.wait_full_mesh(within=10)
+                for mode, extra in MODES.items():
+                    underlay, pods = [], []
+                    for _ in range(repeats):
+                        underlay.append(iperf(a.name, b.name, b.address, seconds, extra))
+                        pods.append(iperf(pa.name, pb.name, pb.ip, seconds, extra))
+                    u, p = statistics.median(underlay), statistics.median(pods)
+                    results[mode] = {"underlay_bps": u, "pod_bps": p, "ratio": p / u}
+        finally:
+            cluster.close()
+    return results
+
+
+def scale(work: Path, pycni_bin: str, plugin_dir: str, count: int) -> dict[str, Any]:
+    with netns_pool("scale") as pool:
+        cluster = Cluster(pool, work / "scale", pycni_bin, plugin_dir, f"http://{UNDERLAY_GATEWAY}:2379")
+        (work / "scale").mkdir(exist_ok=True)
+        try:
+            with etcd_server(host=UNDERLAY_GATEWAY, netns=cluster.underlay) as etcd:
+                etcd.etcdctl(
+                    "put",
+                    "/coreos.com/network/config",
+                    json.dumps({"Network": "10.244.0.0/16", "Backend": {"Type": "vxlan"}}),
+                )
+                nodes = [cluster.add_node(start_agent=False) for _ in range(count)]
+                started = time.monotonic()
+                procs = [
+                    subprocess.Popen(
+                        ["ip", "netns", "exec", node.name, pycni_bin, "flanneld",
+                         "--etcd-endpoints", cluster.etcd_endpoint, "--iface", "eth0",
+                         "--subnet-file", str(node.subnet_file), "--state-dir", str(node.home / "state")],
+                        stdout=subprocess.DEVNULL, stderr=node.log.open("ab"), start_new_session=True,
+                    )
+                    for node in nodes
+                ]  # fmt: skip
+                for node, proc in zip(nodes, procs, strict=True):
+                    node.agent = proc
+                want = count - 1
+                leased = None
+                while True:
+                    if leased is None and all(node.subnet_file.exists() for node in nodes):
+                        leased = time.monotonic() - started
+                    counts = [
+                        sum(
+                            1
+                            for line in run(
+                                "ip", "route", "show", "dev", "flannel.1", netns=n.name, check=False
+                            ).stdout.splitlines()
+                            if "onlink" in line
+                        )
+                        for n in nodes
+                    ]
+                    if all(c == want for c in counts):
+                        converged = time.monotonic() - started
+                        break
+                    if time.monotonic() - started > 300:
+                        raise RuntimeError(f"not converged after 300 s: {counts}")
+                    time.sleep(0.2)
+        finally:
+            cluster.close()
+    return {"nodes": count, "leased_s": leased if leased is not None else converged, "converged_s": converged}
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--nodes", type=int, default=30)
+    parser.add_argument("--seconds", type=int, default=5, help="length of one iperf3 run")
+    parser.add_argument("--repeats", type=int, default=3, help="runs per mode; the median is reported")
+    parser.add_argument("--part", choices=("all", "throughput", "scale"), default="all")
+    parser.add_argument("--json", help="also write the numbers to this file")
+    opts = parser.parse_args()
+    if os.geteuid() != 0:
+        print("fabric_bench: run as root", file=sys.stderr)
+        return 1
+    work = Path(tempfile.mkdtemp(prefix="pycni-fabric-bench-"))
+    plugin_dir = str(work / "bin")
+    install(plugin_dir)
+    pycni_bin = str(Path(sys.executable).with_name("pycni"))
+    data: dict[str, Any] = {}
+    try:
+        if opts.part in ("all", "throughput"):
+            for backend in ("vxlan", "host-gw"):
+                data[backend] = throughput(work, pycni_bin, plugin_dir, backend, opts.seconds, opts.repeats)
+        if opts.part in ("all", "scale"):
+            data["scale"] = scale(work, pycni_bin, plugin_dir, opts.nodes)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    for backend in ("vxlan", "host-gw"):
+        for mode, t in data.get(backend, {}).items():
+            pod, underlay = t["pod_bps"] / 1e9, t["underlay_bps"] / 1e9
+            print(
+                f"{backend:8} {mode:10} pod-to-pod {pod:6.2f} Gbit/s  node-to-node {underlay:6.2f} Gbit/s"
+                f"  ratio {t['ratio']:.2f}"
+            )
+    if "scale" in data:
+        nodes, leased, converged = (data["scale"][k] for k in ("nodes", "leased_s", "converged_s"))
+        print(
+            f"scale: {nodes} agents started at once; every node leased a subnet after {leased:.1f} s,"
+            f" every node routes to every other after {converged:.1f} s"
+        )
+    if opts.json:
+        Path(opts.json).write_text(json.dumps(data, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
