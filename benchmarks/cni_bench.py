@@ -64,7 +64,7 @@ def case1(name: str, bridge: str, subnet: str, data_dir: str) -> dict[str, Any]:
 
 
 def case2(name: str, bridge: str, subnet: str, data_dir: str) -> dict[str, Any]:
-    """The seed's Case 2 (portmap.conflist): bridge + portmap with hostPort 8080 -> 80."""
+    """The seed's Case 2 (portmap.conflist): bridge + portmap with hostPort 8080 -> 80, with its own dataDir."""
     return {
         "cniVersion": "0.4.0",
         "name": name,
@@ -76,7 +76,12 @@ def case2(name: str, bridge: str, subnet: str, data_dir: str) -> dict[str, Any]:
                 "forceAddress": False,
                 "ipMasq": True,
                 "hairpinMode": True,
-                "ipam": {"type": "host-local", "subnet": subnet, "gateway": subnet.replace("0.0/16", "0.1")},
+                "ipam": {
+                    "type": "host-local",
+                    "subnet": subnet,
+                    "gateway": subnet.replace("0.0/16", "0.1"),
+                    "dataDir": data_dir,
+                },
             },
             {
                 "type": "portmap",
