@@ -248,7 +248,11 @@ def main() -> int:
     demo = Demo()
     fabric = FabricDemo(demo.work, demo.bin, demo.pycni())
     try:
-        demo.preflight()
+        try:
+            demo.preflight()
+        except DemoFailed:
+            shutil.rmtree(demo.work, ignore_errors=True)  # nothing else was made yet
+            raise
         try:
             demo.setup()
             demo.case1()
