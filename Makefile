@@ -4,7 +4,7 @@
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: setup demo test lint unit integration e2e bench clean
+.PHONY: setup demo test lint unit integration e2e bench bench-fabric clean
 
 setup:
 	@scripts/setup.sh
@@ -31,6 +31,9 @@ e2e: setup
 
 bench: setup
 	$(BIN)/python benchmarks/cni_bench.py --json benchmarks/last-run.json
+
+bench-fabric: setup
+	$(BIN)/python benchmarks/fabric_bench.py --nodes 30 --json benchmarks/last-fabric-run.json
 
 clean:
 	rm -rf $(VENV) build *.egg-info src/*.egg-info .pytest_cache .mypy_cache .ruff_cache
