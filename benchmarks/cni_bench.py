@@ -44,45 +44,31 @@ from pycni.spec import CNIError, NetworkConfigList
 GO_DIR = "/usr/lib/cni"
 
 
-def case1(name: str, bridge: str, subnet: str, data_dir: str) -> dict[str, Any]:
-    """The seed's Case 1 (bridge.json) as a one-plugin list, with its own bridge/subnet/dataDir."""
+def seed_bridge(bridge: str, subnet: str, data_dir: str, **ipam: str) -> dict[str, Any]:
+    """The seed's bridge settings (both cases), with this run's own bridge, subnet and dataDir."""
     return {
-        "cniVersion": "0.4.0",
-        "name": name,
-        "plugins": [
-            {
-                "type": "bridge",
-                "bridge": bridge,
-                "isDefaultGateway": True,
-                "forceAddress": False,
-                "ipMasq": True,
-                "hairpinMode": True,
-                "ipam": {"type": "host-local", "subnet": subnet, "dataDir": data_dir},
-            }
-        ],
+        "type": "bridge",
+        "bridge": bridge,
+        "isDefaultGateway": True,
+        "forceAddress": False,
+        "ipMasq": True,
+        "hairpinMode": True,
+        "ipam": {"type": "host-local", "subnet": subnet, **ipam, "dataDir": data_dir},
     }
 
 
+def case1(name: str, bridge: str, subnet: str, data_dir: str) -> dict[str, Any]:
+    """The seed's Case 1 (bridge.json) as a one-plugin list."""
+    return {"cniVersion": "0.4.0", "name": name, "plugins": [seed_bridge(bridge, subnet, data_dir)]}
+
+
 def case2(name: str, bridge: str, subnet: str, data_dir: str) -> dict[str, Any]:
-    """The seed's Case 2 (portmap.conflist): bridge + portmap with hostPort 8080 -> 80, with its own dataDir."""
+    """The seed's Case 2 (portmap.conflist): bridge + portmap with hostPort 8080 -> 80."""
     return {
         "cniVersion": "0.4.0",
         "name": name,
         "plugins": [
-            {
-                "type": "bridge",
-                "bridge": bridge,
-                "isDefaultGateway": True,
-                "forceAddress": False,
-                "ipMasq": True,
-                "hairpinMode": True,
-                "ipam": {
-                    "type": "host-local",
-                    "subnet": subnet,
-                    "gateway": subnet.replace("0.0/16", "0.1"),
-                    "dataDir": data_dir,
-                },
-            },
+            seed_bridge(bridge, subnet, data_dir, gateway=subnet.replace("0.0/16", "0.1")),
             {
                 "type": "portmap",
                 "runtimeConfig": {"portMappings": [{"hostPort": 8080, "containerPort": 80, "protocol": "tcp"}]},

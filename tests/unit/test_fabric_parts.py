@@ -86,3 +86,26 @@ def test_masquerade_rules_mirror_flannel() -> None:
     assert flannel_rules.desired(NET, SUB, ip_masq=False, forward=False) == []
     script = flannel_rules.render(rules)
     assert script.count('comment "pycni flanneld') == len(rules)
+
+
+def test_flanneld_flags_default_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every flag can come from ``FLANNELD_<FLAG>``, converted like a command-line value."""
+    from pycni.cli.main import build_parser
+
+    monkeypatch.setenv("FLANNELD_IP_MASQ", "true")
+    monkeypatch.setenv("FLANNELD_SUBNET_LEASE_TTL", "600")
+    monkeypatch.setenv("FLANNELD_ETCD_PREFIX", "/my/network")
+    opts = build_parser().parse_args(["flanneld"])
+    assert (opts.ip_masq, opts.subnet_lease_ttl, opts.etcd_prefix) == (True, 600, "/my/network")
+    assert opts.iptables_forward_rules is True and opts.iptables_resync == 5.0
+    assert build_parser().parse_args(["flanneld", "--ip-masq=false"]).ip_masq is False, "the command line wins"
+
+
+def test_flanneld_bad_environment_value_is_a_usage_error(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from pycni.cli.main import main
+
+    monkeypatch.setenv("FLANNELD_SUBNET_LEASE_TTL", "a day")
+    assert main(["flanneld"]) == 2
+    assert "--subnet-lease-ttl: invalid int value: 'a day'" in capsys.readouterr().err

@@ -19,8 +19,19 @@ from pycni.fabric import subnetenv
 from pycni.fabric.model import DEFAULT_PREFIX, SUBNET_TTL
 
 
-def _env(flag: str, default: Any) -> Any:
-    return os.environ.get("FLANNELD_" + flag.upper().replace("-", "_"), default)
+def _env(flag: str) -> str | None:
+    """``FLANNELD_<FLAG>``: every flag can come from the environment, as flanneld's flagsFromEnv does."""
+    return os.environ.get("FLANNELD_" + flag.lstrip("-").upper().replace("-", "_"))
+
+
+def _flag(parser: argparse.ArgumentParser, flag: str, default: Any, **kwargs: Any) -> None:
+    """Add ``flag`` with its environment value, if set, as the default.
+
+    argparse runs ``type`` over a string default, so a bad value in the
+    environment is reported like a bad value on the command line.
+    """
+    env = _env(flag)
+    parser.add_argument(flag, default=default if env is None else env, **kwargs)
 
 
 def _bool(text: str | bool) -> bool:
@@ -34,15 +45,17 @@ def _bool(text: str | bool) -> bool:
 
 
 def _store_args(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
+    _flag(
+        parser,
         "--etcd-endpoints",
-        default=_env("etcd-endpoints", ""),
+        "",
         help="comma-separated etcd v3 endpoints (e.g. http://127.0.0.1:2379); none: the embedded store",
     )
-    parser.add_argument("--etcd-prefix", default=_env("etcd-prefix", DEFAULT_PREFIX), help="etcd key prefix")
-    parser.add_argument(
+    _flag(parser, "--etcd-prefix", DEFAULT_PREFIX, help="etcd key prefix")
+    _flag(
+        parser,
         "--store-path",
-        default=_env("store-path", "/var/lib/pycni/flannel.db"),
+        "/var/lib/pycni/flannel.db",
         help="the embedded store's file (used without --etcd-endpoints)",
     )
 
@@ -56,58 +69,63 @@ def add_parsers(sub: Any) -> None:
         "flannel CNI plugin.",
     )
     _store_args(agent)
-    agent.add_argument(
+    _flag(
+        agent,
         "--net-config-path",
-        default=_env("net-config-path", ""),
+        "",
         help="network config (net-conf.json) to load into the embedded store",
     )
     agent.add_argument(
         "--iface",
         action="append",
-        default=[v for v in [_env("iface", "")] if v],
+        default=[v for v in [_env("iface")] if v],
         help="external interface (repeatable, tried in order); default: the default route's",
     )
-    agent.add_argument("--public-ip", default=_env("public-ip", ""), help="IP other nodes reach this node at")
-    agent.add_argument(
+    _flag(agent, "--public-ip", "", help="IP other nodes reach this node at")
+    _flag(
+        agent,
         "--ip-masq",
+        False,
         type=_bool,
         nargs="?",
         const=True,
-        default=_bool(_env("ip-masq", "false")),
         help="masquerade traffic from pods to outside the cluster network",
     )
-    agent.add_argument(
+    _flag(
+        agent,
         "--iptables-forward-rules",
+        True,
         type=_bool,
         nargs="?",
         const=True,
-        default=_bool(_env("iptables-forward-rules", "true")),
         help="accept forwarded traffic to and from the cluster network (default true)",
     )
-    agent.add_argument(
+    _flag(
+        agent,
         "--iptables-resync",
+        5.0,
         type=float,
-        default=float(_env("iptables-resync", 5)),
         help="seconds between reconciling rules and peers with the store",
     )
-    agent.add_argument(
-        "--subnet-file", default=_env("subnet-file", subnetenv.DEFAULT_PATH), help="where to write subnet.env"
-    )
-    agent.add_argument(
+    _flag(agent, "--subnet-file", subnetenv.DEFAULT_PATH, help="where to write subnet.env")
+    _flag(
+        agent,
         "--subnet-lease-renew-margin",
+        60,
         type=int,
-        default=int(_env("subnet-lease-renew-margin", 60)),
         help="minutes before expiry to renew the lease",
     )
-    agent.add_argument(
+    _flag(
+        agent,
         "--subnet-lease-ttl",
+        SUBNET_TTL,
         type=int,
-        default=int(_env("subnet-lease-ttl", SUBNET_TTL)),
         help="lease TTL in seconds (flanneld: 24 h)",
     )
-    agent.add_argument(
+    _flag(
+        agent,
         "--state-dir",
-        default=_env("state-dir", "/run/flannel"),
+        "/run/flannel",
         help="where the backend keeps state across restarts (the VTEP MAC)",
     )
     agent.add_argument(

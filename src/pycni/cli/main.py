@@ -233,7 +233,7 @@ def build_parser() -> argparse.ArgumentParser:
     daemon.add_argument("--workers", type=int, default=0, help="worker processes (default: one per CPU)")
     daemon.set_defaults(func=cmd_daemon)
     add_fabric_parsers(sub)
-    demo = sub.add_parser("demo", help="run the seed article's Case 1 and Case 2 end to end (root)")
+    demo = sub.add_parser("demo", help="run the seed article's Cases 1 and 2 and its Flannel set-up end to end (root)")
     demo.set_defaults(func=cmd_demo)
     dhcp = sub.add_parser("dhcp-daemon", help="run the DHCP lease daemon of the dhcp IPAM plugin (foreground)")
     dhcp.add_argument("--socket-path", default="/run/cni/pycni-dhcp.sock", help="unix socket for the dhcp plugin")
