@@ -171,8 +171,10 @@ def test_an_expired_lease_counts_as_free(store: SqliteStore, clock: Clock) -> No
     ]
 
 
-def test_reservations_never_expire(store: SqliteStore, clock: Clock) -> None:
-    store.create_lease(lease("10.5.1.0/24"), None)
+@pytest.mark.parametrize("ttl", [None, 0])
+def test_reservations_never_expire(store: SqliteStore, clock: Clock, ttl: int | None) -> None:
+    """None and 0 both mean no TTL, as in the etcd store."""
+    store.create_lease(lease("10.5.1.0/24"), ttl)
     clock.now += 10 * 365 * 24 * 3600
     leases, _ = store.list_leases()
     assert [item.expiration for item in leases] == [None]

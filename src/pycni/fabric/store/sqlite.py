@@ -171,7 +171,8 @@ class SqliteStore:
         return Lease(subnets[0], attrs, subnets[1], expires_at)
 
     def _expiry(self, ttl: int | None) -> float | None:
-        return None if ttl is None else self.clock() + ttl
+        """No TTL (None or 0) is a reservation, as in the etcd store (etcd grants no lease for 0)."""
+        return self.clock() + ttl if ttl else None
 
     # -- the Store contract -----------------------------------------------------
 
