@@ -40,7 +40,7 @@ def test_defaults_for_a_large_network() -> None:
     assert cfg.subnet_max == IPv4Net("10.5.255.0/24")
     assert cfg.backend_type == "vxlan"
     assert cfg.ipv6_network is None
-    subnets = cfg.subnets()
+    subnets = list(cfg.subnets())
     assert len(subnets) == 255
     assert subnets[0] == IPv4Net("10.5.1.0/24") and subnets[-1] == IPv4Net("10.5.255.0/24")
 

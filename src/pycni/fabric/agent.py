@@ -78,11 +78,10 @@ def external_interface(names: list[str], public_ip: str) -> ExternalInterface:
 
 
 def _default_route_interface(ipr: Any) -> str:
-    for route in addr.routes(ipr, 4):
-        if route[0].network.prefixlen == 0:
-            name = addr.output_interface(ipr, ipaddress.IPv4Address("255.255.255.254"))
-            if name:
-                return name
+    if any(route[0].network.prefixlen == 0 for route in addr.routes(ipr, 4)):
+        name = addr.output_interface(ipr, ipaddress.IPv4Address("255.255.255.254"))
+        if name:
+            return name
     raise CNIError(
         ErrorCode.INVALID_NETWORK_CONFIG, "this node has no default route: name the external interface with --iface"
     )
@@ -184,10 +183,8 @@ class Agent:
         return revision
 
     def _usable(self, lease: Lease) -> bool:
-        assert self.config is not None
-        wanted = self.config.backend_type
-        # Flannel's own udp leases carry no backend type.
-        if lease.attrs.backend_type != wanted and not (wanted == "udp" and not lease.attrs.backend_type):
+        assert self.config is not None and self.backend is not None
+        if lease.attrs.backend_type not in self.backend.accepts:
             log(f"ignoring {lease.subnet}: its backend is {lease.attrs.backend_type}, not {self.config.backend_type}")
             return False
         return True

@@ -10,6 +10,7 @@ from __future__ import annotations
 import ipaddress
 import json
 import re
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any
@@ -90,13 +91,13 @@ class NetworkConfig:
             backend=dict(backend),
         )
 
-    def subnets(self) -> list[IPv4Net]:
-        """Every IPv4 subnet leases may take, SubnetMin to SubnetMax, in order."""
+    def subnets(self) -> Iterator[IPv4Net]:
+        """Every IPv4 subnet leases may take, SubnetMin to SubnetMax, in order (lazily: a /8 has 65536)."""
         assert self.network is not None and self.subnet_min is not None and self.subnet_max is not None
         first = int(self.subnet_min.network_address)
         last = int(self.subnet_max.network_address)
         step = 1 << (32 - self.subnet_len)
-        return [IPv4Net((address, self.subnet_len)) for address in range(first, last + 1, step)]
+        return (IPv4Net((address, self.subnet_len)) for address in range(first, last + 1, step))
 
 
 def _bool(data: dict[str, Any], key: str, default: bool) -> bool:

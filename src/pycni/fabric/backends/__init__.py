@@ -34,6 +34,7 @@ class ExternalInterface:
 
 class Backend(Protocol):
     mtu: int
+    accepts: tuple[str, ...]  # lease backend types this backend forwards to (Flannel ignores the others)
 
     def prepare(self) -> dict[str, Any]: ...
 

@@ -1,4 +1,4 @@
-"""What the backends share: option parsing with Go's rules, errors, the peer filter."""
+"""What the backends share: option parsing with Go's rules, errors, the peer filter, the stale-route sweep."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
 from pycni.fabric.model import ConfigError, Lease, NetworkConfig
+from pycni.net import overlay
 from pycni.spec.errors import CNIError, ErrorCode
 from pycni.spec.jsonutil import get_key
 
@@ -57,17 +58,41 @@ def ipv4_network(config: NetworkConfig, backend: str) -> ipaddress.IPv4Network:
     return config.network
 
 
-def peers(leases: Iterable[Lease], backend_type: str, own: Lease | None, accept: tuple[str, ...] = ()) -> list[Lease]:
-    """The leases this backend can forward to: its own type (Flannel ignores the others), not our own subnet."""
+def peers(leases: Iterable[Lease], accepts: tuple[str, ...], own: Lease | None) -> list[Lease]:
+    """The leases this backend can forward to: a type it ``accepts`` (Flannel ignores the others), not our own."""
     kept = []
     for lease in leases:
         if own is not None and lease.subnet == own.subnet:
             continue
-        if lease.attrs.backend_type not in (backend_type, *accept):
-            log.warning("ignoring non-%s subnet %s: type=%s", backend_type, lease.subnet, lease.attrs.backend_type)
+        if lease.attrs.backend_type not in accepts:
+            log.warning("ignoring non-%s subnet %s: type=%s", accepts[0], lease.subnet, lease.attrs.backend_type)
             continue
         kept.append(lease)
     return kept
+
+
+def remove_stale_routes(
+    ipr: IPRoute,
+    network: ipaddress.IPv4Network,
+    own: Lease | None,
+    wanted: list[Lease],
+    ours: Callable[[overlay.RouteEntry], bool],
+) -> None:
+    """Delete routes into ``network`` that are ``ours`` but belong to no wanted peer.
+
+    The cluster network's own route and this node's subnet are never touched.
+    """
+    subnets = {lease.subnet for lease in wanted}
+    own_subnet = own.subnet if own is not None else None
+    for route in overlay.routes(ipr):
+        if (
+            ours(route)
+            and route.dst.subnet_of(network)
+            and route.dst not in (network, own_subnet)
+            and route.dst not in subnets
+        ):
+            log.info("removing stale route %s via %s", route.dst, route.gateway)
+            overlay.route_del(ipr, route.dst, route.gateway, route.oif)
 
 
 def sync_each(leases: list[Lease], program: Callable[[Lease], None], what: str) -> list[Exception]:

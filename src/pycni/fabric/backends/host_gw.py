@@ -17,6 +17,7 @@ from pycni.fabric.backends.common import (
     ipv4_network,
     peers,
     raise_errors,
+    remove_stale_routes,
     sync_each,
 )
 from pycni.fabric.model import ConfigError, Lease, NetworkConfig
@@ -36,7 +37,7 @@ NAT_ERROR = (
 class HostGwBackend(NetlinkOwner):
     """``<peer subnet> via <peer PublicIP> dev <ext>`` for every peer."""
 
-    backend_type = "host-gw"
+    accepts: tuple[str, ...] = ("host-gw",)
 
     def __init__(
         self,
@@ -65,12 +66,12 @@ class HostGwBackend(NetlinkOwner):
         overlay.route_replace(ipr, lease.subnet, lease.attrs.public_ip, self.ext.index)
 
     def add_peer(self, lease: Lease) -> None:
-        if peers([lease], self.backend_type, self._own):
+        if peers([lease], self.accepts, self._own):
             with self.netlink() as ipr:
                 self._program(ipr, lease)
 
     def remove_peer(self, lease: Lease) -> None:
-        if peers([lease], self.backend_type, self._own):
+        if peers([lease], self.accepts, self._own):
             with self.netlink() as ipr:
                 overlay.route_del(ipr, lease.subnet, lease.attrs.public_ip, self.ext.index)
 
@@ -80,21 +81,16 @@ class HostGwBackend(NetlinkOwner):
         Only routes inside the cluster network that leave through the
         external interface with a gateway are candidates for removal.
         """
-        wanted = peers(leases, self.backend_type, self._own)
+        wanted = peers(leases, self.accepts, self._own)
         with self.netlink() as ipr:
             errors = sync_each(wanted, lambda lease: self._program(ipr, lease), "host-gw sync")
-            subnets = {lease.subnet for lease in wanted}
-            own = self._own.subnet if self._own is not None else None
-            for route in overlay.routes(ipr):
-                if (
-                    route.oif == self.ext.index
-                    and route.gateway is not None
-                    and route.dst.subnet_of(self.network)
-                    and route.dst not in (self.network, own)
-                    and route.dst not in subnets
-                ):
-                    log.info("removing stale route %s via %s", route.dst, route.gateway)
-                    overlay.route_del(ipr, route.dst, route.gateway, route.oif)
+            remove_stale_routes(
+                ipr,
+                self.network,
+                self._own,
+                wanted,
+                lambda route: route.oif == self.ext.index and route.gateway is not None,
+            )
         raise_errors(errors, "host-gw sync")
 
     def close(self) -> None:

@@ -40,7 +40,7 @@ TUN_NAME = "flannel0"
 class UdpBackend(NetlinkOwner):
     """``flannel0`` (TUN) plus a proxy thread; peers live in the proxy's table, not the kernel's."""
 
-    backend_type = "udp"
+    accepts: tuple[str, ...] = ("udp", "")  # Flannel's own udp leases carry no backend type
 
     def __init__(
         self,
@@ -105,20 +105,19 @@ class UdpBackend(NetlinkOwner):
             self._proxy.tun_address = lease.subnet.network_address.packed
         self._own = lease
 
-    def _peers(self, leases: list[Lease]) -> list[Lease]:
-        return peers(leases, self.backend_type, self._own, accept=("",))  # Flannel's udp leases carry no type
-
     def add_peer(self, lease: Lease) -> None:
-        for peer in self._peers([lease]):
+        for peer in peers([lease], self.accepts, self._own):
             self.table.set(peer.subnet, peer.attrs.public_ip, self.port)
 
     def remove_peer(self, lease: Lease) -> None:
-        for peer in self._peers([lease]):
+        for peer in peers([lease], self.accepts, self._own):
             self.table.delete(peer.subnet)
 
     def sync(self, leases: list[Lease]) -> None:
         """The proxy's table becomes exactly the given peers."""
-        self.table.replace({peer.subnet: (peer.attrs.public_ip, self.port) for peer in self._peers(leases)})
+        self.table.replace(
+            {peer.subnet: (peer.attrs.public_ip, self.port) for peer in peers(leases, self.accepts, self._own)}
+        )
 
     @property
     def running(self) -> bool:

@@ -28,6 +28,7 @@ from pycni.fabric.backends.common import (
     option_int,
     peers,
     raise_errors,
+    remove_stale_routes,
     sync_each,
 )
 from pycni.fabric.model import Lease, NetworkConfig
@@ -113,7 +114,7 @@ def incompatibility(want: overlay.VxlanSpec, have: overlay.VxlanInfo) -> str:
 class VxlanBackend(NetlinkOwner):
     """``flannel.<VNI>``: a vxlan device on the external interface, peers programmed statically."""
 
-    backend_type = "vxlan"
+    accepts: tuple[str, ...] = ("vxlan",)
 
     def __init__(
         self,
@@ -250,7 +251,7 @@ class VxlanBackend(NetlinkOwner):
 
     def add_peer(self, lease: Lease) -> None:
         """Program one peer; an FDB entry its previous VTEP MAC left for the same address goes."""
-        if not peers([lease], self.backend_type, self._own):
+        if not peers([lease], self.accepts, self._own):
             return
         with self.netlink() as ipr:
             device = self._device(ipr)
@@ -263,7 +264,7 @@ class VxlanBackend(NetlinkOwner):
 
     def remove_peer(self, lease: Lease) -> None:
         """Route, FDB entry, neighbour: the reverse of :meth:`add_peer`; anything missing is fine."""
-        if not peers([lease], self.backend_type, self._own):
+        if not peers([lease], self.accepts, self._own):
             return
         gateway = str(lease.subnet.network_address)
         with self.netlink() as ipr:
@@ -288,7 +289,7 @@ class VxlanBackend(NetlinkOwner):
         neighbours and FDB entries on ``flannel.N``, are ever removed. A peer
         that failed to program keeps whatever entries it already had.
         """
-        wanted = peers(leases, self.backend_type, self._own)
+        wanted = peers(leases, self.accepts, self._own)
         with self.netlink() as ipr:
             device = self._device(ipr)
             direct: set[ipaddress.IPv4Network] = set()
@@ -304,18 +305,13 @@ class VxlanBackend(NetlinkOwner):
     def _remove_stale(
         self, ipr: IPRoute, device: overlay.VxlanInfo, wanted: list[Lease], encapsulated: list[Lease]
     ) -> None:
-        subnets = {lease.subnet for lease in wanted}
-        own = self._own.subnet if self._own is not None else None
-        for route in overlay.routes(ipr):
-            ours = route.oif == device.index or (route.oif == self.ext.index and route.gateway is not None)
-            if (
-                ours
-                and route.dst.subnet_of(self.network)
-                and route.dst not in (self.network, own)
-                and route.dst not in subnets
-            ):
-                log.info("removing stale route %s via %s", route.dst, route.gateway)
-                overlay.route_del(ipr, route.dst, route.gateway, route.oif)
+        remove_stale_routes(
+            ipr,
+            self.network,
+            self._own,
+            wanted,
+            lambda route: route.oif == device.index or (route.oif == self.ext.index and route.gateway is not None),
+        )
         gateways = {str(lease.subnet.network_address) for lease in encapsulated}
         for ip, _ in overlay.neighbours(ipr, device.index):
             if ip not in gateways:
