@@ -230,6 +230,16 @@ class TestOptions:
         assert "table bridge nat" not in ours.nft(), "the last DEL drops the spoof-check table"
         ours.assert_clean("mynet")
 
+    def test_l2_only_cannot_be_printed_before_0_3_0(self, ours: Node) -> None:
+        """A result without IPs has no 0.2.0 form: the ADD fails and rolls back the veth pair."""
+        config = {"cniVersion": "0.2.0", "name": "l2old", "type": "bridge", "bridge": "l2old"}
+        ctr = ours.container()
+        failed = ours.call("ADD", config, ctr)
+        assert failed.rc == 1
+        assert failed.error["msg"] == "cannot convert: no valid IP addresses"
+        assert ours.veths() == [], "the host end of the veth was left behind"
+        assert run("ip", "link", "show", "eth0", netns=ctr, check=False).returncode != 0
+
     def test_force_address(self, ours: Node) -> None:
         run("ip", "link", "add", "mynet0", "type", "bridge", netns=ours.name)
         run("ip", "addr", "add", "10.99.0.1/24", "dev", "mynet0", netns=ours.name)

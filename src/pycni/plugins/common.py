@@ -120,7 +120,15 @@ class Rollback:
     def push(self, what: str, undo: Callable[[], object]) -> None:
         self._steps.append((what, undo))
 
-    def commit(self) -> None:
+    def commit(self, result: Result | None = None, version: str = "") -> None:
+        """The ADD succeeded: keep what it made.
+
+        With ``result``, first make sure it can be printed at ``version`` (a
+        result without IPs has no 0.1.0/0.2.0 form); if not, the error rolls
+        everything back instead of leaving a link the runtime never hears of.
+        """
+        if result is not None:
+            result.as_version(version)
         self._steps.clear()
 
     def __enter__(self) -> Rollback:

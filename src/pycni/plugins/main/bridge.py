@@ -212,7 +212,7 @@ def add(args: CmdArgs) -> Result:
         result.interfaces[1].mac = link.get(host, host_veth.name).mac
         if conf.dns is not None:
             result.dns = conf.dns
-        rollback.commit()
+        rollback.commit(result, args.cni_version)
     return result
 
 

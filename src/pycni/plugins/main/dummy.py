@@ -32,8 +32,7 @@ def add(args: CmdArgs) -> Result:
         result.interfaces = [Interface(name=args.ifname, mac=created.mac, sandbox=args.netns)]
         with netns.entered(args.netns, ns_fd):
             addr.configure_interface(container, args.ifname, result, 0)
-        result.as_version(args.cni_version)
-        rollback.commit()
+        rollback.commit(result, args.cni_version)
     return result
 
 

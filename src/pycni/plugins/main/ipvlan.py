@@ -103,8 +103,7 @@ def add(args: CmdArgs) -> Result:
             sublink.announce(args.ifname)
             addr.configure_interface(container, args.ifname, result, 0)
         result.dns = conf.dns or DNS()  # the config's, even over a chained prevResult's (as Go)
-        result.as_version(args.cni_version)  # fail (and roll back) here if it cannot be printed
-        rollback.commit()
+        rollback.commit(result, args.cni_version)
     return result
 
 

@@ -91,8 +91,7 @@ def add(args: CmdArgs) -> Result:
             link.set_up(container, args.ifname)
 
         result.dns = conf.dns or DNS()
-        result.as_version(args.cni_version)  # an L2 result cannot be printed at 0.1.0/0.2.0: fail before commit
-        rollback.commit()
+        rollback.commit(result, args.cni_version)
     return result
 
 

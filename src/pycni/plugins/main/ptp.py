@@ -74,7 +74,7 @@ def add(args: CmdArgs) -> Result:
             rollback.push("ipMasq rules", lambda: masquerade.teardown(args.name, args.ifname, args.container_id))
         if dns is not None:
             result.dns = dns
-        rollback.commit()
+        rollback.commit(result, args.cni_version)
     return result
 
 

@@ -69,8 +69,7 @@ def add(args: CmdArgs) -> Result:
                 sublink.announce(args.ifname, ndisc=False)
                 addr.configure_interface(container, args.ifname, result, 0)
         result.dns = dns or DNS()
-        result.as_version(args.cni_version)
-        rollback.commit()
+        rollback.commit(result, args.cni_version)
     return result
 
 

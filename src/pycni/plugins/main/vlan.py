@@ -85,8 +85,7 @@ def add(args: CmdArgs) -> Result:
         with netns.entered(args.netns, ns_fd):
             addr.configure_interface(container, args.ifname, result, 0)
         result.dns = conf.dns or DNS()
-        result.as_version(args.cni_version)
-        rollback.commit()
+        rollback.commit(result, args.cni_version)
     return result
 
 
