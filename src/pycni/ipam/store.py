@@ -23,6 +23,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 
 from pycni.fsutil import write_atomic
+from pycni.ipam.config import parse_ip
 from pycni.spec import CNIError, ErrorCode
 from pycni.spec.result import IPAddress
 
@@ -155,10 +156,7 @@ class Store:
                 text = handle.read().decode("ascii")
         except (OSError, UnicodeDecodeError):
             return None
-        ip = _ip_of_name(text)
-        if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
-            return ip.ipv4_mapped
-        return ip
+        return parse_ip(text)
 
     def reserved_ips(self) -> set[IPAddress]:
         """Every address that has a reservation file, by name only (cheap: no file is read)."""

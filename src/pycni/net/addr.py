@@ -211,7 +211,9 @@ def validate_routes(ipr: IPRoute, result: Result) -> None:
     present: dict[int, list[tuple[IPInterface, IPAddress | None]]] = {}
     for route in result.routes:
         version = route.dst.version
-        table = present.setdefault(version, routes(ipr, version))
+        if version not in present:  # one dump per family, not per route
+            present[version] = routes(ipr, version)
+        table = present[version]
         gateway = route_gateway(result, route)
         wanted = route.dst.network
         if not any(dst.network == wanted and (gateway is None or gw == gateway) for dst, gw in table):

@@ -33,10 +33,3 @@ def netlink(action: str) -> Iterator[None]:
         yield
     except NetlinkError as exc:
         raise NetError(action, int(exc.code)) from None
-
-
-def is_errno(exc: BaseException, *codes: int) -> bool:
-    """Whether ``exc`` is a netlink or pycni error with one of ``codes``."""
-    if isinstance(exc, NetlinkError):
-        return int(exc.code) in codes
-    return isinstance(exc, NetError) and exc.errno in codes

@@ -103,10 +103,6 @@ def iproute_here() -> IPRoute:
     return IPRoute()
 
 
-def exists(path: str) -> bool:
-    return os.path.exists(path)
-
-
 @contextmanager
 def temporary() -> Iterator[int]:
     """A new, unnamed namespace that lives while its handle is open (Go's ``ns.TempNetNS``).

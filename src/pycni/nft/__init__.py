@@ -46,11 +46,6 @@ def list_objects(*what: str) -> list[dict[str, Any]]:
     return objects
 
 
-def list_rules(family: str, table: str, chain: str) -> list[dict[str, Any]]:
-    """The rules of a chain, each with ``handle`` and ``comment``; none if it does not exist."""
-    return [obj["rule"] for obj in list_objects("chain", family, table, chain) if "rule" in obj]
-
-
 def list_table(family: str, table: str) -> tuple[set[str], list[dict[str, Any]]]:
     """The chain names and rules of a table; empty if it does not exist."""
     objects = list_objects("table", family, table)

@@ -12,6 +12,7 @@ import sys
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
+from pycni.ipam.config import parse_dns
 from pycni.net import addr, link, netns
 from pycni.nft import masquerade
 from pycni.runtime import delegate
@@ -96,7 +97,7 @@ def config_dns(conf: Fields) -> DNS | None:
     dns = conf.obj("dns")
     if not any(dns.has(key) for key in ("nameservers", "domain", "search", "options")):
         return None
-    return DNS(dns.strings("nameservers"), dns.string("domain"), dns.strings("search"), dns.strings("options"))
+    return parse_dns(dns)
 
 
 def prev_result_required(args: CmdArgs) -> Result:

@@ -28,7 +28,7 @@ from pycni.spec.config import NetworkConfigList, PluginConfig
 from pycni.spec.errors import CNIError, ErrorCode
 from pycni.spec.result import Result
 from pycni.spec.validate import validate_container_id, validate_interface_name, validate_network_name
-from pycni.spec.version import greater_than_or_equal
+from pycni.spec.version import greater_than_or_equal, supports_verb
 
 
 @dataclass
@@ -153,14 +153,14 @@ class CNIRuntime:
         return result
 
     def check(self, network: NetworkConfigList, rt: RuntimeConf) -> None:
-        if not greater_than_or_equal(network.cni_version, "0.4.0"):
+        if not supports_verb("CHECK", network.cni_version):
             raise CNIError(
                 ErrorCode.INCOMPATIBLE_CNI_VERSION,
                 f'configuration version "{network.cni_version}" does not support the CHECK command',
             )
         if network.disable_check:
             return
-        cached = self.cache.load_result(network.name, rt.container_id, rt.ifname, network.cni_version)
+        cached = self.cached_result(network, rt)
         for plugin in network.plugins:
             self._exec(network, plugin, "CHECK", build_plugin_config(network, plugin, cached, rt), rt)
 
@@ -175,7 +175,7 @@ class CNIRuntime:
         cached: Result | None = None
         if greater_than_or_equal(network.cni_version, "0.4.0"):
             try:
-                cached = self.cache.load_result(network.name, rt.container_id, rt.ifname, network.cni_version)
+                cached = self.cached_result(network, rt)
             except CNIError:
                 self.cache.delete(network.name, rt.container_id, rt.ifname)
         errors: list[CNIError] = []
@@ -192,7 +192,7 @@ class CNIRuntime:
 
     def status(self, network: NetworkConfigList) -> None:
         """STATUS each plugin in order; stop at the first error (config ≥ 1.1.0)."""
-        if not greater_than_or_equal(network.cni_version, "1.1.0"):
+        if not supports_verb("STATUS", network.cni_version):
             return
         for plugin in network.plugins:
             self._exec(network, plugin, "STATUS", build_plugin_config(network, plugin), None)
@@ -223,7 +223,7 @@ class CNIRuntime:
                         error.details,
                     )
                 )
-        if greater_than_or_equal(network.cni_version, "1.1.0"):
+        if supports_verb("GC", network.cni_version):
             extra: dict[str, Any] = {}
             if valid is not None:
                 listed = [{"containerID": cid, "ifname": ifname} for cid, ifname in valid]

@@ -98,10 +98,6 @@ class ResultCache:
                 error.code, f"failed to convert cached result to config version {version!r}: {error.msg}"
             ) from None
 
-    def load_attachment(self, network: str, container_id: str, ifname: str) -> Attachment | None:
-        raw = self._read(self.path(network, container_id, ifname))
-        return _decode_attachment(raw) if raw is not None else None
-
     def delete(self, network: str, container_id: str, ifname: str) -> None:
         try:
             os.unlink(self.path(network, container_id, ifname))

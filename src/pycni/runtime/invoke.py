@@ -17,6 +17,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
+from pycni.spec.args import format_pairs
 from pycni.spec.errors import CNIError, ErrorCode
 from pycni.spec.result import Result
 from pycni.spec.version import CURRENT_VERSION, LEGACY_VERSIONS
@@ -49,7 +50,7 @@ class PluginRequest:
                 "CNI_COMMAND": self.command,
                 "CNI_CONTAINERID": self.container_id,
                 "CNI_NETNS": self.netns,
-                "CNI_ARGS": ";".join(f"{k}={v}" for k, v in self.args),
+                "CNI_ARGS": format_pairs(self.args),
                 "CNI_IFNAME": self.ifname,
                 "CNI_PATH": os.pathsep.join(self.path),
             }

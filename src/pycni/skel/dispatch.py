@@ -20,7 +20,13 @@ from typing import TYPE_CHECKING
 from pycni.skel.plugin import CmdArgs, Reply
 from pycni.spec.errors import CNIError, ErrorCode
 from pycni.spec.validate import validate_container_id, validate_interface_name, validate_network_name
-from pycni.spec.version import CURRENT_VERSION, VersionError, greater_than_or_equal
+from pycni.spec.version import (
+    CURRENT_VERSION,
+    VERB_MINIMUM_VERSION,
+    VersionError,
+    greater_than_or_equal,
+    supports_verb,
+)
 
 if TYPE_CHECKING:
     from pycni.skel.plugin import Plugin
@@ -35,9 +41,6 @@ REQUIRED: dict[str, tuple[str, ...]] = {
     "CNI_IFNAME": ("ADD", "CHECK", "DEL"),
     "CNI_PATH": ("ADD", "CHECK", "DEL", "GC", "STATUS"),
 }
-
-# The minimum config version of the verbs that came later.
-MINIMUM_VERSION = {"CHECK": "0.4.0", "GC": "1.1.0", "STATUS": "1.1.0"}
 
 
 def dispatch(plugin: Plugin, env: Mapping[str, str], stdin: bytes, netns_fd: int | None = None) -> Reply:
@@ -116,10 +119,11 @@ def _config_version(config: dict[str, object]) -> str:
 
 def _check_version(plugin: Plugin, command: str, config_version: str) -> None:
     try:
-        minimum = MINIMUM_VERSION.get(command)
-        if minimum and not greater_than_or_equal(config_version, minimum):
+        if not supports_verb(command, config_version):
             raise CNIError(ErrorCode.INCOMPATIBLE_CNI_VERSION, f"config version does not allow {command}")
-        if minimum and not any(greater_than_or_equal(v, config_version) for v in plugin.versions):
+        if command in VERB_MINIMUM_VERSION and not any(
+            greater_than_or_equal(v, config_version) for v in plugin.versions
+        ):
             raise CNIError(ErrorCode.INCOMPATIBLE_CNI_VERSION, f"plugin version does not allow {command}")
     except VersionError as exc:
         raise CNIError(ErrorCode.DECODING_FAILURE, str(exc)) from None

@@ -7,7 +7,7 @@ as Kubernetes always send ``IgnoreUnknown=1``.
 
 from __future__ import annotations
 
-from collections.abc import Collection
+from collections.abc import Collection, Sequence
 
 from pycni.spec.errors import CNIError, ErrorCode
 
@@ -60,5 +60,6 @@ def load_args(args: str, known: Collection[str]) -> dict[str, str]:
     return values
 
 
-def format_pairs(pairs: list[tuple[str, str]]) -> str:
+def format_pairs(pairs: Sequence[tuple[str, str]]) -> str:
+    """``K=V;K=V``, the ``CNI_ARGS`` form."""
     return ";".join(f"{k}={v}" for k, v in pairs)

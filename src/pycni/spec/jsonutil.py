@@ -21,11 +21,6 @@ def get_key(data: dict[str, Any], key: str, default: Any = None) -> Any:
     return default
 
 
-def has_key(data: dict[str, Any], key: str) -> bool:
-    sentinel = object()
-    return get_key(data, key, sentinel) is not sentinel
-
-
 def type_name(value: object) -> str:
     """The JSON type name of a decoded value, for error messages."""
     if value is None:

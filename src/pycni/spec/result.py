@@ -22,7 +22,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from pycni.spec.errors import CNIError, ErrorCode
-from pycni.spec.jsonutil import get_key, has_key, type_name
+from pycni.spec.jsonutil import get_key, type_name
 from pycni.spec.version import ALL_VERSIONS, LEGACY_VERSIONS
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
@@ -395,11 +395,3 @@ class Result:
         """Append an interface and return its index, for ``IPConfig.interface``."""
         self.interfaces.append(interface)
         return len(self.interfaces) - 1
-
-    def ips_of(self, index: int) -> list[IPConfig]:
-        return [ip for ip in self.ips if ip.interface == index]
-
-
-def has_result_fields(data: dict[str, Any]) -> bool:
-    """Whether a decoded object looks like a result rather than an empty ``{}``."""
-    return any(has_key(data, k) for k in ("interfaces", "ips", "routes", "ip4", "ip6", "dns"))

@@ -8,8 +8,6 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from pycni.spec.errors import CNIError, ErrorCode
-
 ALL_VERSIONS: tuple[str, ...] = ("0.1.0", "0.2.0", "0.3.0", "0.3.1", "0.4.0", "1.0.0", "1.1.0")
 LEGACY_VERSIONS: tuple[str, ...] = ("0.1.0", "0.2.0")
 CURRENT_VERSION = "1.1.0"
@@ -55,22 +53,13 @@ def highest(versions: Iterable[str]) -> str:
     return max(versions, key=parse_version)
 
 
-def version_of(config: object) -> str:
-    """The ``cniVersion`` of a decoded config or result; absent means 0.1.0."""
-    if not isinstance(config, dict):
-        raise CNIError(ErrorCode.DECODING_FAILURE, "decoding version from network config: not a JSON object")
-    value = config.get("cniVersion", "")
-    if not isinstance(value, str):
-        raise CNIError(
-            ErrorCode.DECODING_FAILURE,
-            f"decoding version from network config: cniVersion must be a string, got {value!r}",
-        )
-    return value or "0.1.0"
+# The minimum config version of the verbs that came later (the runtime and the plugin SDK both gate on it).
+VERB_MINIMUM_VERSION = {"CHECK": "0.4.0", "GC": "1.1.0", "STATUS": "1.1.0"}
 
 
 def supports_verb(verb: str, config_version: str) -> bool:
     """Whether a config of ``config_version`` may be used with ``verb`` at all."""
-    minimum = {"CHECK": "0.4.0", "GC": "1.1.0", "STATUS": "1.1.0"}.get(verb)
+    minimum = VERB_MINIMUM_VERSION.get(verb)
     return minimum is None or greater_than_or_equal(config_version, minimum)
 
 

@@ -49,6 +49,7 @@ from typing import TYPE_CHECKING, Any
 from pycni.fsutil import write_atomic
 from pycni.net import link, netns, sysctl
 from pycni.net.link import LinkInfo
+from pycni.net.sublink import parse_mac
 from pycni.plugins.common import Rollback, prev_result_required
 from pycni.skel import CmdArgs, Plugin
 from pycni.spec import CNIError, ErrorCode, Fields, Result
@@ -132,20 +133,6 @@ def _sysctls(conf: Fields, key: str) -> dict[str, str]:
         if not isinstance(value, str):
             raise _invalid(f"{table.where}.{name}: expected a string, got {type(value).__name__} {value!r}")
     return dict(table.data)
-
-
-_MAC_SEPARATED = re.compile(r"^[0-9a-fA-F]{2}([:-])[0-9a-fA-F]{2}(\1[0-9a-fA-F]{2}){4}$")
-_MAC_DOTTED = re.compile(r"^[0-9a-fA-F]{4}\.[0-9a-fA-F]{4}\.[0-9a-fA-F]{4}$")
-
-
-def parse_mac(text: str) -> str:
-    """A 48-bit MAC in any of Go's ``net.ParseMAC`` spellings, as the kernel prints it."""
-    if _MAC_SEPARATED.match(text):
-        return text.replace("-", ":").lower()
-    if _MAC_DOTTED.match(text):
-        digits = text.replace(".", "").lower()
-        return ":".join(digits[i : i + 2] for i in range(0, 12, 2))
-    raise _invalid(f"invalid args {text} for MAC addr: invalid MAC address")
 
 
 def _runtime_mac(args: CmdArgs) -> str:
