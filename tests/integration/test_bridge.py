@@ -225,7 +225,17 @@ class TestOptions:
         ruleset = ours.nft()
         assert "ether saddr 02:11:22:33:44:55 return" in ruleset
         assert f"cni-br-iface-cid-{ctr}-eth0" in ruleset
+        # A second container joins the existing base chain; its ADD only adds its own chains and rules.
+        second = ours.container()
+        config2 = config | {"runtimeConfig": {"mac": "02:11:22:33:44:66"}}
+        assert ours.call("ADD", config2, second).rc == 0
+        ruleset = ours.nft()
+        assert ruleset.count("hook prerouting") == 1
+        assert "ether saddr 02:11:22:33:44:66 return" in ruleset and f"cni-br-iface-cid-{second}-eth0" in ruleset
         assert ours.call("DEL", config, ctr).rc == 0
+        ruleset = ours.nft()
+        assert f"cni-br-iface-cid-{ctr}-" not in ruleset and f"cni-br-iface-cid-{second}-eth0" in ruleset
+        assert ours.call("DEL", config2, second).rc == 0
         assert "cni-br-iface" not in ours.nft()
         assert "table bridge nat" not in ours.nft(), "the last DEL drops the spoof-check table"
         ours.assert_clean("mynet")

@@ -62,6 +62,14 @@ def test_spoofcheck_setup() -> None:
     check_golden("spoofcheck_setup.nft", spoofcheck.render_setup("veth1234abcd", "02:11:22:33:44:55", "c1-eth0"))
 
 
+def test_spoofcheck_setup_without_skeleton_only_adds_the_attachment() -> None:
+    """With the base chain present, the hooked chain is not redeclared (that commit would wait for RCU)."""
+    full = spoofcheck.render_setup("veth1234abcd", "02:11:22:33:44:55", "c1-eth0").splitlines()
+    lean = spoofcheck.render_setup("veth1234abcd", "02:11:22:33:44:55", "c1-eth0", skeleton=False).splitlines()
+    assert full[0] == "add table bridge nat" and "hook prerouting" in full[1]
+    assert lean == full[2:]
+
+
 def test_portmap_base_and_mappings() -> None:
     mappings = [
         portmap.Mapping(8080, 80, "tcp"),

@@ -20,17 +20,22 @@ def chain_names(ref_id: str) -> tuple[str, str]:
     return iface_chain, f"{iface_chain}-mac"
 
 
-def render_setup(host_iface: str, mac: str, ref_id: str) -> str:
+def render_setup(host_iface: str, mac: str, ref_id: str, skeleton: bool = True) -> str:
+    """The attachment's chains and rules; with ``skeleton``, the table and hooked base chain first.
+
+    The base chain is declared only when missing: in this kernel a commit that
+    redeclares a hooked chain waits ~10 ms for RCU (as in masquerade/portmap).
+    The attachment's own chains are new: setup removed any earlier ones first.
+    """
     iface_chain, mac_chain = chain_names(ref_id)
     comment = nft.quote(f"macspoofchk-{ref_id}")
     t = f"{FAMILY} {TABLE}"
+    base = (
+        f"add table {t}\nadd chain {t} {BASE_CHAIN} {{ type filter hook prerouting priority -300 ; policy accept ; }}\n"
+    )
     return (
-        f"add table {t}\n"
-        f"add chain {t} {BASE_CHAIN} {{ type filter hook prerouting priority -300 ; policy accept ; }}\n"
-        f"add chain {t} {iface_chain}\n"
+        (base if skeleton else "") + f"add chain {t} {iface_chain}\n"
         f"add chain {t} {mac_chain}\n"
-        f"flush chain {t} {iface_chain}\n"
-        f"flush chain {t} {mac_chain}\n"
         f'add rule {t} {BASE_CHAIN} iifname "{host_iface}" jump {iface_chain} comment {comment}\n'
         f"add rule {t} {iface_chain} jump {mac_chain} comment {comment}\n"
         f"add rule {t} {mac_chain} ether saddr {mac} return comment {comment}\n"
@@ -40,8 +45,8 @@ def render_setup(host_iface: str, mac: str, ref_id: str) -> str:
 
 def setup(host_iface: str, mac: str, ref_id: str) -> None:
     with nft.locked(f"{FAMILY}-{TABLE}"):
-        _teardown(ref_id)  # a retried ADD must not leave a second jump behind
-        nft.run(render_setup(host_iface, mac, ref_id), "set up mac spoof check")
+        base_present = _teardown(ref_id)  # a retried ADD must not leave a second jump behind
+        nft.run(render_setup(host_iface, mac, ref_id, skeleton=not base_present), "set up mac spoof check")
 
 
 def teardown(ref_id: str) -> None:
@@ -50,17 +55,18 @@ def teardown(ref_id: str) -> None:
         _teardown(ref_id)
 
 
-def _teardown(ref_id: str) -> None:
+def _teardown(ref_id: str) -> bool:
+    """Remove this attachment's rules and chains; whether the base chain is still there afterwards."""
     chains, rules = nft.list_table(FAMILY, TABLE)
     comment = f"macspoofchk-{ref_id}"
     mine = chain_names(ref_id)
     ours = [r for r in rules if r.get("comment") == comment]
     if not ours and not any(name in chains for name in mine):
-        return
+        return BASE_CHAIN in chains
     others_rules = [r for r in rules if r.get("comment") != comment and r.get("chain") not in mine]
     if not others_rules and not chains - {BASE_CHAIN, *mine}:
         nft.run(f"delete table {FAMILY} {TABLE}\n", "tear down mac spoof check")
-        return
+        return False
     lines = [
         f"delete rule {FAMILY} {TABLE} {BASE_CHAIN} handle {r['handle']}" for r in ours if r.get("chain") == BASE_CHAIN
     ]
@@ -68,3 +74,4 @@ def _teardown(ref_id: str) -> None:
     lines += [f"flush chain {FAMILY} {TABLE} {name}" for name in present]
     lines += [f"delete chain {FAMILY} {TABLE} {name}" for name in present]
     nft.run("".join(line + "\n" for line in lines), "tear down mac spoof check")
+    return BASE_CHAIN in chains
