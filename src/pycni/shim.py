@@ -27,6 +27,24 @@ from pycni.daemon import wire
 NO_DAEMON_ENV = b"PYCNI_NO_DAEMON"
 O_RDONLY_CLOEXEC = posix.O_RDONLY | posix.O_CLOEXEC
 
+# The executable ``pycni plugins install`` writes. The daemon recognises pycni's
+# own plugins on CNI_PATH by its last two lines (:func:`executable_plugin_type`).
+EXECUTABLE_TEMPLATE = """#!{python} -IS
+# pycni {plugin_type} CNI plugin; written by `pycni plugins install`, do not edit.
+import sys
+sys.path[:0] = {paths!r}
+from pycni.shim import run
+run({plugin_type!r})
+"""
+
+
+def executable_plugin_type(text: bytes) -> str | None:
+    """The plugin type an executable made from :data:`EXECUTABLE_TEMPLATE` runs; None for anything else."""
+    import re  # only the daemon calls this; the shim's own start-up stays free of it
+
+    match = re.search(rb"from pycni\.shim import run\s+run\('([A-Za-z0-9_.-]+)'\)", text)
+    return match.group(1).decode() if match else None
+
 
 def _error_json(code: int, msg: str) -> bytes:
     """The spec's error object, written without importing json (start-up time)."""

@@ -128,3 +128,15 @@ class TestCommand:
         out = self.pycni(setup, "version", "dns-override")
         assert out.returncode == 0
         assert json.loads(out.stdout)["supportedVersions"][0] == "0.3.0"
+
+
+def test_the_daemon_recognises_every_installed_executable(tmp_path: Path) -> None:
+    """Installer and daemon share the executable's format: a change to one cannot silently slow the other."""
+    from pycni.cli.install import install
+    from pycni.plugins import PLUGIN_MODULES
+    from pycni.shim import executable_plugin_type
+
+    for path in install(str(tmp_path)):
+        assert executable_plugin_type(Path(path).read_bytes()) == Path(path).name
+    assert len(list(tmp_path.iterdir())) == len(PLUGIN_MODULES)
+    assert executable_plugin_type(b"#!/bin/sh\nexec /usr/lib/cni/bridge\n") is None

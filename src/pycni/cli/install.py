@@ -13,14 +13,7 @@ import sys
 
 from pycni.fsutil import write_atomic
 from pycni.plugins import PLUGIN_MODULES
-
-TEMPLATE = """#!{python} -IS
-# pycni {plugin_type} CNI plugin; written by `pycni plugins install`, do not edit.
-import sys
-sys.path[:0] = {paths!r}
-from pycni.shim import run
-run({plugin_type!r})
-"""
+from pycni.shim import EXECUTABLE_TEMPLATE
 
 
 def import_paths() -> list[str]:
@@ -42,7 +35,7 @@ def interpreter() -> str:
 
 
 def render(plugin_type: str) -> str:
-    return TEMPLATE.format(python=interpreter(), plugin_type=plugin_type, paths=import_paths())
+    return EXECUTABLE_TEMPLATE.format(python=interpreter(), plugin_type=plugin_type, paths=import_paths())
 
 
 def install(directory: str, types: list[str] | None = None) -> list[str]:

@@ -9,16 +9,14 @@ IPAM call; anything else (e.g. Go's host-local) is executed as usual.
 from __future__ import annotations
 
 import os
-import re
 from collections.abc import Mapping
 from typing import TYPE_CHECKING
 
 from pycni.runtime.invoke import SubprocessExecutor, plugin_error
+from pycni.shim import executable_plugin_type
 
 if TYPE_CHECKING:
     from pycni.skel import Plugin
-
-_SHIM_CALL = re.compile(rb"from pycni\.shim import run\s+run\('([A-Za-z0-9_.-]+)'\)")
 
 
 class InProcessExecutor:
@@ -39,9 +37,9 @@ class InProcessExecutor:
         found: str | None = None
         if st.st_size < 4096:
             with open(plugin_path, "rb") as handle:
-                match = _SHIM_CALL.search(handle.read())
-            if match and match.group(1).decode() in self.plugins:
-                found = match.group(1).decode()
+                plugin_type = executable_plugin_type(handle.read())
+            if plugin_type in self.plugins:
+                found = plugin_type
         self._known[plugin_path] = (st.st_size, st.st_mtime_ns, found)
         return found
 
