@@ -145,7 +145,7 @@ def cmd_flanneld(opts: argparse.Namespace) -> int:
     from pycni.fabric.agent import AgentOptions, main
 
     options = AgentOptions(
-        etcd_endpoints=[e for e in opts.etcd_endpoints.split(",") if e],
+        etcd_endpoints=opts.etcd_endpoints,
         etcd_prefix=opts.etcd_prefix,
         store_path=opts.store_path,
         net_config_path=opts.net_config_path,

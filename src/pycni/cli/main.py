@@ -23,6 +23,7 @@ from collections.abc import Sequence
 
 from pycni import __version__
 from pycni.cli.flanneld import add_parsers as add_fabric_parsers
+from pycni.daemon import wire
 from pycni.runtime.api import CNIRuntime, RuntimeConf
 from pycni.runtime.cache import DEFAULT_CACHE_DIR
 from pycni.runtime.conf import DEFAULT_CONF_DIR, load_network
@@ -228,7 +229,7 @@ def build_parser() -> argparse.ArgumentParser:
     version.add_argument("plugin", nargs="?", metavar="PLUGIN-TYPE")
     version.set_defaults(func=cmd_version)
     daemon = sub.add_parser("daemon", help="serve plugin calls from the plugin executables (warm path)")
-    daemon.add_argument("--socket", default="/run/pycni/pycni.sock", help="unix socket to serve (mode 0600)")
+    daemon.add_argument("--socket", default=wire.DEFAULT_SOCKET, help="unix socket to serve (mode 0600)")
     daemon.add_argument("--log", action="store_true", help="one line on stderr per call, with its duration")
     daemon.add_argument("--workers", type=int, default=0, help="worker processes (default: one per CPU)")
     daemon.set_defaults(func=cmd_daemon)

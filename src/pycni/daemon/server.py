@@ -32,6 +32,7 @@ from pycni.net.netns import setns
 from pycni.plugins import PLUGIN_MODULES
 from pycni.runtime import delegate
 from pycni.spec.errors import CNIError, ErrorCode
+from pycni.spec.version import CURRENT_VERSION
 
 if TYPE_CHECKING:
     from pycni.skel import Plugin
@@ -45,7 +46,7 @@ def load_plugins() -> dict[str, Plugin]:
 
 
 def _error_reply(code: int, msg: str) -> bytes:
-    return wire.encode_reply(1, (CNIError(code, msg).to_json("1.1.0") + "\n").encode(), b"")
+    return wire.encode_reply(1, (CNIError(code, msg).to_json(CURRENT_VERSION) + "\n").encode(), b"")
 
 
 class Daemon:

@@ -38,7 +38,7 @@ from pycni.spec.errors import CNIError, ErrorCode
 
 @dataclass
 class AgentOptions:
-    etcd_endpoints: list[str] = field(default_factory=list)
+    etcd_endpoints: str = ""  # comma-separated, as flanneld's flag; none: the embedded store
     etcd_prefix: str = "/coreos.com/network"
     store_path: str = "/var/lib/pycni/flannel.db"
     net_config_path: str = ""
@@ -90,9 +90,7 @@ def _default_route_interface(ipr: Any) -> str:
 class Agent:
     def __init__(self, options: AgentOptions, store: Store | None = None) -> None:
         self.options = options
-        self.store = store or open_store(
-            ",".join(options.etcd_endpoints) or None, options.etcd_prefix, options.store_path or None
-        )
+        self.store = store or open_store(options.etcd_endpoints, options.etcd_prefix, options.store_path or None)
         self.stopping = threading.Event()
         self.lease: Lease | None = None
         self.backend: Backend | None = None

@@ -18,7 +18,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Protocol
 
-from pycni.fabric.model import Lease, LeaseEvent
+from pycni.fabric.model import Lease, LeaseAttrs, LeaseEvent, parse_key
 from pycni.spec.errors import CNIError, ErrorCode
 
 
@@ -27,6 +27,44 @@ class StoreUnavailable(CNIError):
 
     def __init__(self, message: str) -> None:
         super().__init__(ErrorCode.TRY_AGAIN_LATER, message)
+
+
+class KeyLayout:
+    """Flannel's keys under a prefix, the same in both stores."""
+
+    def __init__(self, prefix: str) -> None:
+        # Flannel builds keys with Go's ``path.Join``: one leading slash, no trailing one.
+        self.prefix = "/" + "/".join(part for part in prefix.split("/") if part)
+
+    @property
+    def config_key(self) -> str:
+        return f"{self.prefix}/config"
+
+    @property
+    def subnets_prefix(self) -> str:
+        return f"{self.prefix}/subnets/"
+
+    @property
+    def subnets_end(self) -> str:
+        """The first key after every lease key: the prefix's last byte + 1 (etcd's range end)."""
+        prefix = self.subnets_prefix
+        return prefix[:-1] + chr(ord(prefix[-1]) + 1)
+
+    def lease_key(self, lease: Lease) -> str:
+        return self.subnets_prefix + lease.key
+
+    def decode_lease(self, key: str, value: str, expiration: float | None = None) -> Lease | None:
+        """The lease a key and its JSON value hold; None for a foreign key or a value Flannel would skip too."""
+        if not key.startswith(self.subnets_prefix):
+            return None
+        subnets = parse_key(key[len(self.subnets_prefix) :])
+        if subnets is None:
+            return None
+        try:
+            attrs = LeaseAttrs.from_json(value)
+        except (ValueError, AttributeError):
+            return None
+        return Lease(subnets[0], attrs, subnets[1], expiration)
 
 
 class Store(Protocol):

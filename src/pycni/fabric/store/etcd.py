@@ -36,8 +36,8 @@ from urllib.parse import urlsplit
 import etcd3gw
 from etcd3gw import exceptions as etcd_errors
 
-from pycni.fabric.model import DEFAULT_PREFIX, ConfigError, EventType, Lease, LeaseAttrs, LeaseEvent, parse_key
-from pycni.fabric.store import StoreUnavailable
+from pycni.fabric.model import DEFAULT_PREFIX, ConfigError, EventType, Lease, LeaseEvent
+from pycni.fabric.store import KeyLayout, StoreUnavailable
 
 API_PATH = "/v3/"  # etcd >= 3.4 (Debian 12 ships 3.4); skips etcd3gw's /version discovery round trip
 PROBE_EVERY = 2.0  # seconds of watch silence before checking the member still answers
@@ -60,11 +60,6 @@ def _unb64(text: str) -> str:
     return base64.b64decode(text).decode(errors="replace")
 
 
-def _prefix_end(prefix: str) -> str:
-    """etcd's range end for "every key starting with ``prefix``" (last byte + 1)."""
-    return prefix[:-1] + chr(ord(prefix[-1]) + 1)
-
-
 def _reason(error: etcd_errors.Etcd3Exception) -> str:
     text = error.detail_text or str(error) or type(error).__name__
     with suppress(ValueError, TypeError, AttributeError):
@@ -75,20 +70,14 @@ def _reason(error: etcd_errors.Etcd3Exception) -> str:
     return match.group(0) if match else text.splitlines()[0][:200]
 
 
-def _normalize_prefix(prefix: str) -> str:
-    """Flannel builds keys with Go's ``path.Join``: one leading slash, no trailing one."""
-    parts = [part for part in prefix.split("/") if part]
-    return "/" + "/".join(parts)
-
-
-class EtcdStore:
+class EtcdStore(KeyLayout):
     """The :class:`~pycni.fabric.store.Store` contract on etcd v3; opening it contacts nobody."""
 
     def __init__(self, endpoints: list[str], prefix: str = DEFAULT_PREFIX, timeout: float = 5) -> None:
         if not endpoints:
             raise ConfigError("no etcd endpoints given (e.g. http://127.0.0.1:2379)")
         self.endpoints = [endpoint.strip().rstrip("/") for endpoint in endpoints]
-        self.prefix = _normalize_prefix(prefix)
+        super().__init__(prefix)
         self.timeout = timeout
         self._clients = [self._client(endpoint) for endpoint in self.endpoints]
         self._preferred = 0  # the endpoint that answered last is tried first
@@ -104,17 +93,6 @@ class EtcdStore:
         return etcd3gw.client(
             host=url.hostname, port=port, protocol=url.scheme, timeout=self.timeout, api_path=API_PATH
         )
-
-    @property
-    def config_key(self) -> str:
-        return f"{self.prefix}/config"
-
-    @property
-    def subnets_prefix(self) -> str:
-        return f"{self.prefix}/subnets/"
-
-    def lease_key(self, lease: Lease) -> str:
-        return self.subnets_prefix + lease.key
 
     # -- requests ---------------------------------------------------------------
 
@@ -183,8 +161,7 @@ class EtcdStore:
         return _unb64(kvs[0].get("value", ""))
 
     def list_leases(self) -> tuple[list[Lease], int]:
-        prefix = self.subnets_prefix
-        result = self._call("kv/range", {"key": _b64(prefix), "range_end": _b64(_prefix_end(prefix))})
+        result = self._call("kv/range", {"key": _b64(self.subnets_prefix), "range_end": _b64(self.subnets_end)})
         leases: list[Lease] = []
         for kv in result.get("kvs") or []:
             lease = self._decode(kv)
@@ -242,10 +219,9 @@ class EtcdStore:
             self._revoke_orphan(previous)
 
     def watch_leases(self, since_revision: int) -> Iterator[list[LeaseEvent]]:
-        prefix = self.subnets_prefix
         request = {
-            "key": _b64(prefix),
-            "range_end": _b64(_prefix_end(prefix)),
+            "key": _b64(self.subnets_prefix),
+            "range_end": _b64(self.subnets_end),
             "start_revision": since_revision + 1,
             "prev_kv": True,
         }
@@ -278,18 +254,8 @@ class EtcdStore:
 
     def _decode(self, kv: dict[str, Any], value: str | None = None) -> Lease | None:
         """A Lease from an etcd key-value (``value`` overrides, for DELETEs); None for a foreign key."""
-        key = _unb64(kv.get("key", ""))
-        if not key.startswith(self.subnets_prefix):
-            return None
-        subnets = parse_key(key[len(self.subnets_prefix) :])
-        if subnets is None:
-            return None
         text = value if value is not None else _unb64(kv.get("value", ""))
-        try:
-            attrs = LeaseAttrs.from_json(text)
-        except (ValueError, AttributeError):
-            return None  # Flannel skips a subnet node it cannot decode, too
-        return Lease(subnets[0], attrs, subnets[1])
+        return self.decode_lease(_unb64(kv.get("key", "")), text)
 
     def _watch_events(self, message: dict[str, Any], since: int, endpoint: str) -> list[LeaseEvent]:
         if "error" in message:

@@ -34,12 +34,10 @@ from pycni.fabric.model import (
     ConfigError,
     EventType,
     Lease,
-    LeaseAttrs,
     LeaseEvent,
     NetworkConfig,
-    parse_key,
 )
-from pycni.fabric.store import StoreUnavailable
+from pycni.fabric.store import KeyLayout, StoreUnavailable
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS config (prefix TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -57,7 +55,7 @@ CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value INTEGER NOT NULL);
 BUSY_TIMEOUT = 10.0  # seconds a writer waits for another process's transaction
 
 
-class SqliteStore:
+class SqliteStore(KeyLayout):
     """The :class:`~pycni.fabric.store.Store` contract on a local sqlite file."""
 
     def __init__(
@@ -70,7 +68,7 @@ class SqliteStore:
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.path = path
-        self.prefix = "/" + "/".join(part for part in prefix.split("/") if part)
+        super().__init__(prefix)
         self.poll_interval = poll_interval
         self.keep_changes = keep_changes
         self.clock = clock  # wall clock: expiry times are shared between processes
@@ -89,13 +87,6 @@ class SqliteStore:
         except StoreUnavailable:
             self.close()
             raise
-
-    @property
-    def subnets_prefix(self) -> str:
-        return f"{self.prefix}/subnets/"
-
-    def lease_key(self, lease: Lease) -> str:
-        return self.subnets_prefix + lease.key
 
     # -- plumbing ---------------------------------------------------------------
 
@@ -160,16 +151,6 @@ class SqliteStore:
         row = db.execute("SELECT seq FROM sqlite_sequence WHERE name = 'changes'").fetchone()
         return int(row[0]) if row else 0
 
-    def _lease(self, key: str, value: str, expires_at: float | None) -> Lease | None:
-        subnets = parse_key(key[len(self.subnets_prefix) :])
-        if subnets is None:
-            return None
-        try:
-            attrs = LeaseAttrs.from_json(value)
-        except (ValueError, AttributeError):
-            return None
-        return Lease(subnets[0], attrs, subnets[1], expires_at)
-
     def _expiry(self, ttl: int | None) -> float | None:
         """No TTL (None or 0) is a reservation, as in the etcd store (etcd grants no lease for 0)."""
         return self.clock() + ttl if ttl else None
@@ -198,7 +179,7 @@ class SqliteStore:
 
     def list_leases(self) -> tuple[list[Lease], int]:
         self._reap()
-        low, high = self.subnets_prefix, self.subnets_prefix[:-1] + "0"
+        low, high = self.subnets_prefix, self.subnets_end
         with self._transaction() as db:  # one snapshot for the rows and the revision
             rows = db.execute(
                 "SELECT key, value, expires_at FROM leases WHERE key >= ? AND key < ? "
@@ -206,7 +187,7 @@ class SqliteStore:
                 (low, high, self.clock()),
             ).fetchall()
             revision = self._revision(db)
-        leases = [self._lease(key, value, expires_at) for key, value, expires_at in rows]
+        leases = [self.decode_lease(key, value, expires_at) for key, value, expires_at in rows]
         return [lease for lease in leases if lease is not None], revision
 
     def create_lease(self, lease: Lease, ttl: int | None) -> bool:
@@ -243,7 +224,7 @@ class SqliteStore:
                 self._log(db, key, "DELETE", rows[0][0])
 
     def watch_leases(self, since_revision: int) -> Iterator[list[LeaseEvent]]:
-        low, high = self.subnets_prefix, self.subnets_prefix[:-1] + "0"
+        low, high = self.subnets_prefix, self.subnets_end
         since = since_revision
         while True:
             self._reap()
@@ -264,7 +245,7 @@ class SqliteStore:
             since = rows[-1][0]
             events = []
             for _, key, kind, value, expires_at in rows:
-                lease = self._lease(key, value, expires_at if kind == "PUT" else None)
+                lease = self.decode_lease(key, value, expires_at if kind == "PUT" else None)
                 if lease is not None:
                     events.append(LeaseEvent(EventType.ADDED if kind == "PUT" else EventType.REMOVED, lease))
             if events:
