@@ -120,13 +120,21 @@ def fetch(url: str) -> str:
     raise DemoFailed(f"could not fetch {url} from the node: {proc.stderr.strip()}")
 
 
+def remove_namespaces(names: Sequence[str]) -> None:
+    """Stop what runs in each namespace the demo made (httpd, agents), then delete it."""
+    for ns in names:
+        if os.path.exists(f"/run/netns/{ns}"):
+            for pid in sh(["ip", "netns", "pids", ns], show=False, check=False).stdout.split():
+                sh(["kill", pid], show=False, check=False)
+            sh(["ip", "netns", "del", ns], check=False)
+
+
 class Demo:
     def __init__(self) -> None:
         self.work = tempfile.mkdtemp(prefix="pycni-demo-")
         self.bin = os.path.join(self.work, "bin")
         self.confdir = os.path.join(self.work, "net.d")
         self.cache = os.path.join(self.work, "cache")
-        self.cni_path = self.bin
         self.host_local_existed = {
             name: os.path.exists(os.path.join(HOST_LOCAL_DIR, name)) for name in ("mynet", "portmap")
         }
@@ -172,7 +180,7 @@ class Demo:
             "CNI_CONTAINERID": "demo-container",
             "CNI_NETNS": f"/run/netns/{CTR}",
             "CNI_IFNAME": ifname,
-            "CNI_PATH": self.cni_path,
+            "CNI_PATH": self.bin,
         }
 
     def case1(self) -> None:
@@ -196,7 +204,7 @@ class Demo:
             json.dump(PORTMAP_CONFLIST, handle, indent=2)
         with open(path) as handle:
             print(f"portmap.conflist:\n{handle.read()}")
-        env = {"CNI_PATH": self.cni_path, "NETCONFPATH": self.confdir, "PYCNI_CACHE_DIR": self.cache}
+        env = {"CNI_PATH": self.bin, "NETCONFPATH": self.confdir, "PYCNI_CACHE_DIR": self.cache}
         pycni = self.pycni()
         sh([*pycni, "add", "portmap", f"/run/netns/{CTR}"], netns=NODE, env=env)
         say("From the host, fetch the page through host port 8080 (like docker run -p 8080:80)")
@@ -231,11 +239,7 @@ class Demo:
 
     def teardown(self) -> None:
         sh(["ip", "link", "delete", "mynet0"], netns=NODE, check=False, show=os.path.exists(f"/run/netns/{NODE}"))
-        for ns in (CTR, NODE):
-            if os.path.exists(f"/run/netns/{ns}"):
-                for pid in sh(["ip", "netns", "pids", ns], show=False, check=False).stdout.split():
-                    sh(["kill", pid], show=False, check=False)
-                sh(["ip", "netns", "del", ns], check=False)
+        remove_namespaces([CTR, NODE])
         for name, existed in self.host_local_existed.items():
             if not existed:
                 shutil.rmtree(os.path.join(HOST_LOCAL_DIR, name), ignore_errors=True)

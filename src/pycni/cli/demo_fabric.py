@@ -17,7 +17,7 @@ import subprocess
 import time
 from dataclasses import dataclass, field
 
-from pycni.cli.demo import DemoFailed, say, sh
+from pycni.cli.demo import DemoFailed, remove_namespaces, say, sh
 
 UNDERLAY = "pycni-demo-underlay"
 UNDERLAY_GATEWAY = "192.168.124.1"
@@ -228,8 +228,4 @@ class FabricDemo:
                 self.stop_agent(node)
             except (ProcessLookupError, subprocess.TimeoutExpired):
                 node.agent = None
-        for ns in self.namespaces():
-            if os.path.exists(f"/run/netns/{ns}"):
-                for pid in sh(["ip", "netns", "pids", ns], show=False, check=False).stdout.split():
-                    sh(["kill", pid], show=False, check=False)
-                sh(["ip", "netns", "del", ns], check=False)
+        remove_namespaces(self.namespaces())
