@@ -9,11 +9,13 @@ the config's version.
 from __future__ import annotations
 
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from pycni.ipam.config import parse_dns
-from pycni.net import addr, link, netns
+from pycni.net import addr, link, netns, sublink
 from pycni.nft import masquerade
 from pycni.runtime import delegate
 from pycni.skel import CmdArgs
@@ -21,6 +23,9 @@ from pycni.spec import DNS, CNIError, ErrorCode, Fields, Result
 
 if TYPE_CHECKING:
     from pyroute2 import IPRoute
+
+    from pycni.net.link import LinkInfo
+    from pycni.spec import Interface
 
 WORKING_VERSION = "1.1.0"
 
@@ -162,6 +167,48 @@ def check_addresses_and_routes(args: CmdArgs, container: IPRoute, ns_fd: int, re
     with netns.entered(args.netns, ns_fd):
         addr.validate_interface_addresses(container, args.ifname, result, index)
         addr.validate_routes(container, result)
+
+
+@dataclass
+class ContainerCheck:
+    """What a link plugin's CHECK works with: the prevResult, its interface and netlink in the container."""
+
+    args: CmdArgs
+    result: Result
+    index: int  # of ``iface`` in ``result.interfaces``
+    iface: Interface
+    ns_fd: int
+    container: IPRoute
+    host: IPRoute | None
+
+    def parent_ns(self, link_in_container: bool) -> IPRoute:
+        """Where the parent (master) link lives."""
+        if link_in_container:
+            return self.container
+        assert self.host is not None, "open the check with host=True"
+        return self.host
+
+    def link(self, kind: str | None) -> LinkInfo:
+        """The container link: it exists, is of ``kind`` (if given) and has the reported MAC."""
+        return sublink.check_container_link(self.container, self.iface, kind)
+
+    def addresses_and_routes(self) -> None:
+        check_addresses_and_routes(self.args, self.container, self.ns_fd, self.result, self.index)
+
+
+@contextmanager
+def container_check(args: CmdArgs, host: bool = False) -> Iterator[ContainerCheck]:
+    """CHECK's common start: the required prevResult, its ``CNI_IFNAME`` interface, netlink in the container.
+
+    ``host`` also opens netlink in the caller's namespace (for a parent link there).
+    """
+    result = prev_result_required(args)
+    index, iface = sublink.expected_interface(result, args.ifname, args.netns)
+    with ExitStack() as stack:
+        ns_fd = stack.enter_context(netns.handle(args.netns, args.netns_fd))
+        container = stack.enter_context(netns.iproute(args.netns, ns_fd))
+        here = stack.enter_context(netns.iproute_here()) if host else None
+        yield ContainerCheck(args, result, index, iface, ns_fd, container, here)
 
 
 def gc_masquerade_and_ipam(args: CmdArgs, network: str, ip_masq: bool) -> None:

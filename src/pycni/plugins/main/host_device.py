@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING
 
 from pycni.net import addr, link, netns, sublink
 from pycni.net.link import LinkInfo
-from pycni.plugins.common import Ipam, Rollback, check_addresses_and_routes, config_dns, prev_result_required
+from pycni.plugins.common import Ipam, Rollback, config_dns, container_check, prev_result_required
 from pycni.skel import CmdArgs, Plugin
 from pycni.spec import DNS, CNIError, ErrorCode, Interface, Result
 
@@ -156,15 +156,13 @@ def delete(args: CmdArgs) -> None:
 @plugin.check
 def check(args: CmdArgs) -> None:
     conf = load_conf(args)
-    ipam = Ipam(args)
-    ipam.check()
-    result = prev_result_required(args)
+    Ipam(args).check()
     if conf.dpdk:
+        prev_result_required(args)
         return
-    index, iface = sublink.expected_interface(result, args.ifname, args.netns)
-    with netns.handle(args.netns, args.netns_fd) as ns_fd, netns.iproute(args.netns, ns_fd) as container:
-        sublink.check_container_link(container, iface, None)
-        check_addresses_and_routes(args, container, ns_fd, result, index)
+    with container_check(args) as attached:
+        attached.link(None)
+        attached.addresses_and_routes()
 
 
 @plugin.gc

@@ -20,10 +20,9 @@ from pycni.net import addr, link, netns, sublink
 from pycni.plugins.common import (
     Ipam,
     Rollback,
-    check_addresses_and_routes,
     config_dns,
+    container_check,
     delete_container_link,
-    prev_result_required,
 )
 from pycni.skel import CmdArgs, Plugin
 from pycni.spec import DNS, CNIError, ErrorCode, Interface, Result
@@ -120,24 +119,18 @@ def check(args: CmdArgs) -> None:
     mode = mode_of(conf)
     ipam = Ipam(args)
     ipam.check()
-    result = prev_result_required(args)
-    index, iface = sublink.expected_interface(result, args.ifname, args.netns)
-    with (
-        netns.handle(args.netns, args.netns_fd) as ns_fd,
-        netns.iproute(args.netns, ns_fd) as container,
-        netns.iproute_here() as host,
-    ):
+    with container_check(args, host=True) as attached:
         if conf.master or ipam:  # chained without master: ADD took it from a prevResult CHECK does not have
-            sublink.master(container if conf.link_in_container else host, conf.master)
-        found = sublink.check_container_link(container, iface, "ipvlan")
-        actual = sublink.info_data(container, found.index).get("IFLA_IPVLAN_MODE")
+            sublink.master(attached.parent_ns(conf.link_in_container), conf.master)
+        found = attached.link("ipvlan")
+        actual = sublink.info_data(attached.container, found.index).get("IFLA_IPVLAN_MODE")
         if actual is not None and actual != mode:
             raise CNIError(
                 ErrorCode.INTERNAL,
                 f"Container IPVlan mode {sublink.mode_name(sublink.IPVLAN_MODES, actual)} does not match "
                 f"expected value: {sublink.mode_name(sublink.IPVLAN_MODES, mode)}",
             )
-        check_addresses_and_routes(args, container, ns_fd, result, index)
+        attached.addresses_and_routes()
 
 
 @plugin.gc

@@ -17,10 +17,9 @@ from pycni.net import addr, link, netns, sublink
 from pycni.plugins.common import (
     Ipam,
     Rollback,
-    check_addresses_and_routes,
     config_dns,
+    container_check,
     delete_container_link,
-    prev_result_required,
     requested_mac,
 )
 from pycni.skel import CmdArgs, Plugin
@@ -106,18 +105,11 @@ def delete(args: CmdArgs) -> None:
 def check(args: CmdArgs) -> None:
     conf = load_conf(args)
     mode = mode_of(conf)
-    ipam = Ipam(args)
-    ipam.check()
-    result = prev_result_required(args)
-    index, iface = sublink.expected_interface(result, args.ifname, args.netns)
-    with (
-        netns.handle(args.netns, args.netns_fd) as ns_fd,
-        netns.iproute(args.netns, ns_fd) as container,
-        netns.iproute_here() as host,
-    ):
-        sublink.master(container if conf.link_in_container else host, conf.master, conf.mtu)
-        found = sublink.check_container_link(container, iface, "macvlan")
-        actual = sublink.info_data(container, found.index).get("IFLA_MACVLAN_MODE")
+    Ipam(args).check()
+    with container_check(args, host=True) as attached:
+        sublink.master(attached.parent_ns(conf.link_in_container), conf.master, conf.mtu)
+        found = attached.link("macvlan")
+        actual = sublink.info_data(attached.container, found.index).get("IFLA_MACVLAN_MODE")
         expected = sublink.mode_name(sublink.MACVLAN_MODES, mode)
         if actual is not None and sublink.mode_name(sublink.MACVLAN_MODES, actual) != expected:
             raise CNIError(
@@ -125,7 +117,7 @@ def check(args: CmdArgs) -> None:
                 f"container macvlan mode {sublink.mode_name(sublink.MACVLAN_MODES, actual)} "
                 f"does not match expected value: {expected}",
             )
-        check_addresses_and_routes(args, container, ns_fd, result, index)
+        attached.addresses_and_routes()
 
 
 @plugin.gc

@@ -17,10 +17,9 @@ from pycni.net import addr, link, netns, sublink
 from pycni.plugins.common import (
     Ipam,
     Rollback,
-    check_addresses_and_routes,
     config_dns,
+    container_check,
     delete_container_link,
-    prev_result_required,
     requested_mac,
 )
 from pycni.skel import CmdArgs, Plugin
@@ -83,13 +82,10 @@ def delete(args: CmdArgs) -> None:
 @plugin.check
 def check(args: CmdArgs) -> None:
     load_tap(args)
-    ipam = Ipam(args)
-    ipam.check()
-    result = prev_result_required(args)
-    index, iface = sublink.expected_interface(result, args.ifname, args.netns)
-    with netns.handle(args.netns, args.netns_fd) as ns_fd, netns.iproute(args.netns, ns_fd) as container:
-        sublink.check_container_link(container, iface, "tun")
-        check_addresses_and_routes(args, container, ns_fd, result, index)
+    Ipam(args).check()
+    with container_check(args) as attached:
+        attached.link("tun")
+        attached.addresses_and_routes()
 
 
 @plugin.gc

@@ -17,10 +17,9 @@ from pycni.net import addr, link, netns, sublink
 from pycni.plugins.common import (
     Ipam,
     Rollback,
-    check_addresses_and_routes,
     config_dns,
+    container_check,
     delete_container_link,
-    prev_result_required,
 )
 from pycni.skel import CmdArgs, Plugin
 from pycni.spec import DNS, CNIError, ErrorCode, Interface, Result
@@ -100,25 +99,19 @@ def delete(args: CmdArgs) -> None:
 def check(args: CmdArgs) -> None:
     conf = load_conf(args)
     Ipam.required(args, "vlan").check()
-    result = prev_result_required(args)
-    index, iface = sublink.expected_interface(result, args.ifname, args.netns)
-    with (
-        netns.handle(args.netns, args.netns_fd) as ns_fd,
-        netns.iproute(args.netns, ns_fd) as container,
-        netns.iproute_here() as host,
-    ):
-        sublink.master(container if conf.link_in_container else host, conf.master)
-        found = sublink.check_container_link(container, iface, "vlan")
-        vlan_id = sublink.info_data(container, found.index).get("IFLA_VLAN_ID")
+    with container_check(args, host=True) as attached:
+        sublink.master(attached.parent_ns(conf.link_in_container), conf.master)
+        found = attached.link("vlan")
+        vlan_id = sublink.info_data(attached.container, found.index).get("IFLA_VLAN_ID")
         if vlan_id is not None and vlan_id != conf.vlan_id:
             raise CNIError(
-                ErrorCode.INTERNAL, f"Error: container vlan {iface.name} has VLAN ID {vlan_id}, expected {conf.vlan_id}"
+                ErrorCode.INTERNAL, f"Error: container vlan {found.name} has VLAN ID {vlan_id}, expected {conf.vlan_id}"
             )
         if conf.mtu and conf.mtu != found.mtu:
             raise CNIError(
-                ErrorCode.INTERNAL, f"Error: configured MTU of {iface.name} is {conf.mtu}, current value is {found.mtu}"
+                ErrorCode.INTERNAL, f"Error: configured MTU of {found.name} is {conf.mtu}, current value is {found.mtu}"
             )
-        check_addresses_and_routes(args, container, ns_fd, result, index)
+        attached.addresses_and_routes()
 
 
 @plugin.gc
