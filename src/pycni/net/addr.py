@@ -51,19 +51,13 @@ def add_address(ipr: IPRoute, index: int, address: IPInterface, ifname: str = ""
     extra: dict[str, Any] = {}
     if address.version == 4 and address.network.prefixlen < 31:
         extra["broadcast"] = str(address.network.broadcast_address)
-    try:
+    with netlink(f"failed to add IP addr {address} to {ifname or index}", ignore=(errno.EEXIST,)):
         ipr.addr("add", index=index, address=str(address.ip), prefixlen=address.network.prefixlen, **extra)
-    except NetlinkError as exc:
-        if exc.code != errno.EEXIST:
-            raise NetError(f"failed to add IP addr {address} to {ifname or index}", int(exc.code)) from None
 
 
 def del_address(ipr: IPRoute, index: int, address: IPInterface) -> None:
-    try:
+    with netlink(f"failed to delete IP addr {address}", ignore=(errno.EADDRNOTAVAIL, errno.ENODEV, errno.ENOENT)):
         ipr.addr("del", index=index, address=str(address.ip), prefixlen=address.network.prefixlen)
-    except NetlinkError as exc:
-        if exc.code not in (errno.EADDRNOTAVAIL, errno.ENODEV, errno.ENOENT):
-            raise NetError(f"failed to delete IP addr {address}", int(exc.code)) from None
 
 
 def add_route(
@@ -114,11 +108,8 @@ def del_route(ipr: IPRoute, dst: IPInterface, oif: int | None = None) -> None:
     }
     if oif is not None:
         kwargs["oif"] = oif
-    try:
+    with netlink(f"failed to delete route {network}", ignore=(errno.ESRCH, errno.ENOENT, errno.ENODEV)):
         ipr.route("del", **kwargs)
-    except NetlinkError as exc:
-        if exc.code not in (errno.ESRCH, errno.ENOENT, errno.ENODEV):
-            raise NetError(f"failed to delete route {network}", int(exc.code)) from None
 
 
 IFA_F_DADFAILED = 0x08

@@ -5,10 +5,8 @@ from __future__ import annotations
 import errno
 from typing import TYPE_CHECKING, Any
 
-from pyroute2.netlink.exceptions import NetlinkError
-
 from pycni.net import link, sysctl
-from pycni.net.errors import NetError, netlink
+from pycni.net.errors import netlink
 from pycni.net.link import LinkInfo
 from pycni.spec.errors import CNIError, ErrorCode
 
@@ -31,11 +29,8 @@ def ensure_bridge(
             attrs["mtu"] = mtu
         if vlan_filtering:
             attrs["br_vlan_filtering"] = 1
-        try:
+        with netlink(f"could not add {name!r}", ignore=(errno.EEXIST,)):
             ipr.link("add", **attrs)
-        except NetlinkError as exc:
-            if exc.code != errno.EEXIST:
-                raise NetError(f"could not add {name!r}", int(exc.code)) from None
     bridge = existing if existing is not None else link.get(ipr, name)
     if bridge.kind != "bridge":
         raise CNIError(ErrorCode.INTERNAL, f"{name!r} already exists but is not a bridge")

@@ -27,9 +27,14 @@ class LinkNotFound(NetError):
 
 
 @contextmanager
-def netlink(action: str) -> Iterator[None]:
-    """Run the body; a ``NetlinkError`` becomes a :class:`NetError` naming ``action``."""
+def netlink(action: str, ignore: tuple[int, ...] = ()) -> Iterator[None]:
+    """Run the body; a ``NetlinkError`` becomes a :class:`NetError` naming ``action``.
+
+    An errno in ``ignore`` means the work is already done (EEXIST on add,
+    ENOENT on delete ...): the body's failure is then success.
+    """
     try:
         yield
     except NetlinkError as exc:
-        raise NetError(action, int(exc.code)) from None
+        if int(exc.code) not in ignore:
+            raise NetError(action, int(exc.code)) from None

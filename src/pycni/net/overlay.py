@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 from pyroute2.netlink.exceptions import NetlinkError
 
 from pycni.net.addr import RTPROT_BOOT, add_address, addresses, del_address
-from pycni.net.errors import NetError
+from pycni.net.errors import NetError, netlink
 from pycni.net.sublink import IFF_NO_PI, TUN_DEVICE, TUNSETIFF, TUNSETPERSIST, ifreq
 
 if TYPE_CHECKING:
@@ -130,10 +130,8 @@ def vxlan_request(spec: VxlanSpec) -> dict[str, Any]:
 
 def create_vxlan(ipr: IPRoute, spec: VxlanSpec) -> VxlanInfo:
     """Create the device (EEXIST is raised: the caller decides whether the existing one fits)."""
-    try:
+    with netlink(f"failed to create vxlan device {spec.name}"):
         ipr.link("add", **vxlan_request(spec))
-    except NetlinkError as exc:
-        raise NetError(f"failed to create vxlan device {spec.name}", int(exc.code)) from None
     created = find_vxlan(ipr, spec.name)
     if created is None:
         raise NetError(f"vxlan device {spec.name} vanished after creation", errno.ENODEV)
@@ -152,18 +150,13 @@ def random_mac() -> str:
 
 def neigh_set(ipr: IPRoute, index: int, ip: str, mac: str) -> None:
     """A permanent neighbour ``ip`` → ``mac`` (``ip neigh replace ... nud permanent``)."""
-    try:
+    with netlink(f"failed to set neighbour {ip} lladdr {mac}"):
         ipr.neigh("replace", ifindex=index, dst=ip, lladdr=mac, state=NUD_PERMANENT, family=socket.AF_INET)
-    except NetlinkError as exc:
-        raise NetError(f"failed to set neighbour {ip} lladdr {mac}", int(exc.code)) from None
 
 
 def neigh_del(ipr: IPRoute, index: int, ip: str) -> None:
-    try:
+    with netlink(f"failed to delete neighbour {ip}", ignore=_GONE):
         ipr.neigh("del", ifindex=index, dst=ip, family=socket.AF_INET)
-    except NetlinkError as exc:
-        if exc.code not in _GONE:
-            raise NetError(f"failed to delete neighbour {ip}", int(exc.code)) from None
 
 
 def neighbours(ipr: IPRoute, index: int) -> list[tuple[str, str]]:
@@ -180,19 +173,14 @@ def neighbours(ipr: IPRoute, index: int) -> list[tuple[str, str]]:
 
 def fdb_set(ipr: IPRoute, index: int, mac: str, dst: str) -> None:
     """``bridge fdb replace <mac> dev <vxlan> dst <dst> self permanent``."""
-    try:
+    with netlink(f"failed to set fdb entry {mac} dst {dst}"):
         ipr.neigh("replace", family=AF_BRIDGE, ifindex=index, lladdr=mac, dst=dst, state=NUD_PERMANENT, flags=NTF_SELF)
-    except NetlinkError as exc:
-        raise NetError(f"failed to set fdb entry {mac} dst {dst}", int(exc.code)) from None
 
 
 def fdb_del(ipr: IPRoute, index: int, mac: str, dst: str) -> None:
     """Remove the remote ``dst`` of ``mac`` only (other remotes of the MAC stay)."""
-    try:
+    with netlink(f"failed to delete fdb entry {mac} dst {dst}", ignore=_GONE):
         ipr.neigh("del", family=AF_BRIDGE, ifindex=index, lladdr=mac, dst=dst, state=NUD_PERMANENT, flags=NTF_SELF)
-    except NetlinkError as exc:
-        if exc.code not in _GONE:
-            raise NetError(f"failed to delete fdb entry {mac} dst {dst}", int(exc.code)) from None
 
 
 def fdb_entries(ipr: IPRoute, index: int) -> list[tuple[str, str]]:
@@ -232,10 +220,8 @@ def route_replace(ipr: IPRoute, dst: ipaddress.IPv4Network, gateway: str, oif: i
     }
     if onlink:
         request["flags"] = RTNH_F_ONLINK
-    try:
+    with netlink(f"failed to set route {dst} via {gateway}"):
         ipr.route("replace", **request)
-    except NetlinkError as exc:
-        raise NetError(f"failed to set route {dst} via {gateway}", int(exc.code)) from None
 
 
 def route_del(ipr: IPRoute, dst: ipaddress.IPv4Network, gateway: str | None, oif: int) -> None:
@@ -243,11 +229,8 @@ def route_del(ipr: IPRoute, dst: ipaddress.IPv4Network, gateway: str | None, oif
     request: dict[str, Any] = {"dst": str(dst), "oif": oif, "family": socket.AF_INET, "table": RT_TABLE_MAIN}
     if gateway:
         request["gateway"] = gateway
-    try:
+    with netlink(f"failed to delete route {dst}", ignore=_GONE):
         ipr.route("del", **request)
-    except NetlinkError as exc:
-        if exc.code not in _GONE:
-            raise NetError(f"failed to delete route {dst}", int(exc.code)) from None
 
 
 def routes(ipr: IPRoute) -> list[RouteEntry]:
@@ -271,10 +254,8 @@ def routes(ipr: IPRoute) -> list[RouteEntry]:
 
 def on_link(ipr: IPRoute, ip: str) -> bool:
     """Whether ``ip route get <ip>`` answers one route without a gateway (Flannel's ``ip.DirectRouting``)."""
-    try:
+    with netlink(f"couldn't look up the route to {ip}"):
         found = ipr.route("get", dst=ip)
-    except NetlinkError as exc:
-        raise NetError(f"couldn't look up the route to {ip}", int(exc.code)) from None
     return len(found) == 1 and not found[0].get("RTA_GATEWAY")
 
 

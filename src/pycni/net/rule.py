@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 from pyroute2.netlink.exceptions import NetlinkError
 
-from pycni.net.errors import NetError
+from pycni.net.errors import NetError, netlink
 from pycni.spec.result import IPAddress, IPInterface
 
 if TYPE_CHECKING:
@@ -90,7 +90,7 @@ def add_source_rule(ipr: IPRoute, src: IPAddress, table: int) -> bool:
     except NetlinkError as exc:
         if exc.code != errno.EEXIST:
             raise NetError(f"failed to add rule from {host} table {table}", int(exc.code)) from None
-        return False
+        return False  # added by a racing call: not ours to remove
     return True
 
 
@@ -205,17 +205,12 @@ def replace_route(ipr: IPRoute, route: KernelRoute, table: int | None = None) ->
     Flags are not copied: a route the kernel marked (linkdown, offload) would be refused.
     """
     written = replace(route, table=table) if table is not None else route
-    try:
+    with netlink(f"failed to add route '{written}'"):
         ipr.route("replace", **_route_kwargs(written))
-    except NetlinkError as exc:
-        raise NetError(f"failed to add route '{written}'", int(exc.code)) from None
     return written
 
 
 def delete_route(ipr: IPRoute, route: KernelRoute) -> None:
     """Delete exactly ``route``; already gone (or its link gone) is success."""
-    try:
+    with netlink(f"failed to delete route '{route}'", ignore=(errno.ESRCH, errno.ENOENT, errno.ENODEV)):
         ipr.route("del", **_route_kwargs(route))
-    except NetlinkError as exc:
-        if exc.code not in (errno.ESRCH, errno.ENOENT, errno.ENODEV):
-            raise NetError(f"failed to delete route '{route}'", int(exc.code)) from None

@@ -12,10 +12,8 @@ import errno
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from pyroute2.netlink.exceptions import NetlinkError
-
 from pycni.net import link
-from pycni.net.errors import NetError, netlink
+from pycni.net.errors import netlink
 
 if TYPE_CHECKING:
     from pyroute2 import IPRoute
@@ -65,11 +63,8 @@ def expected_buffer(shape: Shape) -> int:
 
 def create_ifb(ipr: IPRoute, name: str, mtu: int) -> link.LinkInfo:
     """An ifb device, up, with no queue of its own; an existing one is reused (a retried ADD)."""
-    try:
+    with netlink(f"adding link {name}", ignore=(errno.EEXIST,)):
         ipr.link("add", ifname=name, kind="ifb", mtu=mtu, txqlen=0)
-    except NetlinkError as exc:
-        if exc.code != errno.EEXIST:
-            raise NetError(f"adding link {name}", int(exc.code)) from None
     link.set_up(ipr, name)
     return link.get(ipr, name)
 

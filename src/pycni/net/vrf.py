@@ -15,8 +15,6 @@ import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from pyroute2.netlink.exceptions import NetlinkError
-
 from pycni.net import link, rule
 from pycni.net.errors import NetError, netlink
 from pycni.spec.errors import CNIError, ErrorCode
@@ -125,7 +123,7 @@ def enslave(ipr: IPRoute, vrf: Vrf, ifname: str) -> None:
 
 
 def _readd_address(ipr: IPRoute, index: int, address: IPInterface, flags: int, where: str) -> None:
-    try:
+    with netlink(f"could not restore address {address} to {where}"):
         ipr.addr(
             "add",
             index=index,
@@ -134,8 +132,6 @@ def _readd_address(ipr: IPRoute, index: int, address: IPInterface, flags: int, w
             prefixlen=address.network.prefixlen,
             flags=flags & IFA_F_NODAD,
         )
-    except NetlinkError as exc:
-        raise NetError(f"could not restore address {address} to {where}", int(exc.code)) from None
 
 
 def _wait_for_local_route(ipr: IPRoute, vrf: Vrf, index: int, address: IPInterface, ifname: str) -> None:
