@@ -33,6 +33,14 @@ def parse_routes(ipam: Fields) -> list[Route]:
     return routes
 
 
+def ipam_section(conf: Fields) -> Fields:
+    """The config's ``ipam`` object, which every IPAM plugin requires."""
+    ipam = conf.optional_obj("ipam")
+    if ipam is None:
+        raise CNIError(ErrorCode.INVALID_NETWORK_CONFIG, "IPAM config missing 'ipam' key")
+    return ipam
+
+
 def parse_dns(dns: Fields) -> DNS:
     """A ``dns`` object of the config (``nameservers``, ``domain``, ``search``, ``options``)."""
     return DNS(dns.strings("nameservers"), dns.string("domain"), dns.strings("search"), dns.strings("options"))

@@ -34,6 +34,7 @@ from typing import Any
 
 from pycni.dhcp import protocol
 from pycni.dhcp.options import DEFAULT_REQUEST, parse_option_name
+from pycni.ipam.config import ipam_section
 from pycni.skel import CmdArgs, Plugin
 from pycni.spec import DNS, CNIError, ErrorCode, Fields, IPConfig, Result, Route
 
@@ -49,9 +50,7 @@ class DhcpConf:
 
 
 def load_conf(args: CmdArgs) -> DhcpConf:
-    ipam = args.fields.optional_obj("ipam")
-    if ipam is None:
-        raise CNIError(ErrorCode.INVALID_NETWORK_CONFIG, "IPAM config missing 'ipam' key")
+    ipam = ipam_section(args.fields)
     return DhcpConf(
         socket_path=ipam.string("daemonSocketPath") or protocol.DEFAULT_SOCKET_PATH,
         request=_request_list(ipam),

@@ -12,7 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from pycni.ipam.allocator import allocate
-from pycni.ipam.config import RequestedIP, parse_ip, parse_routes, read_resolv_conf, requested_ips
+from pycni.ipam.config import RequestedIP, ipam_section, parse_ip, parse_routes, read_resolv_conf, requested_ips
 from pycni.ipam.ranges import Range, RangeError, RangeSet, make_range, make_range_set
 from pycni.ipam.store import Store
 from pycni.skel import CmdArgs, Plugin
@@ -39,20 +39,13 @@ class HostLocalConfig:
     requested: list[RequestedIP]
 
 
-def ipam_section(args: CmdArgs) -> Fields:
-    ipam = args.fields.optional_obj("ipam")
-    if ipam is None:
-        raise CNIError(ErrorCode.INVALID_NETWORK_CONFIG, "IPAM config missing 'ipam' key")
-    return ipam
-
-
 def store_for(args: CmdArgs, ipam: Fields) -> Store:
     return Store(args.name, ipam.string("dataDir"))
 
 
 def load_config(args: CmdArgs) -> HostLocalConfig:
     """Everything ADD, CHECK and STATUS need, or code 7 naming what to fix."""
-    ipam = ipam_section(args)
+    ipam = ipam_section(args.fields)
     requested = requested_ips(args.cni_args(("IP",)), args.fields, args.runtime_config("ips"))
     range_sets = load_range_sets(args, ipam)
     return HostLocalConfig(
@@ -202,7 +195,7 @@ def delete(args: CmdArgs) -> None:
     Go parses (and may reject) the whole config first; releasing does not
     depend on the ranges, so a DEL never fails on a config it could serve.
     """
-    store = store_for(args, ipam_section(args))
+    store = store_for(args, ipam_section(args.fields))
     if not store.exists():
         return
     with store.locked():
@@ -234,7 +227,7 @@ def gc(args: CmdArgs) -> None:
         return  # no list: nothing is known to be stale
     valid = set(listed)
     valid_ids = {container_id for container_id, _ifname in valid}
-    store = store_for(args, ipam_section(args))
+    store = store_for(args, ipam_section(args.fields))
     if not store.exists():
         return
     with store.locked():

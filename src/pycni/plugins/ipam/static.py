@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import ipaddress
 
-from pycni.ipam.config import parse_dns, parse_routes
+from pycni.ipam.config import ipam_section, parse_dns, parse_routes
 from pycni.skel import CmdArgs, Plugin
 from pycni.spec import CNIError, ErrorCode, Fields, IPConfig, Result
 from pycni.spec.fields import parse_cidr_field
@@ -22,9 +22,7 @@ plugin = Plugin("static")
 def load_addresses(args: CmdArgs) -> tuple[list[IPConfig], Fields]:
     """The addresses to hand out, with the ``ipam`` section they came from."""
     conf = args.fields
-    ipam = conf.optional_obj("ipam")
-    if ipam is None:
-        raise CNIError(ErrorCode.INVALID_NETWORK_CONFIG, "IPAM config missing 'ipam' key")
+    ipam = ipam_section(conf)
     addresses: list[IPConfig] = []
     for entry in ipam.objects("addresses"):
         address = parse_cidr_field(entry.string("address"), f"{entry.where}.address")
