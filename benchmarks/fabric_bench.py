@@ -113,13 +113,13 @@ def scale(work: Path, pycni_bin: str, plugin_dir: str, count: int) -> dict[str, 
                 started = time.monotonic()
                 procs = [
                     subprocess.Popen(
-                        ["ip", "netns", "exec", node.name, pycni_bin, "flanneld",
-                         "--etcd-endpoints", cluster.etcd_endpoint, "--iface", "eth0",
-                         "--subnet-file", str(node.subnet_file), "--state-dir", str(node.home / "state")],
-                        stdout=subprocess.DEVNULL, stderr=node.log.open("ab"), start_new_session=True,
+                        cluster.agent_argv(node),  # the default 5-s resync, as a real node runs
+                        stdout=subprocess.DEVNULL,
+                        stderr=node.log.open("ab"),
+                        start_new_session=True,
                     )
                     for node in nodes
-                ]  # fmt: skip
+                ]
                 for node, proc in zip(nodes, procs, strict=True):
                     node.agent = proc
                 want = count - 1

@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from pycni.fabric import subnetenv
 from tests.support.netns import NetnsPool, run
 
 UNDERLAY_GATEWAY = "198.51.100.1"
@@ -47,9 +48,7 @@ class Node:
         return self.home / "subnet.env"
 
     def subnet_env(self) -> dict[str, str]:
-        if not self.subnet_file.exists():
-            return {}
-        return dict(line.split("=", 1) for line in self.subnet_file.read_text().splitlines() if "=" in line)
+        return subnetenv.read(str(self.subnet_file))
 
     @property
     def log(self) -> Path:
@@ -97,16 +96,19 @@ class Cluster:
             self.start_agent(node)
         return node
 
-    def start_agent(self, node: Node, *extra: str) -> None:
-        argv = [
+    def agent_argv(self, node: Node, *extra: str) -> list[str]:
+        """``pycni flanneld`` in the node's namespace, against this cluster's etcd."""
+        return [
             "ip", "netns", "exec", node.name, self.pycni_bin, "flanneld",
             "--etcd-endpoints", self.etcd_endpoint,
             "--iface", "eth0",
             "--subnet-file", str(node.subnet_file),
             "--state-dir", str(node.home / "state"),
-            "--iptables-resync", "1",
-            *self.agent_args, *extra,
+            *extra,
         ]  # fmt: skip
+
+    def start_agent(self, node: Node, *extra: str) -> None:
+        argv = self.agent_argv(node, "--iptables-resync", "1", *self.agent_args, *extra)
         handle = node.log.open("ab")
         node.agent = subprocess.Popen(argv, stdout=handle, stderr=handle, start_new_session=True)
         deadline = time.monotonic() + 30
