@@ -35,7 +35,6 @@ VERBS = ("ADD", "CHECK", "DEL", "GC", "STATUS", "VERSION")
 
 # Which variables each verb requires (``skel.getCmdArgsFromEnv``).
 REQUIRED: dict[str, tuple[str, ...]] = {
-    "CNI_COMMAND": ("ADD", "CHECK", "DEL", "GC", "STATUS", "VERSION"),
     "CNI_CONTAINERID": ("ADD", "CHECK", "DEL"),
     "CNI_NETNS": ("ADD", "CHECK"),
     "CNI_IFNAME": ("ADD", "CHECK", "DEL"),
@@ -81,10 +80,10 @@ def dispatch(plugin: Plugin, env: Mapping[str, str], stdin: bytes, netns_fd: int
 
 
 def _require_env(command: str, env: Mapping[str, str]) -> None:
-    missing = [name for name, verbs in REQUIRED.items() if not env.get(name) and (command in verbs or not command)]
-    # Only CNI_COMMAND is reported missing when there is no command at all.
     if not command:
-        missing = ["CNI_COMMAND"]
+        missing = ["CNI_COMMAND"]  # reported alone: without a command nothing else is known to be required
+    else:
+        missing = [name for name, verbs in REQUIRED.items() if command in verbs and not env.get(name)]
     if missing:
         raise CNIError(ErrorCode.INVALID_ENVIRONMENT_VARIABLES, f"required env variables [{','.join(missing)}] missing")
     if command in ("ADD", "CHECK", "DEL"):
