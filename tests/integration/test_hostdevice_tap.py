@@ -185,6 +185,17 @@ class TestHostDevice:
         ours.assert_clean(ctr, node_links=HD_NODE_LINKS)
         assert "UP" in link_json(ours.name, "hd0")["flags"]
 
+    def test_del_succeeds_when_the_device_id_is_gone(self, ours: Node) -> None:
+        """A removed VF: ADD refuses the unknown deviceID, DEL has nothing to move back and succeeds."""
+        ctr = ours.container()
+        config = hd_conf(ours, ipam=True, device=None, runtimeConfig={"deviceID": "0000:99:1f.7"})
+        failed = ours.call("ADD", config, ctr)
+        assert failed.rc == 1 and failed.error["code"] == 7
+        assert "runtime config DeviceID 0000:99:1f.7 not found or unsupported" in failed.error["msg"]
+        deleted = ours.call("DEL", config, ctr)
+        assert deleted.rc == 0, deleted.out
+        assert ours.call("DEL", config, ctr).rc == 0, "DEL can be repeated"
+
     def test_pci_device_not_in_this_namespace(self, ours: Node) -> None:
         """The VM's own NIC is a virtio PCI device of the root namespace: from a node it is never found."""
         devices = "/sys/bus/pci/devices"

@@ -109,3 +109,22 @@ def test_flanneld_bad_environment_value_is_a_usage_error(
     monkeypatch.setenv("FLANNELD_SUBNET_LEASE_TTL", "a day")
     assert main(["flanneld"]) == 2
     assert "--subnet-lease-ttl: invalid int value: 'a day'" in capsys.readouterr().err
+
+
+def test_inspect_finds_the_vxlan_device_whatever_the_key_case(monkeypatch: pytest.MonkeyPatch) -> None:
+    """``vni`` is read case-insensitively, as the vxlan backend (Go's decoder) reads it."""
+    import subprocess
+
+    from pycni.cli import flanneld as cli
+    from pycni.fabric.model import NetworkConfig
+
+    seen: list[list[str]] = []
+
+    def fake_run(argv: list[str], **_: object) -> subprocess.CompletedProcess[str]:
+        seen.append(list(argv))
+        return subprocess.CompletedProcess(argv, 0, "", "")
+
+    monkeypatch.setattr(subprocess, "run", fake_run)
+    cli._local_state(NetworkConfig.from_dict({"Network": "10.5.0.0/16", "Backend": {"Type": "vxlan", "vni": 7}}))
+    assert ["ip", "neigh", "show", "dev", "flannel.7"] in seen
+    assert ["bridge", "fdb", "show", "dev", "flannel.7"] in seen

@@ -17,6 +17,7 @@ from typing import Any
 
 from pycni.fabric import subnetenv
 from pycni.fabric.model import DEFAULT_PREFIX, SUBNET_TTL
+from pycni.spec.jsonutil import get_key
 
 
 def _env(flag: str) -> str | None:
@@ -213,7 +214,8 @@ def _local_state(config: Any) -> dict[str, list[str]]:
         return [line.strip() for line in proc.stdout.splitlines() if line.strip()]
 
     routes = [line for line in ip("ip", "-4", "route", "show") if _in(line.split()[0], network)]
-    device = f"flannel.{config.backend.get('VNI', 1)}" if config.backend_type == "vxlan" else ""
+    # Backend keys are case-insensitive, as Go decodes them (and as the vxlan backend reads VNI).
+    device = f"flannel.{get_key(config.backend, 'VNI') or 1}" if config.backend_type == "vxlan" else ""
     return {
         "routes": routes,
         "neighbours": ip("ip", "neigh", "show", "dev", device) if device else [],

@@ -9,7 +9,8 @@ to a DPDK driver (vfio-pci, uio_pci_generic, igb_uio) has no netdev: nothing
 is moved and IPAM results are reported but not applied.
 Differences, on the safe side: a failed ADD also moves the device back (Go
 only releases the address); DEL releases the address even without a netns
-and succeeds when the netns or the device is already gone; a selector that
+and succeeds when the netns or the device is already gone (even a
+``runtimeConfig.deviceID`` that no longer exists, where Go's DEL fails); a selector that
 finds nothing is code 7.
 """
 
@@ -40,10 +41,14 @@ class HostDeviceConf:
     aux_device: str = ""
     dpdk: bool = False
     dns: DNS | None = None
+    device_gone: bool = False  # DEL only: runtimeConfig.deviceID names a device that no longer exists
 
 
-def load_conf(args: CmdArgs) -> HostDeviceConf:
-    """The selectors, with ``runtimeConfig.deviceID`` resolved on the PCI or auxiliary bus."""
+def load_conf(args: CmdArgs, deleting: bool = False) -> HostDeviceConf:
+    """The selectors, with ``runtimeConfig.deviceID`` resolved on the PCI or auxiliary bus.
+
+    ``deleting``: a deviceID that is gone (a removed VF) is not an error; there is nothing to move back.
+    """
     conf = args.fields
     parsed = HostDeviceConf(
         device=conf.string("device"),
@@ -60,6 +65,9 @@ def load_conf(args: CmdArgs) -> HostDeviceConf:
             parsed.pci_address = device_id
         elif os.path.exists(os.path.join(sublink.SYS_BUS_AUXILIARY, device_id)):
             parsed.pci_address, parsed.aux_device = "", device_id
+        elif deleting:
+            parsed.device_gone = True
+            return parsed
         else:
             raise CNIError(
                 ErrorCode.INVALID_NETWORK_CONFIG, f"runtime config DeviceID {device_id} not found or unsupported"
@@ -142,9 +150,9 @@ def add(args: CmdArgs) -> Result:
 
 @plugin.delete
 def delete(args: CmdArgs) -> None:
-    conf = load_conf(args)
+    conf = load_conf(args, deleting=True)
     Ipam(args).delete()
-    if conf.dpdk or (not args.netns and args.netns_fd is None):
+    if conf.device_gone or conf.dpdk or (not args.netns and args.netns_fd is None):
         return
     try:
         with netns.handle(args.netns, args.netns_fd) as ns_fd, netns.iproute(args.netns, ns_fd) as container:
