@@ -12,12 +12,13 @@ the reference's; two deliberate differences, both safer:
 from __future__ import annotations
 
 import json
+import logging
 import os
 import traceback
 from collections.abc import Mapping
 from typing import TYPE_CHECKING
 
-from pycni.skel.plugin import CmdArgs, Reply
+from pycni.skel.plugin import CmdArgs, Deferred, Reply
 from pycni.spec.errors import CNIError, ErrorCode
 from pycni.spec.validate import validate_container_id, validate_interface_name, validate_network_name
 from pycni.spec.version import (
@@ -31,6 +32,8 @@ from pycni.spec.version import (
 if TYPE_CHECKING:
     from pycni.skel.plugin import Plugin
 
+log = logging.getLogger(__name__)
+
 VERBS = ("ADD", "CHECK", "DEL", "GC", "STATUS", "VERSION")
 
 # Which variables each verb requires (``skel.getCmdArgsFromEnv``).
@@ -42,7 +45,13 @@ REQUIRED: dict[str, tuple[str, ...]] = {
 }
 
 
-def dispatch(plugin: Plugin, env: Mapping[str, str], stdin: bytes, netns_fd: int | None = None) -> Reply:
+def dispatch(
+    plugin: Plugin,
+    env: Mapping[str, str],
+    stdin: bytes,
+    netns_fd: int | None = None,
+    deferred: list[Deferred] | None = None,
+) -> Reply:
     command = env.get("CNI_COMMAND", "")
     config_version: str | None = None
     try:
@@ -67,6 +76,7 @@ def dispatch(plugin: Plugin, env: Mapping[str, str], stdin: bytes, netns_fd: int
             config=config,
             env=env,
             netns_fd=netns_fd,
+            deferred=deferred if deferred is not None else [],
         )
         _check_version(plugin, command, config_version)
         return _call(plugin, args, env)
@@ -77,6 +87,17 @@ def dispatch(plugin: Plugin, env: Mapping[str, str], stdin: bytes, netns_fd: int
         stderr = traceback.format_exc() if env.get("PYCNI_DEBUG") else ""
         internal = CNIError(ErrorCode.INTERNAL, message)
         return Reply(1, stdout=internal.to_json(config_version or CURRENT_VERSION) + "\n", stderr=stderr)
+
+
+def run_deferred(work: list[Deferred]) -> None:
+    """Run the work handlers left for after the reply; a failure is logged, never raised:
+    the reply has been decided, and deferred work is clean-up the next call or GC repeats."""
+    while work:
+        job = work.pop(0)
+        try:
+            job()
+        except Exception:  # deferred clean-up must not turn into a reply (logged with its traceback)
+            log.warning("deferred clean-up %s failed", getattr(job, "__qualname__", job), exc_info=True)
 
 
 def _require_env(command: str, env: Mapping[str, str]) -> None:

@@ -35,6 +35,7 @@ from pycni.spec.version import ALL_VERSIONS
 
 AddHandler = Callable[["CmdArgs"], Result]
 Handler = Callable[["CmdArgs"], None]
+Deferred = Callable[[], None]
 
 
 @dataclass
@@ -51,6 +52,14 @@ class CmdArgs:
     config: dict[str, Any]
     env: Mapping[str, str] = field(default_factory=dict)
     netns_fd: int | None = None  # an already-open netns handle (daemon path), else None
+    deferred: list[Deferred] = field(default_factory=list)
+
+    def after_reply(self, work: Deferred) -> None:
+        """Run ``work`` once the reply is out: at once after the handler in an executable, after
+        the reply is sent in the daemon (so a slow clean-up, e.g. an nftables deletion commit,
+        is off the caller's critical path). ``work`` must be safe to run late or twice, and
+        must make the node right again if it never runs (the next call or GC notices)."""
+        self.deferred.append(work)
 
     @property
     def cni_version(self) -> str:
@@ -165,11 +174,27 @@ class Plugin:
 
     # -- running ------------------------------------------------------------
 
-    def invoke(self, env: Mapping[str, str], stdin: bytes, netns_fd: int | None = None) -> Reply:
-        """Run one call; never raises, always returns what to print and the exit code."""
-        from pycni.skel.dispatch import dispatch
+    def invoke(
+        self,
+        env: Mapping[str, str],
+        stdin: bytes,
+        netns_fd: int | None = None,
+        deferred: list[Deferred] | None = None,
+    ) -> Reply:
+        """Run one call; never raises, always returns what to print and the exit code.
 
-        return dispatch(self, env, stdin, netns_fd)
+        With ``deferred`` (the daemon's seam) the work handlers hand to
+        :meth:`CmdArgs.after_reply` is appended there for the caller to run
+        after replying; without it, that work runs before this returns.
+        """
+        from pycni.skel.dispatch import dispatch, run_deferred
+
+        if deferred is not None:
+            return dispatch(self, env, stdin, netns_fd, deferred)
+        own: list[Deferred] = []
+        reply = dispatch(self, env, stdin, netns_fd, own)
+        run_deferred(own)
+        return reply
 
     def main(self) -> NoReturn:
         """Entry point of a plugin executable."""
