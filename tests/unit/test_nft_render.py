@@ -43,7 +43,7 @@ def test_masquerade_is_per_network_and_subnet() -> None:
     script = masquerade.render_setup(first, "mynet", "eth0", "c1", skeleton=False)
     assert script.count("add rule") == 1
     assert "ip saddr 10.10.0.0/16 ip daddr != 10.10.0.0/16 masquerade" in script
-    existing = [masquerade.subnet_comment("mynet", ipaddress.ip_network("10.10.0.0/16"))]
+    existing = [masquerade.subnet_group(masquerade.network_hash("mynet"), "10.10.0.0/16")]
     second = [ipaddress.ip_interface("10.10.0.3/16")]
     assert masquerade.render_setup(second, "mynet", "eth0", "c2", existing, skeleton=False) == ""
     other_net = masquerade.render_setup(second, "othernet", "eth0", "c2", existing, skeleton=False)

@@ -58,6 +58,11 @@ def quote(comment: str) -> str:
     return '"' + comment.replace('"', "")[:COMMENT_MAX] + '"'
 
 
+def netns_inode() -> int:
+    """The inode naming this thread's network namespace (unique among live namespaces, reused after)."""
+    return os.stat("/proc/thread-self/ns/net").st_ino
+
+
 @contextmanager
 def locked(table: str) -> Iterator[None]:
     """Serialise read-modify-write of one table in this network namespace.
@@ -67,9 +72,8 @@ def locked(table: str) -> Iterator[None]:
     The lock is per table and per namespace (the namespace's inode names it).
     """
     os.makedirs(LOCK_DIR, mode=0o700, exist_ok=True)
-    netns_inode = os.stat("/proc/thread-self/ns/net").st_ino
     fd = os.open(
-        os.path.join(LOCK_DIR, f"nft-{table}-{netns_inode}.lock"), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600
+        os.path.join(LOCK_DIR, f"nft-{table}-{netns_inode()}.lock"), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600
     )
     try:
         fcntl.flock(fd, fcntl.LOCK_EX)

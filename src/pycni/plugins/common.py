@@ -212,12 +212,14 @@ def container_check(args: CmdArgs, host: bool = False) -> Iterator[ContainerChec
 
 
 def gc_masquerade_and_ipam(args: CmdArgs, network: str, ip_masq: bool) -> None:
-    """GC for the plugins that masquerade: stale masquerade rules, then the IPAM plugin's own GC."""
+    """GC for the plugins that masquerade: stale masquerade rules, then the IPAM plugin's own GC.
+
+    Without a list of valid attachments, masquerade GC still reaps the subnet rules no record uses.
+    """
     errors: list[str] = []
-    listed = args.valid_attachments()
-    if ip_masq and listed is not None:
+    if ip_masq:
         try:
-            masquerade.gc(network, listed)
+            masquerade.gc(network, args.valid_attachments())
         except CNIError as error:
             errors.append(str(error))
     try:

@@ -6,7 +6,9 @@ ipMasq uses the reference's nftables layout (never legacy iptables); a
 failed ADD removes the veth, rules and address it made (the Go plugin only
 releases the IPAM address); DEL removes masquerade and spoof-check rules even
 when the container's namespace is already gone; GC removes the masquerade
-rules of attachments that are no longer valid.
+rules of attachments that are no longer valid; the network's masquerade rule
+goes with its last container (see :mod:`pycni.nft.masquerade`), where Go
+keeps the table.
 """
 
 from __future__ import annotations
@@ -201,8 +203,12 @@ def add(args: CmdArgs) -> Result:
                     ipv4=any(g.version == 4 for g in gateways), ipv6=any(g.version == 6 for g in gateways)
                 )
             if conf.ip_masq:
-                masquerade.setup([ip.address for ip in result.ips], conf.network, args.ifname, args.container_id)
-                rollback.push("ipMasq rules", lambda: masquerade.teardown(conf.network, args.ifname, args.container_id))
+                rollback.push(
+                    "ipMasq rules",
+                    lambda: masquerade.teardown(conf.network, args.ifname, args.container_id, args.after_reply),
+                )
+                addresses = [ip.address for ip in result.ips]
+                masquerade.setup(addresses, conf.network, args.ifname, args.container_id, args.after_reply)
         elif not conf.disable_container_interface:
             link.set_up(container, args.ifname)
 
@@ -307,7 +313,7 @@ def delete(args: CmdArgs) -> None:
     if conf.mac_spoof_check:
         spoofcheck.teardown(unique_id(args))
     if ipam and conf.ip_masq:
-        masquerade.teardown(conf.network, args.ifname, args.container_id)
+        masquerade.teardown(conf.network, args.ifname, args.container_id, args.after_reply)
 
 
 # -- CHECK -------------------------------------------------------------------

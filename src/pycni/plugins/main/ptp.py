@@ -6,7 +6,8 @@ so even same-subnet traffic is routed by the host. The host end carries the
 gateway address (/32) and a host route to the container address.
 Differences from Go, on the safe side: IPv6 DAD is off on the container end
 (ADD never waits seconds), ipMasq uses nftables, a failed ADD removes what it
-made, and DEL removes masquerade rules even when the namespace is gone.
+made, DEL removes masquerade rules even when the namespace is gone, and the
+network's masquerade rule goes with its last container.
 """
 
 from __future__ import annotations
@@ -70,8 +71,12 @@ def add(args: CmdArgs) -> Result:
             configure_container(container, args.ifname, result)
         configure_host(host, host_veth, result)
         if ip_masq:
-            masquerade.setup([ip.address for ip in result.ips], args.name, args.ifname, args.container_id)
-            rollback.push("ipMasq rules", lambda: masquerade.teardown(args.name, args.ifname, args.container_id))
+            rollback.push(
+                "ipMasq rules", lambda: masquerade.teardown(args.name, args.ifname, args.container_id, args.after_reply)
+            )
+            masquerade.setup(
+                [ip.address for ip in result.ips], args.name, args.ifname, args.container_id, args.after_reply
+            )
         if dns is not None:
             result.dns = dns
         rollback.commit(result, args.cni_version)
@@ -117,7 +122,7 @@ def delete(args: CmdArgs) -> None:
     Ipam.required(args, "ptp").delete()
     delete_container_link(args)
     if ip_masq:
-        masquerade.teardown(args.name, args.ifname, args.container_id)
+        masquerade.teardown(args.name, args.ifname, args.container_id, args.after_reply)
 
 
 @plugin.check
