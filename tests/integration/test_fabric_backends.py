@@ -28,6 +28,7 @@ import pytest
 
 from pycni.fabric.backends import BACKENDS, Backend, ExternalInterface
 from pycni.fabric.backends.udp import UdpBackend
+from pycni.fabric.backends.vxlan import mac_state_path
 from pycni.fabric.model import Lease, LeaseAttrs, NetworkConfig
 from pycni.net import netns
 from tests.support.netns import NetnsPool, run
@@ -339,9 +340,35 @@ def test_vxlan_restart_keeps_the_mac_and_traffic(cluster: Cluster) -> None:
     assert unreachable(node2, node1)
     node1.start("vxlan", {}, cluster.state / node1.name)
     assert node1.data["VtepMAC"] == mac
-    assert (cluster.state / node1.name / "flannel.1.mac").read_text().strip() == mac
+    assert Path(mac_file(node1, cluster.state / node1.name)).read_text().strip() == mac
     cluster.sync(node1)
     assert_full_mesh(cluster)  # peers were never told anything new
+
+
+def mac_file(node: Node, state_dir: Path) -> str:
+    """The file ``node``'s vxlan backend keeps its MAC in: keyed by its address and namespace."""
+    return mac_state_path(str(state_dir), "flannel.1", node.address, os.stat(node.path).st_ino)
+
+
+def test_vxlan_nodes_sharing_one_state_dir_keep_their_own_macs(cluster: Cluster) -> None:
+    """Every node's backend keeps its MAC in one directory (as agents do in the default /run/flannel)."""
+    shared = cluster.state / "shared"
+    for node in cluster.nodes:
+        node.start("vxlan", {}, shared)
+    for node in cluster.nodes:
+        cluster.sync(node)
+    macs = [node.data["VtepMAC"] for node in cluster.nodes]
+    assert len(set(macs)) == 3, macs
+    assert sorted(os.listdir(shared)) == sorted(os.path.basename(mac_file(node, shared)) for node in cluster.nodes)
+    assert_full_mesh(cluster)
+    # Node 1's device goes while its namespace lives on: it gets its own MAC back, no other node's.
+    node1 = cluster.nodes[0]
+    node1.stop()
+    node1.ip("link", "del", "flannel.1")
+    node1.start("vxlan", {}, shared)
+    assert node1.data["VtepMAC"] == macs[0]
+    cluster.sync(node1)
+    assert_full_mesh(cluster)
 
 
 def test_vxlan_incompatible_device_is_recreated_with_its_mac(cluster: Cluster) -> None:

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from tests.support.etcd import EtcdServer, etcd_server
-from tests.support.fabric import UNDERLAY_GATEWAY, Cluster
+from tests.support.fabric import UNDERLAY_GATEWAY, Cluster, Node
 from tests.support.netns import NetnsPool, run
 
 NETWORK = "10.244.0.0/16"
@@ -53,6 +53,27 @@ def routes_to(node: str, subnet: str) -> str:
     return run("ip", "route", "show", subnet, netns=node).stdout
 
 
+def vtep_mac(node: Node) -> str:
+    return str(json.loads(run("ip", "-j", "link", "show", "flannel.1", netns=node.name).stdout)[0]["address"])
+
+
+def fdb(node: Node) -> dict[str, str]:
+    """``{mac: dst}`` of the node's flannel.1 FDB (the static entries the agent programs)."""
+    entries = json.loads(run("bridge", "-j", "fdb", "show", "dev", "flannel.1", netns=node.name).stdout or "[]")
+    return {entry["mac"]: entry["dst"] for entry in entries if "dst" in entry}
+
+
+def published_mac(etcd: EtcdServer, node: Node) -> str:
+    """The VtepMAC in the store's lease of ``node`` (found by its public IP)."""
+    out = etcd.etcdctl("get", "--prefix", "/coreos.com/network/subnets/", "--print-value-only").stdout
+    for line in out.splitlines():
+        if line.strip():
+            attrs = json.loads(line)
+            if attrs["PublicIP"] == node.address:
+                return str(attrs["BackendData"]["VtepMAC"])
+    raise AssertionError(f"no lease with PublicIP {node.address}: {out}")
+
+
 @pytest.mark.parametrize("backend", [{"Type": "vxlan"}, {"Type": "host-gw"}, {"Type": "udp"}], ids=lambda b: b["Type"])
 def test_three_nodes_two_pods_each_full_mesh(backend: dict[str, object], cluster_for: object) -> None:
     cluster, _etcd = cluster_for(backend)  # type: ignore[operator]
@@ -67,6 +88,86 @@ def test_three_nodes_two_pods_each_full_mesh(backend: dict[str, object], cluster
         env = nodes[0].subnet_env()
         assert env["FLANNEL_MTU"] == "1450" and env["FLANNEL_NETWORK"] == NETWORK
         assert "mtu 1450" in run("ip", "link", "show", "flannel.1", netns=nodes[0].name).stdout
+
+
+def test_vxlan_nodes_sharing_a_machine_with_default_flags_get_their_own_macs(cluster_for: object) -> None:
+    """pycni issue 9: three agents started as a user does (no ``--state-dir``) on one machine.
+
+    They all keep state in the default directory; each must still get its
+    own VTEP MAC, or every peer's FDB can hold only one destination for it.
+    """
+    cluster, etcd = cluster_for({"Type": "vxlan"})  # type: ignore[operator]
+    assert not cluster.state_dirs, "the agents share the default --state-dir"
+    nodes = [cluster.add_node(start_agent=False) for _ in range(3)]
+    for node in nodes:
+        cluster.start_agent(node, "--ip-masq", resync=None)  # the issue's flags, nothing else
+        cluster.add_pod(node)
+        cluster.add_pod(node)
+    macs = [vtep_mac(node) for node in nodes]
+    assert len(set(macs)) == 3, f"one VTEP MAC per node: {macs}"
+    for node, mac in zip(nodes, macs, strict=True):
+        assert published_mac(etcd, node) == mac
+        others = {vtep_mac(peer): peer.address for peer in nodes if peer is not node}
+        assert fdb(node) == others, f"{node.name}: one FDB entry per peer, to that peer's address"
+        files = cluster.mac_files(node)
+        assert len(files) == 1 and Path(files[0]).read_text() == f"{mac}\n", "the MAC is persisted per node"
+    cluster.wait_full_mesh(within=10)  # 30 pod pairs (before the fix, 24 of them failed)
+
+
+def test_a_peer_lease_with_our_mac_makes_us_take_a_new_one(cluster_for: object) -> None:
+    """A lease elsewhere carrying this node's VtepMAC (a cloned image, copied state): the node moves."""
+    cluster, etcd = cluster_for({"Type": "vxlan"})  # type: ignore[operator]
+    nodes = [cluster.add_node() for _ in range(3)]
+    for node in nodes:
+        cluster.add_pod(node)
+    cluster.wait_full_mesh(within=10)
+    victim = nodes[0]
+    old = vtep_mac(victim)
+    forged = {"PublicIP": "198.51.100.99", "PublicIPv6": None, "BackendType": "vxlan"}
+    forged["BackendData"] = {"VNI": 1, "VtepMAC": old}
+    etcd.etcdctl("put", "/coreos.com/network/subnets/10.244.250.0-24", json.dumps(forged))
+
+    deadline = time.monotonic() + 10
+    while vtep_mac(victim) == old and time.monotonic() < deadline:
+        time.sleep(0.1)
+    new = vtep_mac(victim)
+    assert new != old, "the node whose MAC a peer also publishes takes a new one"
+    assert published_mac(etcd, victim) == new, "and publishes it in its lease"
+    assert Path(cluster.mac_files(victim)[0]).read_text() == f"{new}\n", "and persists it"
+    log = victim.log.read_text()
+    assert "WARNING" in log and old in log and "198.51.100.99" in log and new in log, log[-2000:]
+    cluster.wait_full_mesh(within=10)
+    for node in nodes[1:]:
+        assert fdb(node).get(new) == victim.address
+    assert vtep_mac(victim) == new, "one change settles it: nothing else carries the new MAC"
+
+
+@pytest.mark.parametrize("ip_masq", [True, False], ids=["ip-masq", "bridge-masq"])
+def test_a_clean_exit_leaves_the_node_ruleset_as_a_fresh_node_had_it(ip_masq: bool, cluster_for: object) -> None:
+    """Start the agent on a brand-new node, ADD and DEL a pod, stop it: ``nft list ruleset`` is as it was.
+
+    The agent deliberately keeps ``flannel.1`` (as Flannel does), so a later
+    agent reuses it with the same MAC; only rules are compared here. Without
+    ``--ip-masq`` the bridge masquerades instead, and its per-network rule
+    outlives the network's last pod by design (``pycni.nft.masquerade``) until
+    GC with no valid attachment: that is the bridge's, not the agent's.
+    """
+    cluster, _etcd = cluster_for({"Type": "vxlan"})  # type: ignore[operator]
+    node = cluster.add_node(start_agent=False)
+    fresh = run("nft", "list", "ruleset", netns=node.name).stdout
+    cluster.start_agent(node, *(["--ip-masq"] if ip_masq else []))
+    assert "table ip flannel-ipv4" in run("nft", "list", "ruleset", netns=node.name).stdout
+    pod = cluster.add_pod(node)
+    cluster.del_pod(pod)
+    cluster.stop_agent(node)  # SIGTERM: a clean exit
+    after = run("nft", "list", "ruleset", netns=node.name).stdout
+    assert "flannel-ipv4" not in after
+    if not ip_masq:
+        cluster.gc(node, "--all")  # the bridge's network-wide masquerade rule, if it kept one
+        after = run("nft", "list", "ruleset", netns=node.name).stdout
+    assert after == fresh
+    assert "rules removed" in node.log.read_text()
+    assert "flannel.1" in run("ip", "-br", "link", "show", netns=node.name).stdout, "the device is kept"
 
 
 def test_node_join_and_leave_within_five_seconds(cluster_for: object) -> None:

@@ -4,14 +4,22 @@
     node<i> ns:   eth0 198.51.100.<10+i>/24 (veth to br0), pycni flanneld, cni0, pods' veths
     pod ns:       eth0 from the flannel CNI plugin (bridge + host-local), busybox httpd
 
+Agents run with the flags a user gives (``--etcd-endpoints --iface
+--subnet-file``), so they keep their state in flanneld's default ``--state-dir``
+as several nodes on one real machine would; a shared default is exactly where
+per-node state can collide (pycni issue 9). ``Cluster(state_dirs=True)`` gives
+each node its own ``--state-dir`` instead.
+
 Nothing touches the machine's own network. Every process, namespace and
 directory is removed by :meth:`Cluster.close`, which the fixtures call even
-when a test fails.
+when a test fails, including the files the agents keyed to these nodes in the
+default state directory.
 """
 
 from __future__ import annotations
 
 import contextlib
+import glob
 import json
 import os
 import signal
@@ -22,6 +30,8 @@ from pathlib import Path
 from typing import Any
 
 from pycni.fabric import subnetenv
+from pycni.fabric.backends.common import DEFAULT_STATE_DIR
+from pycni.fabric.backends.vxlan import mac_state_path
 from tests.support.netns import NetnsPool, run
 
 UNDERLAY_GATEWAY = "198.51.100.1"
@@ -40,6 +50,7 @@ class Node:
     name: str
     address: str
     home: Path
+    netns_inode: int  # the namespace's identity, which the agent keys its state files by
     agent: subprocess.Popen[bytes] | None = None
     pods: list[Pod] = field(default_factory=list)
 
@@ -64,10 +75,13 @@ class Cluster:
         plugin_dir: str,
         etcd_endpoint: str,
         agent_args: tuple[str, ...] = (),
+        state_dirs: bool = False,
     ) -> None:
         self.pool, self.tmp, self.pycni_bin, self.plugin_dir = pool, tmp, pycni_bin, plugin_dir
         self.etcd_endpoint = etcd_endpoint
         self.agent_args = agent_args
+        self.state_dirs = state_dirs
+        self._made_default_state_dir = not os.path.isdir(DEFAULT_STATE_DIR)
         self.nodes: list[Node] = []
         self.underlay = pool.new("underlay")
         run("ip", "link", "add", "br0", "type", "bridge", netns=self.underlay)
@@ -90,7 +104,7 @@ class Cluster:
         run("sysctl", "-qw", "net.ipv4.ip_forward=1", netns=name)
         home = self.tmp / f"node{index}"
         home.mkdir()
-        node = Node(index, name, address, home)
+        node = Node(index, name, address, home, os.stat(self.pool.path(name)).st_ino)
         self.nodes.append(node)
         if start_agent:
             self.start_agent(node)
@@ -103,12 +117,22 @@ class Cluster:
             "--etcd-endpoints", self.etcd_endpoint,
             "--iface", "eth0",
             "--subnet-file", str(node.subnet_file),
-            "--state-dir", str(node.home / "state"),
+            *(["--state-dir", str(self.state_dir(node))] if self.state_dirs else []),
             *extra,
         ]  # fmt: skip
 
-    def start_agent(self, node: Node, *extra: str) -> None:
-        argv = self.agent_argv(node, "--iptables-resync", "1", *self.agent_args, *extra)
+    def state_dir(self, node: Node) -> Path:
+        """Where ``node``'s agent keeps its state: its own directory, or flanneld's shared default."""
+        return node.home / "state" if self.state_dirs else Path(DEFAULT_STATE_DIR)
+
+    def mac_files(self, node: Node) -> list[str]:
+        """The VTEP MAC files the agent keyed to ``node`` (any VNI)."""
+        return glob.glob(mac_state_path(str(self.state_dir(node)), "flannel.*", node.address, node.netns_inode))
+
+    def start_agent(self, node: Node, *extra: str, resync: str | None = "1") -> None:
+        """Start ``node``'s agent and wait until it is ready; ``resync=None`` keeps flanneld's default."""
+        fast = ["--iptables-resync", resync] if resync else []
+        argv = self.agent_argv(node, *fast, *self.agent_args, *extra)
         handle = node.log.open("ab")
         node.agent = subprocess.Popen(argv, stdout=handle, stderr=handle, start_new_session=True)
         deadline = time.monotonic() + 30
@@ -189,6 +213,18 @@ class Cluster:
         assert proc.returncode == 0, proc.stderr
         pod.node.pods.remove(pod)
 
+    def gc(self, node: Node, *flags: str) -> None:
+        """``pycni gc`` of the node's network (``--all``: no attachment stays valid)."""
+        proc = subprocess.run(
+            ["ip", "netns", "exec", node.name, self.pycni_bin, "gc", *flags, "cbr0"],
+            env=self.cni_env(node),
+            capture_output=True,
+            text=True,
+            check=False,
+            timeout=120,
+        )
+        assert proc.returncode == 0, f"gc on {node.name}: {proc.stderr}"
+
     def pods(self) -> list[Pod]:
         return [pod for node in self.nodes for pod in node.pods]
 
@@ -220,3 +256,12 @@ class Cluster:
         for node in self.nodes:
             with contextlib.suppress(ProcessLookupError, subprocess.TimeoutExpired):
                 self.stop_agent(node, signal.SIGKILL)
+        if self.state_dirs:
+            return  # inside the nodes' homes, which go with tmp
+        for node in self.nodes:
+            for path in self.mac_files(node):
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(path)
+        if self._made_default_state_dir:
+            with contextlib.suppress(OSError):  # not empty: another agent on this machine uses it
+                os.rmdir(DEFAULT_STATE_DIR)

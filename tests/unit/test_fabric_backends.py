@@ -344,6 +344,12 @@ def test_vxlan_link_request_is_unambiguous() -> None:
     assert gbp["IFLA_VXLAN_GBP"] is True
 
 
+def mac_file(state_dir: Path, inode: int | None = None) -> Path:
+    """Where a backend on :data:`EXT` in this process's namespace (or ``inode``'s) keeps its MAC."""
+    netns = vxlan_module.netns_inode() if inode is None else inode
+    return Path(vxlan_module.mac_state_path(str(state_dir), "flannel.1", EXT.public_ip, netns))
+
+
 def test_prepare_creates_the_device_and_persists_its_mac(tmp_path: Path, ipr: FakeIPRoute) -> None:
     backend = VxlanBackend(EXT, config(), state_dir=str(tmp_path / "run"), ipr=ipr)  # type: ignore[arg-type]
     data = backend.prepare()
@@ -352,7 +358,8 @@ def test_prepare_creates_the_device_and_persists_its_mac(tmp_path: Path, ipr: Fa
     assert first & 0x02 and not first & 0x01, "locally administered unicast"
     (_, _, request), *_ = ipr.requests("link")
     assert request["address"] == mac and request["mtu"] == 1450 and request["vxlan_port"] == 8472
-    assert (tmp_path / "run" / "flannel.1.mac").read_text() == f"{mac}\n"
+    assert mac_file(tmp_path / "run").read_text() == f"{mac}\n"
+    assert os.listdir(tmp_path / "run") == [mac_file(tmp_path / "run").name]
     # A restart on the existing device: no new link, the same MAC.
     ipr.calls.clear()
     again = VxlanBackend(EXT, config(), state_dir=str(tmp_path / "run"), ipr=ipr)  # type: ignore[arg-type]
@@ -363,10 +370,52 @@ def test_prepare_creates_the_device_and_persists_its_mac(tmp_path: Path, ipr: Fa
     assert VxlanBackend(EXT, config(), state_dir=str(tmp_path / "run"), ipr=ipr).prepare() == data  # type: ignore[arg-type]
 
 
+def test_the_mac_file_is_keyed_to_the_node(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Two nodes sharing one state directory (the default /run/flannel) never read each other's MAC."""
+    macs = []
+    for inode in (4026532001, 4026532002):
+        monkeypatch.setattr(vxlan_module, "netns_inode", lambda inode=inode: inode)
+        macs.append(VxlanBackend(EXT, config(), state_dir=str(tmp_path), ipr=FakeIPRoute()).prepare()["VtepMAC"])  # type: ignore[arg-type]
+    assert macs[0] != macs[1]
+    assert mac_file(tmp_path, 4026532001).read_text() == f"{macs[0]}\n"
+    assert mac_file(tmp_path, 4026532002).read_text() == f"{macs[1]}\n"
+    other_ip = ExternalInterface("eth0", 2, "198.51.100.12", "198.51.100.12", 1500)
+    third = VxlanBackend(other_ip, config(), state_dir=str(tmp_path), ipr=FakeIPRoute()).prepare()  # type: ignore[arg-type]
+    assert third["VtepMAC"] not in macs, "same namespace, another public IP: another node"
+    # The unkeyed file of earlier versions, which every node on the machine shared, is not read.
+    (tmp_path / "flannel.1.mac").write_text(f"{MAC3}\n")
+    monkeypatch.setattr(vxlan_module, "netns_inode", lambda: 4026532003)
+    assert VxlanBackend(EXT, config(), state_dir=str(tmp_path), ipr=FakeIPRoute()).prepare()["VtepMAC"] != MAC3  # type: ignore[arg-type]
+
+
 def test_prepare_ignores_a_garbled_state_file(tmp_path: Path, ipr: FakeIPRoute) -> None:
-    (tmp_path / "flannel.1.mac").write_text("not a mac\n")
+    mac_file(tmp_path).write_text("not a mac\n")
     data = VxlanBackend(EXT, config(), state_dir=str(tmp_path), ipr=ipr).prepare()  # type: ignore[arg-type]
     assert data["VtepMAC"] != "not a mac" and vxlan_module.normalize_mac(data["VtepMAC"]) == data["VtepMAC"]
+
+
+def test_a_peer_publishing_our_mac_makes_us_take_a_new_one(
+    tmp_path: Path, ipr: FakeIPRoute, caplog: pytest.LogCaptureFixture
+) -> None:
+    backend = VxlanBackend(EXT, config(), state_dir=str(tmp_path), ipr=ipr)  # type: ignore[arg-type]
+    old = backend.prepare()["VtepMAC"]
+    backend.configure(lease(1))
+    ipr.calls.clear()
+    assert backend.resolve_clash([lease(2, MAC2), lease(3, MAC3)]) is None
+    assert backend.resolve_clash([lease(1, old)]) is None, "our own lease is no clash"
+    assert backend.resolve_clash([lease(4, old, backend_type="host-gw")]) is None, "a lease we do not forward to"
+    assert ipr.calls == []
+    with caplog.at_level("WARNING", logger="pycni.fabric.backends.vxlan"):
+        data = backend.resolve_clash([lease(2, MAC2), lease(3, old.upper().replace(":", "-"))])
+    assert data is not None and data["VNI"] == 1
+    new = data["VtepMAC"]
+    assert new not in (old, MAC2) and vxlan_module.normalize_mac(new) == new
+    assert [(m, c, kw.get("address")) for m, c, kw in ipr.requests()] == [("link", "set", new)]
+    assert ipr.links["flannel.1"]["address"] == new and backend.mac == new
+    assert mac_file(tmp_path).read_text() == f"{new}\n"
+    (record,) = caplog.records
+    assert old in record.getMessage() and new in record.getMessage() and "198.51.100.13" in record.getMessage()
+    assert backend.resolve_clash([lease(3, old)]) is None, "the old MAC is no longer ours"
 
 
 def test_prepare_recreates_an_incompatible_device_keeping_its_mac(tmp_path: Path, ipr: FakeIPRoute) -> None:

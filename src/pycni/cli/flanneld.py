@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import ipaddress
 import json
+import logging
 import os
 import subprocess
 import time
@@ -142,9 +143,33 @@ def add_parsers(sub: Any) -> None:
     inspect.set_defaults(func=cmd_inspect)
 
 
+class _AgentFormatter(logging.Formatter):
+    """``12:00:01 flanneld: message``; warnings and errors say so (``... flanneld: WARNING: ...``)."""
+
+    def __init__(self) -> None:
+        super().__init__("%(asctime)s flanneld: %(message)s", datefmt="%H:%M:%S")
+
+    def formatMessage(self, record: logging.LogRecord) -> str:
+        text = super().formatMessage(record)
+        if record.levelno >= logging.WARNING:
+            head, _, message = text.partition("flanneld: ")
+            return f"{head}flanneld: {record.levelname}: {message}"
+        return text
+
+
+def _configure_logging() -> None:
+    """The agent is a long-running process: its info lines (and the backends') go to stderr."""
+    handler = logging.StreamHandler()
+    handler.setFormatter(_AgentFormatter())
+    root = logging.getLogger("pycni")
+    root.addHandler(handler)
+    root.setLevel(logging.INFO)
+
+
 def cmd_flanneld(opts: argparse.Namespace) -> int:
     from pycni.fabric.agent import AgentOptions, main
 
+    _configure_logging()
     options = AgentOptions(
         etcd_endpoints=opts.etcd_endpoints,
         etcd_prefix=opts.etcd_prefix,

@@ -9,19 +9,32 @@
    ``resync`` seconds reconcile rules and peers against the store.
 
 When the store is unreachable the dataplane is left exactly as it is, and the
-agent re-lists and reconciles once the store answers again. Stopping the
-agent leaves the dataplane in place too (a restart must not cut traffic);
+agent re-lists and reconciles once the store answers again.
+
+A peer whose lease carries this node's backend identity (the vxlan VTEP MAC:
+a cloned image, copied state) makes the backend take a new one, and the
+agent re-publishes its lease at once (``Backend.resolve_clash``).
+
+A clean exit (SIGTERM, SIGINT, a revoked lease) removes the agent's own
+nftables table, so the node's ruleset is what it was before the agent ran.
+The device, routes, neighbours and FDB entries stay, as Flannel leaves them,
+so pods keep their paths and a restarted agent reuses the device and its MAC;
 ``--release-on-exit`` also gives the lease back, so peers drop this node.
+Flannel v0.25-v0.26 also removed its rules on exit; since v0.27 (commit
+"clean-up rules when starting instead of shutting down") it keeps them across
+a restart and removes only the other traffic manager's rules at start. The
+cost of removing them here: while the agent is down, new connections from
+pods to outside the cluster are not masqueraded, and on a host whose forward
+policy drops, forwarded pod traffic is not accepted until the agent is back.
 """
 
 from __future__ import annotations
 
 import ipaddress
+import logging
 import signal
-import sys
 import threading
-import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from types import FrameType
 from typing import Any
 
@@ -54,9 +67,7 @@ class AgentOptions:
     release_on_exit: bool = False
 
 
-def log(message: str) -> None:
-    stamp = time.strftime("%H:%M:%S")
-    print(f"{stamp} flanneld: {message}", file=sys.stderr, flush=True)
+log = logging.getLogger("pycni.fabric.agent")
 
 
 def external_interface(names: list[str], public_ip: str) -> ExternalInterface:
@@ -66,11 +77,11 @@ def external_interface(names: list[str], public_ip: str) -> ExternalInterface:
         for name in candidates:
             found = link.find(ipr, name)
             if found is None:
-                log(f"interface {name} not found, trying the next one")
+                log.warning("interface %s not found, trying the next one", name)
                 continue
             v4 = [a for a in addr.addresses(ipr, found.index, family=2) if a.version == 4]
             if not v4:
-                log(f"interface {name} has no IPv4 address, trying the next one")
+                log.warning("interface %s has no IPv4 address, trying the next one", name)
                 continue
             address = str(v4[0].ip)
             return ExternalInterface(found.name, found.index, address, public_ip or address, found.mtu)
@@ -98,7 +109,10 @@ class Agent:
         self.manager: SubnetManager | None = None
         self.revision = 0
         self.exit_code = 0
-        self._lock = threading.Lock()
+        self._lock = threading.Lock()  # the backend: the watch, resync and clash handling all program it
+        self._lease_lock = threading.Lock()  # self.lease: renewal and re-publishing must not undo each other
+        self._rules_lock = threading.Lock()  # installing vs removing the nft table at exit
+        self._unpublished: dict[str, Any] | None = None  # BackendData the store has not taken yet
 
     # -- start-up ---------------------------------------------------------------
 
@@ -125,21 +139,27 @@ class Agent:
                 f"unknown backend type {config.backend_type!r}: use one of {', '.join(sorted(BACKENDS))}",
             )
         ext = external_interface(options.ifaces, options.public_ip)
-        log(f"using interface {ext.name} ({ext.address}), public IP {ext.public_ip}, backend {config.backend_type}")
+        log.info(
+            "using interface %s (%s), public IP %s, backend %s",
+            ext.name,
+            ext.address,
+            ext.public_ip,
+            config.backend_type,
+        )
         backend: Backend = backend_class(ext, config, state_dir=options.state_dir)
         data = backend.prepare()
         attrs = LeaseAttrs(public_ip=ext.public_ip, backend_type=config.backend_type, backend_data=data)
         manager = SubnetManager(self.store, config, options.lease_ttl)
         previous = subnetenv.subnet_of(subnetenv.read(options.subnet_file))
         lease = self._until_available(lambda: manager.acquire(attrs, previous))
-        log(f"lease acquired: {lease.subnet}")
+        log.info("lease acquired: %s", lease.subnet)
         backend.configure(lease)
         self.backend, self.lease, self.manager = backend, lease, manager
         self._ensure_rules()
         subnetenv.write(
             options.subnet_file, subnetenv.render(config.network, lease.subnet, backend.mtu, options.ip_masq)
         )
-        log(f"wrote {options.subnet_file} (MTU {backend.mtu})")
+        log.info("wrote %s (MTU %s)", options.subnet_file, backend.mtu)
         self.revision = self._reconcile()
 
     def _read_config(self) -> str:
@@ -157,16 +177,29 @@ class Agent:
             except StoreUnavailable as error:
                 if self.stopping.is_set():
                     raise
-                log(f"store unavailable ({error.msg}); retrying in {delay:.1f} s")
+                log.warning("store unavailable (%s); retrying in %.1f s", error.msg, delay)
                 self.stopping.wait(delay)
                 delay = min(delay * 2, 5.0)
 
     def _ensure_rules(self) -> None:
         assert self.config is not None and self.config.network is not None and self.lease is not None
         options = self.options
-        wanted = options.ip_masq or options.forward_rules
-        if wanted and rules.ensure(self.config.network, self.lease.subnet, options.ip_masq, options.forward_rules):
-            log("masquerade/forward rules installed")
+        if not (options.ip_masq or options.forward_rules):
+            return
+        with self._rules_lock:
+            if self.stopping.is_set():
+                return  # shutdown removes them; a resync finishing late must not put them back
+            if rules.ensure(self.config.network, self.lease.subnet, options.ip_masq, options.forward_rules):
+                log.info("masquerade/forward rules installed")
+
+    def _remove_rules(self) -> None:
+        """Delete the agent's nft table (Flannel's traffic manager ``CleanUp``); what was never made is fine."""
+        with self._rules_lock:
+            try:
+                rules.remove()
+                log.info("masquerade/forward rules removed")
+            except CNIError as error:
+                log.error("could not remove the masquerade/forward rules: %s", error)
 
     def _reconcile(self) -> int:
         """Program exactly the peers the store lists; returns the revision read at."""
@@ -177,18 +210,47 @@ class Agent:
             self._revoked()
         peers = [lease for lease in leases if lease.key != own and self._usable(lease)]
         with self._lock:
+            self._resolve_clash(peers)
             self.backend.sync(peers)
         return revision
+
+    def _resolve_clash(self, peers: list[Lease]) -> None:
+        """A peer publishes our identity: the backend takes a new one, and our lease says so (lock held)."""
+        assert self.backend is not None
+        data = self.backend.resolve_clash(peers)
+        if data is not None:
+            self._publish(data)
+        elif self._unpublished is not None:
+            self._publish(self._unpublished)  # the store was away when the backend changed
+
+    def _publish(self, backend_data: dict[str, Any]) -> None:
+        """Write our lease again with new BackendData, so peers reprogram us from the watch.
+
+        The device already carries the new identity; if the store is away, the
+        next reconcile (resync, or the watch coming back) writes it.
+        """
+        assert self.lease is not None and self.manager is not None
+        self._unpublished = backend_data
+        with self._lease_lock:
+            lease = replace(self.lease, attrs=replace(self.lease.attrs, backend_data=backend_data))
+            self.lease = self.manager.renew(lease)
+        self._unpublished = None
+        log.info("lease %s re-published with %s", lease.subnet, backend_data)
 
     def _usable(self, lease: Lease) -> bool:
         assert self.config is not None and self.backend is not None
         if lease.attrs.backend_type not in self.backend.accepts:
-            log(f"ignoring {lease.subnet}: its backend is {lease.attrs.backend_type}, not {self.config.backend_type}")
+            log.warning(
+                "ignoring %s: its backend is %s, not %s",
+                lease.subnet,
+                lease.attrs.backend_type,
+                self.config.backend_type,
+            )
             return False
         return True
 
     def _revoked(self) -> None:
-        log("Lease has been revoked. Shutting down daemon.")
+        log.error("Lease has been revoked. Shutting down daemon.")
         self.exit_code = 1
         self.stopping.set()
 
@@ -200,7 +262,9 @@ class Agent:
         try:
             self.start()
         except CNIError as error:
-            log(f"cannot start: {error}")
+            log.error("cannot start: %s", error)
+            self.stopping.set()
+            self.shutdown()  # rules installed before the failure go too
             return 1
         threads = [
             threading.Thread(target=self._watch_loop, name="watch", daemon=True),
@@ -209,7 +273,7 @@ class Agent:
         ]
         for thread in threads:
             thread.start()
-        log("ready")
+        log.info("ready")
         while not self.stopping.wait(0.5):
             pass
         self.shutdown()
@@ -219,16 +283,19 @@ class Agent:
         self.stopping.set()
 
     def shutdown(self) -> None:
+        """Release the lease if asked, remove the rules, stop the backend's helpers; devices and routes stay."""
         if self.options.release_on_exit and self.lease is not None and self.manager is not None:
             try:
                 self.manager.release(self.lease)
-                log(f"released {self.lease.subnet}")
+                log.info("released %s", self.lease.subnet)
             except StoreUnavailable as error:
-                log(f"could not release the lease: {error.msg}")
+                log.warning("could not release the lease: %s", error.msg)
+        if self.lease is not None and (self.options.ip_masq or self.options.forward_rules):
+            self._remove_rules()
         if self.backend is not None:
             self.backend.close()
         self.store.close()
-        log("stopped (the dataplane stays)")
+        log.info("stopped (devices and routes stay; rules removed)")
 
     def _watch_loop(self) -> None:
         delay = 0.1
@@ -240,12 +307,12 @@ class Agent:
                     if self.stopping.is_set():
                         return
             except StoreUnavailable as error:
-                log(f"lease watch lost ({error.msg}); the dataplane stays, retrying in {delay:.1f} s")
+                log.warning("lease watch lost (%s); the dataplane stays, retrying in %.1f s", error.msg, delay)
                 self.stopping.wait(delay)
                 delay = min(delay * 2, 5.0)
                 try:
                     self.revision = self._reconcile()
-                    log("store is back: peers reconciled")
+                    log.info("store is back: peers reconciled")
                 except StoreUnavailable:
                     continue
 
@@ -261,11 +328,12 @@ class Agent:
                 continue
             with self._lock:
                 if event.type is EventType.ADDED:
+                    self._resolve_clash([lease])
                     self.backend.add_peer(lease)
-                    log(f"peer added: {lease.subnet} via {lease.attrs.public_ip}")
+                    log.info("peer added: %s via %s", lease.subnet, lease.attrs.public_ip)
                 else:
                     self.backend.remove_peer(lease)
-                    log(f"peer removed: {lease.subnet}")
+                    log.info("peer removed: %s", lease.subnet)
 
     def _renew_loop(self) -> None:
         ttl = self.options.lease_ttl
@@ -274,11 +342,12 @@ class Agent:
         while not self.stopping.wait(wait):
             assert self.lease is not None and self.manager is not None
             try:
-                self.lease = self.manager.renew(self.lease)
+                with self._lease_lock:
+                    self.lease = self.manager.renew(self.lease)
                 wait = ttl - margin
             except StoreUnavailable as error:
                 wait = min(60.0, margin / 2)
-                log(f"lease renewal failed ({error.msg}); retrying in {wait:.0f} s")
+                log.warning("lease renewal failed (%s); retrying in %.0f s", error.msg, wait)
 
     def _resync_loop(self) -> None:
         """Rules and peers against the store; a backend whose device was deleted is rebuilt."""
@@ -289,27 +358,30 @@ class Agent:
             except StoreUnavailable:
                 continue  # the watch loop reports it
             except BackendError as error:
-                log(f"dataplane out of order ({error.msg}); rebuilding the backend's device")
+                log.warning("dataplane out of order (%s); rebuilding the backend's device", error.msg)
                 self._rebuild()
             except CNIError as error:
-                log(f"resync failed: {error}")
+                log.error("resync failed: %s", error)
 
     def _rebuild(self) -> None:
+        """Recreate the device; if it came back with other BackendData (its MAC was lost), publish that."""
         assert self.backend is not None and self.lease is not None
         try:
             with self._lock:
-                self.backend.prepare()
+                data = self.backend.prepare()
                 self.backend.configure(self.lease)
+                if data != self.lease.attrs.backend_data:
+                    self._publish(data)
             self._reconcile()
         except CNIError as error:
-            log(f"rebuilding failed ({error}); trying again at the next resync")
+            log.error("rebuilding failed (%s); trying again at the next resync", error)
 
 
 def main(options: AgentOptions) -> int:
     try:
         agent = Agent(options)
     except CNIError as error:
-        log(f"cannot start: {error}")
+        log.error("cannot start: %s", error)
         return 1
     return agent.run()
 

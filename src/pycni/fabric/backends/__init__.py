@@ -6,6 +6,7 @@ The agent drives a backend in this order::
     data = backend.prepare()            # devices exist; BackendData for the lease (e.g. VtepMAC)
     backend.configure(own_lease)        # device addresses that depend on the lease
     backend.sync(all_other_leases)      # reconcile: program missing peers, remove stale ones
+    backend.resolve_clash(leases)       # a peer publishes our identity (VtepMAC)? new BackendData
     backend.add_peer(lease) / backend.remove_peer(lease)   # then, per lease event
     backend.mtu                         # for subnet.env (FLANNEL_MTU)
     backend.close()                     # stop helpers (udp's proxy); leaves devices and routes
@@ -41,6 +42,8 @@ class Backend(Protocol):
     def configure(self, lease: Lease) -> None: ...
 
     def sync(self, leases: list[Lease]) -> None: ...
+
+    def resolve_clash(self, leases: list[Lease]) -> dict[str, Any] | None: ...
 
     def add_peer(self, lease: Lease) -> None: ...
 

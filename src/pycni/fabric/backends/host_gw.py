@@ -62,6 +62,10 @@ class HostGwBackend(NetlinkOwner):
     def configure(self, lease: Lease) -> None:
         self._own = lease
 
+    def resolve_clash(self, leases: list[Lease]) -> dict[str, Any] | None:
+        """Nothing to clash: a host-gw node is known by its public IP alone, which the lease keeps."""
+        return None
+
     def _program(self, ipr: IPRoute, lease: Lease) -> None:
         overlay.route_replace(ipr, lease.subnet, lease.attrs.public_ip, self.ext.index)
 

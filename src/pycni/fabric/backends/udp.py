@@ -105,6 +105,10 @@ class UdpBackend(NetlinkOwner):
             self._proxy.tun_address = lease.subnet.network_address.packed
         self._own = lease
 
+    def resolve_clash(self, leases: list[Lease]) -> dict[str, Any] | None:
+        """Nothing to clash: a udp node is known by its public IP alone, which the lease keeps."""
+        return None
+
     def add_peer(self, lease: Lease) -> None:
         for peer in peers([lease], self.accepts, self._own):
             self.table.set(peer.subnet, peer.attrs.public_ip, self.port)

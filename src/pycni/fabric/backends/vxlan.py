@@ -2,9 +2,29 @@
 
 Ground truth: flannel ``pkg/backend/vxlan/{vxlan.go,vxlan_network.go,device.go}``.
 No L2/L3-miss callbacks: every peer is programmed statically, so the
-dataplane keeps working while the agent is down or restarting. The VTEP MAC
-is what peers hold in their neighbour and FDB tables, so it must survive a
-restart; it is kept from the live device, else from a small state file.
+dataplane keeps working while the agent is down or restarting.
+
+The VTEP MAC is what peers hold in their neighbour and FDB tables, so it must
+survive a restart, and it must be this node's alone: a vxlan FDB holds one
+destination per MAC, so two nodes publishing one MAC cut every peer off from
+one of them, silently. Where it comes from, in order:
+
+1. the ``flannel.N`` device already in this node's network namespace (as
+   Flannel: ``ensureLink`` keeps an existing compatible device, MAC and all);
+2. the state file keyed to this node, :func:`mac_state_path` (``--state-dir``,
+   public IP, network-namespace inode), for a device that was deleted while the
+   namespace lived on;
+3. a new random locally administered MAC (Flannel's ``mac.NewHardwareAddr``).
+
+Where Flannel differs: in etcd mode it persists nothing (``LocalManager.
+GetStoredMacAddresses`` returns ""), so a deleted device comes back with a new
+MAC; in kube mode it reads the MAC from its own Node's ``backend-data``
+annotation, which is keyed to the node by name. The state file here is the
+etcd-mode stand-in for that annotation, and so it is keyed to the node too: an
+earlier pycni kept one ``flannel.1.mac`` per state directory, and every agent
+on a machine sharing the default ``/run/flannel`` (one per network namespace)
+came up with the same MAC (pycni issue 9). Flannel also does not notice a peer
+publishing its MAC; :meth:`VxlanBackend.resolve_clash` does, and moves.
 """
 
 from __future__ import annotations
@@ -72,6 +92,23 @@ class VxlanOptions:
         )
 
 
+def mac_state_path(state_dir: str, device: str, public_ip: str, netns_inode: int) -> str:
+    """The file that keeps one node's VTEP MAC, keyed by its public IP and its network namespace.
+
+    The namespace's inode is unique among the namespaces alive on a machine
+    and stays the same for as long as the namespace lives, so an agent
+    restarting in its node finds its own file and no other node can name it.
+    The public IP keeps two agents in one namespace (two networks) apart, and
+    a copied state directory on a machine with another address unread.
+    """
+    return os.path.join(state_dir, f"{device}.{public_ip}.net{netns_inode}.mac")
+
+
+def netns_inode() -> int:
+    """The inode of the calling thread's network namespace (``ip netns identify`` compares the same)."""
+    return os.stat("/proc/thread-self/ns/net").st_ino
+
+
 def normalize_mac(text: object) -> str | None:
     """``aa:bb:cc:dd:ee:ff`` for a MAC in colon or dash form, else ``None``."""
     if not isinstance(text, str):
@@ -130,7 +167,8 @@ class VxlanBackend(NetlinkOwner):
         self.options = VxlanOptions.parse(config.backend, ext.mtu)
         self.name = f"flannel.{self.options.vni}"
         self.mtu = self.options.mtu - ENCAP_OVERHEAD
-        self.state_path = os.path.join(state_dir, f"{self.name}.mac")
+        # The thread that makes the backend is in the node's namespace (the agent's, or a test's netns.entered).
+        self.state_path = mac_state_path(state_dir, self.name, ext.public_ip, netns_inode())
         self.mac = ""
         self._own: Lease | None = None
 
@@ -216,6 +254,46 @@ class VxlanBackend(NetlinkOwner):
             if not device.up:
                 link.set_up(ipr, self.name)
         self._own = lease
+
+    # -- this node's identity among the peers -------------------------------------
+
+    def resolve_clash(self, leases: list[Lease]) -> dict[str, Any] | None:
+        """If a peer's lease carries our VTEP MAC, take a new MAC; the BackendData to publish, or ``None``.
+
+        A cloned machine image or a copied state directory can leave two nodes
+        with one MAC. Every peer's FDB then sends that MAC to one of them only,
+        and nothing fails loudly; so the node that notices moves. Both nodes may
+        notice and both move: that costs one extra lease update, never a clash.
+        """
+        own = self._own.subnet if self._own is not None else None
+        clashing = [
+            lease
+            for lease in leases
+            if lease.subnet != own
+            and lease.attrs.backend_type in self.accepts
+            and normalize_mac(get_key(lease.attrs.backend_data, "VtepMAC")) == self.mac
+        ]
+        if not self.mac or not clashing:
+            return None
+        taken = {normalize_mac(get_key(lease.attrs.backend_data, "VtepMAC")) for lease in leases}
+        new = overlay.random_mac()
+        while new in taken or new == self.mac:
+            new = overlay.random_mac()
+        with self.netlink() as ipr:
+            link.set_attrs(ipr, link.get(ipr, self.name), address=new)
+        other = clashing[0]
+        log.warning(
+            "VTEP MAC %s of %s is also published by the lease of %s (public IP %s); peers' FDB can send a MAC "
+            "to one node only, so this node takes the new MAC %s and re-publishes its lease",
+            self.mac,
+            self.name,
+            other.subnet,
+            other.attrs.public_ip,
+            new,
+        )
+        self.mac = new
+        self._store_mac(new)
+        return {"VNI": self.options.vni, "VtepMAC": new}
 
     # -- peers -----------------------------------------------------------------
 
