@@ -8,6 +8,14 @@ caller's and the container's network namespaces as open descriptors, and its
 reply is printed as is. Otherwise the plugin runs here (importing pyroute2
 costs ~300 ms). Both paths print the same bytes and exit with the same code.
 
+A daemon that is stopping, restarting or gone never fails a call: the shim
+sends its request only after the daemon's READY and counts it as taken only
+after TAKEN (:mod:`pycni.daemon.wire`), so anything that goes wrong before
+that runs the call here instead. A connection lost after TAKEN repeats DEL,
+GC, CHECK, STATUS and VERSION here (they are idempotent); an ADD then fails
+with code 11 ("try again"), because it may be half done and the runtime's
+DEL is what undoes it.
+
 Start-up is the cost of every call, so the fast path uses ``posix`` rather
 than ``os`` (1 ms) and sends the environment as raw bytes.
 
@@ -25,6 +33,10 @@ import sys
 from pycni.daemon import wire
 
 NO_DAEMON_ENV = b"PYCNI_NO_DAEMON"
+DEFAULT_WAIT = 5.0
+# Verbs a broken daemon connection may simply repeat in-process: DEL and GC are
+# idempotent by the spec, the others change nothing.
+IDEMPOTENT = (b"DEL", b"GC", b"CHECK", b"STATUS", b"VERSION")
 O_RDONLY_CLOEXEC = posix.O_RDONLY | posix.O_CLOEXEC
 
 # The executable ``pycni plugins install`` writes. The daemon recognises pycni's
@@ -73,26 +85,52 @@ def _open_namespaces() -> list[int]:
     return fds
 
 
+def _wait_seconds() -> float:
+    """How long to wait for the daemon's READY: ``PYCNI_DAEMON_WAIT``, default 5 s.
+
+    A live daemon answers in microseconds; the wait matters only when the
+    socket is held for a daemon that is restarting (systemd socket activation
+    queues the call) or when every worker is busy.
+    """
+    raw = posix.environ.get(b"PYCNI_DAEMON_WAIT")
+    try:
+        return float(raw) if raw else DEFAULT_WAIT
+    except ValueError:
+        return DEFAULT_WAIT
+
+
 def _via_daemon(plugin_type: str, stdin: bytes) -> tuple[int, bytes, bytes] | None:
-    """The daemon's reply, or ``None`` when no daemon answers (run in-process then)."""
+    """The daemon's reply, or ``None`` when the daemon did not take the call (run it in-process then)."""
     env = posix.environ
     if env.get(NO_DAEMON_ENV):
         return None
     sock = _socket.socket(_socket.AF_UNIX, _socket.SOCK_STREAM)
     fds: list[int] = []
     try:
+        reader = wire.Reader(sock)
         try:
+            sock.settimeout(_wait_seconds())
             sock.connect(env.get(b"PYCNI_SOCKET") or wire.DEFAULT_SOCKET.encode())
+            kind = reader.kind()
+            if kind == wire.REPLY:
+                return reader.reply_body()  # refused before any work (e.g. not root)
+            if kind != wire.READY:
+                return None
+            sock.settimeout(None)  # from here on the daemon may be working: never give up on it
             fds = _open_namespaces()
             sock.sendmsg([wire.encode_request(plugin_type, env, stdin, len(fds))], wire.fds_ancillary(fds))
-        except OSError:
-            return None  # nothing sent: no daemon, or not one this process may use
+            if reader.kind() != wire.TAKEN:
+                return None
+        except (OSError, wire.WireError):
+            return None  # no daemon, a stopping or restarting one, or one that is not ours: nothing was done
         try:
-            reader = wire.Reader(sock)
-            reader.magic()
-            return reader.u32(), reader.blob(), reader.blob()
+            if reader.kind() != wire.REPLY:
+                raise wire.WireError("unexpected frame")
+            return reader.reply_body()
         except (OSError, wire.WireError) as exc:
-            # The request may be half done; the runtime's DEL (which the spec requires) undoes it.
+            if env.get(b"CNI_COMMAND") in IDEMPOTENT:
+                return None  # whatever the daemon did, doing it again here is what the caller asked for
+            # An ADD may be half done; the runtime's DEL (which the spec requires) undoes it.
             return 1, _error_json(11, f"pycni daemon failed mid-request ({exc}); try again"), b""
     finally:
         sock.close()

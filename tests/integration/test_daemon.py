@@ -5,10 +5,8 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import signal
 import socket
 import subprocess
-import sys
 import tempfile
 import time
 from collections.abc import Iterator
@@ -20,36 +18,8 @@ import pytest
 
 from pycni.cli.main import container_id_for
 from pycni.daemon import wire
+from tests.support.daemon import Daemon
 from tests.support.netns import NetnsPool, run
-
-
-class Daemon:
-    def __init__(self, socket_path: Path, workers: int = 2) -> None:
-        self.socket_path = socket_path
-        self.workers = workers
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    def start(self) -> None:
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "pycni.cli.main", "daemon", "--socket", str(self.socket_path),
-             "--workers", str(self.workers)],
-            start_new_session=True,  # its own process group: SIGKILL reaches every worker
-            stderr=subprocess.DEVNULL,
-        )  # fmt: skip
-        for _ in range(200):
-            if self.socket_path.exists():
-                return
-            time.sleep(0.05)
-        raise AssertionError("the daemon did not start")
-
-    def kill(self, sig: int = signal.SIGKILL) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            os.killpg(self.proc.pid, sig)
-            self.proc.wait(timeout=10)
-        self.proc = None
-
-    def stop(self) -> None:
-        self.kill(signal.SIGTERM)
 
 
 @pytest.fixture
@@ -133,38 +103,54 @@ def test_shim_falls_back_when_the_daemon_is_gone(daemon: Daemon, pycni_plugin_di
     assert fallback == warm
 
 
+# What an unprivileged user could run: the standard library only, from a file that
+# user can read, so it works wherever the checkout lives (even in a 0700 directory).
+UNPRIVILEGED_CLIENT = """
+import socket, sys
+s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+s.connect(sys.argv[1])
+data = b""
+while True:
+    chunk = s.recv(65536)
+    if not chunk:
+        break
+    data += chunk
+magic, kind = sys.argv[2].encode("latin-1"), data[len(sys.argv[2]) : len(sys.argv[2]) + 1]
+assert data.startswith(magic), data
+print(kind.decode())
+body = data[len(magic) + 1 :]
+print(int.from_bytes(body[:4], "big"))
+size = int.from_bytes(body[4:8], "big")
+print(body[8 : 8 + size].decode())
+"""
+
+
 def test_daemon_refuses_non_root_peers() -> None:
     # A socket everyone can reach (0666 in a 0755 directory under /tmp): only the
     # daemon's peer-credential check stands between an unprivileged user and it.
     public = Path(tempfile.mkdtemp(prefix="pycni-peer-", dir="/tmp"))
     os.chmod(public, 0o755)
+    client = public / "client.py"
+    client.write_text(UNPRIVILEGED_CLIENT)
+    os.chmod(client, 0o644)
     daemon = Daemon(public / "pycni.sock", workers=1)
     daemon.start()
     try:
         os.chmod(daemon.socket_path, 0o666)
-        client = "\n".join(
-            [
-                "import socket, sys",
-                f"sys.path[:0] = {sys.path!r}",
-                "from pycni.daemon import wire",
-                "s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)",
-                f"s.connect({str(daemon.socket_path)!r})",
-                "reader = wire.Reader(s)",
-                "reader.magic(); print(reader.u32()); print(reader.blob().decode())",
-            ]
-        )
         proc = subprocess.run(
-            ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", sys.executable, "-c", client],
+            ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", "/usr/bin/python3", "-I", str(client),
+             str(daemon.socket_path), wire.MAGIC.decode("latin-1")],
             capture_output=True,
             text=True,
             check=False,
             timeout=30,
-        )
+        )  # fmt: skip
     finally:
         daemon.kill()
         shutil.rmtree(public, ignore_errors=True)
     assert proc.returncode == 0, proc.stderr
-    assert proc.stdout.splitlines()[0] == "1"
+    kind, exit_code, *_ = proc.stdout.splitlines()
+    assert (kind, exit_code) == (wire.REPLY.decode(), "1"), "refused with a reply, before READY"
     assert "permission denied: root only" in proc.stdout
 
 

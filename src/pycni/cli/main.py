@@ -149,8 +149,11 @@ def cmd_demo(opts: argparse.Namespace) -> int:
 
 
 def cmd_daemon(opts: argparse.Namespace) -> int:
+    import logging
+
     from pycni.daemon.server import main as daemon_main
 
+    logging.basicConfig(level=logging.INFO, format="pycni daemon[%(process)d]: %(message)s", stream=sys.stderr)
     return daemon_main(opts.socket, opts.log, opts.workers)
 
 
@@ -229,7 +232,11 @@ def build_parser() -> argparse.ArgumentParser:
     version.add_argument("plugin", nargs="?", metavar="PLUGIN-TYPE")
     version.set_defaults(func=cmd_version)
     daemon = sub.add_parser("daemon", help="serve plugin calls from the plugin executables (warm path)")
-    daemon.add_argument("--socket", default=wire.DEFAULT_SOCKET, help="unix socket to serve (mode 0600)")
+    daemon.add_argument(
+        "--socket",
+        default=wire.DEFAULT_SOCKET,
+        help="unix socket to serve (mode 0600); ignored when systemd passes one (socket activation)",
+    )
     daemon.add_argument("--log", action="store_true", help="one line on stderr per call, with its duration")
     daemon.add_argument("--workers", type=int, default=0, help="worker processes (default: one per CPU)")
     daemon.set_defaults(func=cmd_daemon)

@@ -1,10 +1,24 @@
 """``pycni daemon``: run plugin calls handed over by the shim, with everything already imported.
 
-One thread per connection. A request carries the caller's network namespace
-(and the container's) as descriptors; the worker thread enters the caller's
-namespace for the duration of the call, so the plugin sees exactly what an
-exec'd plugin would, whichever namespace the runtime runs in. Delegation to
-pycni's own IPAM plugins happens in-process (:mod:`pycni.daemon.executor`).
+Processes: a supervisor (the main PID, what systemd and operators signal)
+and forked workers that share its listening socket (plugin calls spend their
+time in Python, so one process would be bound by the GIL). One thread per
+connection. A request carries the caller's network namespace (and the
+container's) as descriptors; the worker thread enters the caller's namespace
+for the duration of the call, so the plugin sees exactly what an exec'd
+plugin would. Delegation to pycni's own IPAM plugins happens in-process
+(:mod:`pycni.daemon.executor`).
+
+Stopping never fails a call (see :mod:`pycni.daemon.wire` for why the shim
+can tell): on SIGTERM the supervisor removes the socket path if it is still
+its own, and every process stops accepting at once (a wake-up pipe ends the
+accept loop within a system call); connections already accepted are
+finished, including work deferred until after the reply; then each process
+exits. Connections still in the backlog when the last process closes the
+socket are reset, before READY, so their shims run the call in-process. A
+supervisor that dies outright (SIGKILL) is noticed by its workers through
+``PR_SET_PDEATHSIG``: they stop the same way, so no accepted call is lost
+then either.
 
 Only root (or the daemon's own user) may connect: the socket is 0600 in a
 0700 directory, and each peer's credentials are checked as well. A client
@@ -15,29 +29,41 @@ that goes away mid-request does not disturb the daemon: the call completes
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import importlib
+import logging
 import os
+import selectors
 import signal
 import socket
 import struct
-import sys
 import threading
 import time
+from collections.abc import Callable
 from types import FrameType
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TypeVar
 
-from pycni.daemon import wire
+from pycni.daemon import systemd, wire
 from pycni.daemon.executor import InProcessExecutor
+from pycni.daemon.listener import Listener, acquire
 from pycni.net.netns import setns
 from pycni.plugins import PLUGIN_MODULES
 from pycni.runtime import delegate
+from pycni.skel.dispatch import run_deferred
 from pycni.spec.errors import CNIError, ErrorCode
 from pycni.spec.version import CURRENT_VERSION
 
 if TYPE_CHECKING:
     from pycni.skel import Plugin
+    from pycni.skel.plugin import Deferred
+
+log = logging.getLogger("pycni.daemon")
 
 MAX_CONCURRENT = 64
+DRAIN_SECONDS = 120.0  # longest a stopping process waits for its calls (systemd's TimeoutStopSec is the outer bound)
+PR_SET_PDEATHSIG = 1
+STOP_SIGNALS = {signal.SIGTERM, signal.SIGINT}
+T = TypeVar("T")
 
 
 def load_plugins() -> dict[str, Plugin]:
@@ -49,113 +75,137 @@ def _error_reply(code: int, msg: str) -> bytes:
     return wire.encode_reply(1, (CNIError(code, msg).to_json(CURRENT_VERSION) + "\n").encode(), b"")
 
 
+class StopSignal:
+    """SIGTERM/SIGINT as an event plus a descriptor that becomes readable at once (``set_wakeup_fd``)."""
+
+    def __init__(self) -> None:
+        self.event = threading.Event()
+        self.read_fd, self.write_fd = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+        signal.set_wakeup_fd(self.write_fd, warn_on_full_buffer=False)
+        for sig in STOP_SIGNALS:
+            signal.signal(sig, self._on_signal)
+
+    def _on_signal(self, signum: int, frame: FrameType | None) -> None:
+        self.event.set()
+
+    def is_set(self) -> bool:
+        return self.event.is_set()
+
+    def close(self) -> None:
+        signal.set_wakeup_fd(-1)
+        os.close(self.read_fd)
+        os.close(self.write_fd)
+
+
 class Daemon:
-    def __init__(self, socket_path: str = wire.DEFAULT_SOCKET, log: bool = False) -> None:
-        self.socket_path = socket_path
-        self.log = log
-        self.plugins = load_plugins()
+    def __init__(self, listener: Listener, plugins: dict[str, Plugin], log_calls: bool = False) -> None:
+        self.listener = listener
+        self.log_calls = log_calls
+        self.plugins = plugins
         self.own_netns = os.open("/proc/thread-self/ns/net", os.O_RDONLY | os.O_CLOEXEC)
         self.slots = threading.BoundedSemaphore(MAX_CONCURRENT)
-        self.stopping = threading.Event()
-        self.listener: socket.socket | None = None
+        self.active: set[threading.Thread] = set()
+        self.active_lock = threading.Lock()
         self.allowed_uids = {0, os.getuid()}
         delegate.set_executor(InProcessExecutor(self.plugins))
 
-    # -- lifecycle ----------------------------------------------------------
-
-    def bind(self) -> None:
-        directory = os.path.dirname(self.socket_path)
-        os.makedirs(directory, mode=0o700, exist_ok=True)
-        if os.path.exists(self.socket_path):
-            probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-            try:
-                probe.connect(self.socket_path)
-                raise CNIError(ErrorCode.INTERNAL, f"a pycni daemon is already serving {self.socket_path}")
-            except OSError:
-                os.unlink(self.socket_path)  # left by a daemon that died
-            finally:
-                probe.close()
-        listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        old_umask = os.umask(0o177)
-        try:
-            listener.bind(self.socket_path)
-        finally:
-            os.umask(old_umask)
-        listener.listen(256)
-        self.listener = listener
+    # -- the supervisor -------------------------------------------------------
 
     def serve_forever(self, workers: int = 1) -> None:
-        """Serve until SIGTERM/SIGINT; with ``workers`` > 1, in that many forked processes.
+        """Serve until SIGTERM/SIGINT in ``workers`` forked processes (at least one).
 
-        Plugin calls spend most of their time in Python, so one process is
-        bound by the GIL; forked workers (after every import, sharing the
-        listening socket) use all cores, as concurrent exec'd plugins would.
+        The supervisor itself never runs a call, so killing it outright still
+        lets the workers finish theirs.
         """
-        if self.listener is None:
-            self.bind()
-        self._say(f"pycni daemon: serving {self.socket_path} ({len(self.plugins)} plugins, {workers} workers)")
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            signal.signal(sig, self._on_signal)
+        workers = max(1, workers)
+        stop = StopSignal()
+        children = {self._spawn(stop) for _ in range(workers)}
+        how = "from systemd" if self.listener.activated else "bound"
+        log.info("serving %s (%s, %d plugins, %d workers)", self.listener.path, how, len(self.plugins), workers)
+        systemd.notify("READY=1")
         try:
-            if workers <= 1:
-                self._accept_loop()
-            else:
-                self._supervise(workers)
+            while not stop.is_set():
+                _wait_readable(stop.read_fd, 0.5)
+                while (pid := _reap_one()) is not None:
+                    if pid in children and not stop.is_set():
+                        children.discard(pid)
+                        log.warning("worker %d exited; starting another", pid)
+                        children.add(self._spawn(stop))
+            systemd.notify("STOPPING=1")
+            self.listener.release_path()
+            self.listener.close()
+            for pid in children:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGTERM)
+            for pid in children:
+                with contextlib.suppress(ChildProcessError):
+                    os.waitpid(pid, 0)
+            log.info("stopped")
         finally:
-            self.close()
+            stop.close()
 
-    def _accept_loop(self) -> None:
-        assert self.listener is not None
-        self.listener.settimeout(0.5)
-        while not self.stopping.is_set():
-            try:
-                conn, _ = self.listener.accept()
-            except TimeoutError:
-                continue
-            except OSError:
-                if self.stopping.is_set():
-                    break
-                raise
-            conn.settimeout(None)
-            self.slots.acquire()
-            threading.Thread(target=self._serve, args=(conn,), daemon=True).start()
-
-    def _spawn(self) -> int:
+    def _spawn(self, supervisor_stop: StopSignal) -> int:
+        supervisor = os.getpid()
+        # Stop signals wait until the child has its own handlers (a SIGTERM in
+        # between would set the supervisor's event in the child's copy, unseen).
+        signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
         pid = os.fork()
-        if pid == 0:  # a worker: serve, never touch the socket file
+        if pid == 0:
             code = 0
             try:
-                self._accept_loop()
-            except BaseException:  # noqa: BLE001 - a worker must exit, not unwind into the parent's code
+                supervisor_stop.close()
+                stop = StopSignal()
+                signal.pthread_sigmask(signal.SIG_UNBLOCK, STOP_SIGNALS)
+                _die_with(supervisor)
+                self._work(stop)
+            except BaseException:  # a worker must exit, never unwind into the supervisor's code
+                log.exception("worker failed")
                 code = 1
+            logging.shutdown()
             os._exit(code)
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, STOP_SIGNALS)
         return pid
 
-    def _supervise(self, workers: int) -> None:
-        children = {self._spawn() for _ in range(workers)}
-        while not self.stopping.is_set():
-            time.sleep(0.2)
-            pid, _status = os.waitpid(-1, os.WNOHANG)
-            if pid in children and not self.stopping.is_set():
-                children.discard(pid)
-                self._say(f"pycni daemon: worker {pid} exited; starting another")
-                children.add(self._spawn())
-        for pid in children:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGTERM)
-        for pid in children:
-            with contextlib.suppress(ChildProcessError):
-                os.waitpid(pid, 0)
+    # -- a worker -------------------------------------------------------------
 
-    def _on_signal(self, signum: int, frame: FrameType | None) -> None:
-        self.stopping.set()
+    def _work(self, stop: StopSignal) -> None:
+        self.listener.sock.setblocking(False)  # workers race for each connection; the losers must not block
+        with selectors.DefaultSelector() as selector:
+            selector.register(self.listener.sock, selectors.EVENT_READ)
+            selector.register(stop.read_fd, selectors.EVENT_READ)
+            while not stop.is_set():
+                for key, _ in selector.select():
+                    if key.fileobj is self.listener.sock and not stop.is_set():
+                        self._accept_one(stop)
+        # Stop reaching this process at once, then finish what it took.
+        self.listener.release_path()  # the supervisor's job, unless it died (then ours)
+        self.listener.close()
+        self._drain()
+        stop.close()
 
-    def close(self) -> None:
-        if self.listener is not None:
-            self.listener.close()
-            self.listener = None
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(self.socket_path)
+    def _accept_one(self, stop: StopSignal) -> None:
+        try:
+            conn, _ = self.listener.sock.accept()
+        except (BlockingIOError, InterruptedError):
+            return  # another worker took it
+        conn.setblocking(True)
+        while not self.slots.acquire(timeout=0.2):
+            if stop.is_set():
+                break  # serve it anyway: it was accepted, and the slot limit is only a brake
+        thread = threading.Thread(target=self._serve, args=(conn,), daemon=True)
+        with self.active_lock:
+            self.active.add(thread)
+        thread.start()
+
+    def _drain(self) -> None:
+        deadline = time.monotonic() + DRAIN_SECONDS
+        with self.active_lock:
+            threads = list(self.active)
+        for thread in threads:
+            thread.join(max(0.0, deadline - time.monotonic()))
+        left = sum(thread.is_alive() for thread in threads)
+        if left:
+            log.error("stopping with %d calls unfinished after %.0f s", left, DRAIN_SECONDS)
 
     # -- one connection -------------------------------------------------------
 
@@ -166,6 +216,7 @@ class Daemon:
             if not self._peer_allowed(conn):
                 conn.sendall(_error_reply(ErrorCode.INVALID_ENVIRONMENT_VARIABLES, "permission denied: root only"))
                 return
+            conn.sendall(wire.READY_FRAME)
             reader = wire.Reader(conn)
             try:
                 reader.magic()
@@ -175,27 +226,41 @@ class Daemon:
                 stdin = reader.blob()
             finally:
                 fds = reader.fds
-            reply = self._call(plugin_type, env, stdin, fds, nfds)
+            conn.sendall(wire.TAKEN_FRAME)  # from here on, the shim counts on this process
+            deferred: list[Deferred] = []
+            reply = self._call(plugin_type, env, stdin, fds, nfds, deferred)
             with contextlib.suppress(OSError):  # a client that went away loses only the reply
                 conn.sendall(reply)
-            if self.log:
-                elapsed = 1000 * (time.perf_counter() - started)
-                self._say(f"{plugin_type} {env.get('CNI_COMMAND')} {env.get('CNI_CONTAINERID')} {elapsed:.1f} ms")
+            conn.close()
+            if deferred:
+                self._in_caller_netns(fds[0], lambda: run_deferred(deferred))
+            level = logging.INFO if self.log_calls else logging.DEBUG
+            elapsed = 1000 * (time.perf_counter() - started)
+            log.log(level, "%s %s %s %.1f ms", plugin_type, env.get("CNI_COMMAND"), env.get("CNI_CONTAINERID"), elapsed)
         except (OSError, wire.WireError) as exc:
-            if self.log:
-                self._say(f"dropped a connection: {exc}")
+            log.debug("dropped a connection: %s", exc)
         finally:
             for fd in fds:
                 os.close(fd)
             conn.close()
             self.slots.release()
+            with self.active_lock:
+                self.active.discard(threading.current_thread())
 
     def _peer_allowed(self, conn: socket.socket) -> bool:
         creds = conn.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
         _pid, uid, _gid = struct.unpack("3i", creds)
         return uid in self.allowed_uids
 
-    def _call(self, plugin_type: str, env: dict[str, str], stdin: bytes, fds: list[int], nfds: int) -> bytes:
+    def _call(
+        self,
+        plugin_type: str,
+        env: dict[str, str],
+        stdin: bytes,
+        fds: list[int],
+        nfds: int,
+        deferred: list[Deferred],
+    ) -> bytes:
         plugin = self.plugins.get(plugin_type)
         if plugin is None:
             return _error_reply(ErrorCode.INTERNAL, f"pycni daemon has no plugin of type {plugin_type!r}")
@@ -203,25 +268,57 @@ class Daemon:
             return _error_reply(ErrorCode.INTERNAL, "pycni daemon: the caller's namespace did not arrive")
         container_fd = fds[1] if nfds > 1 else None
         try:
-            setns(fds[0], "the caller's namespace")
+            reply = self._in_caller_netns(
+                fds[0], lambda: plugin.invoke(env, stdin, netns_fd=container_fd, deferred=deferred)
+            )
         except CNIError as error:
             return _error_reply(error.code, f"pycni daemon: {error.msg}")
-        try:
-            reply = plugin.invoke(env, stdin, netns_fd=container_fd)
-        finally:
-            setns(self.own_netns, "the daemon's namespace")
         return wire.encode_reply(reply.exit_code, reply.stdout.encode(), reply.stderr.encode())
 
-    def _say(self, line: str) -> None:
-        print(line, file=sys.stderr, flush=True)
+    def _in_caller_netns(self, caller_fd: int, work: Callable[[], T]) -> T:
+        setns(caller_fd, "the caller's namespace")
+        try:
+            return work()
+        finally:
+            setns(self.own_netns, "the daemon's namespace")
 
 
-def main(socket_path: str, log: bool, workers: int = 0) -> int:
+def _wait_readable(fd: int, timeout: float) -> None:
+    """Sleep until ``fd`` is readable (a signal arrived) or ``timeout`` passes; empty the pipe."""
+    with selectors.DefaultSelector() as selector:
+        selector.register(fd, selectors.EVENT_READ)
+        if selector.select(timeout):
+            with contextlib.suppress(BlockingIOError):
+                os.read(fd, 512)
+
+
+def _reap_one() -> int | None:
     try:
-        daemon = Daemon(socket_path, log)
-        daemon.bind()
+        pid, _status = os.waitpid(-1, os.WNOHANG)
+    except ChildProcessError:
+        return None
+    return pid or None
+
+
+def _die_with(supervisor: int) -> None:
+    """Get SIGTERM when the supervisor dies (a SIGKILL it cannot pass on), and drain as on any stop."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0) != 0:
+        log.warning("PR_SET_PDEATHSIG failed (errno %d): a killed supervisor leaves this worker", ctypes.get_errno())
+    if os.getppid() != supervisor:  # it died before the prctl took effect
+        os.kill(os.getpid(), signal.SIGTERM)
+
+
+def main(socket_path: str, log_calls: bool, workers: int = 0) -> int:
+    """Import every plugin, then take the socket (so it is served the moment it appears), then serve."""
+    plugins = load_plugins()
+    try:
+        listener = acquire(socket_path)
     except CNIError as error:
-        print(f"pycni daemon: {error}", file=sys.stderr)
+        log.error("%s", error)
         return 1
-    daemon.serve_forever(workers or os.cpu_count() or 1)
+    except OSError as error:
+        log.error("cannot serve %s: %s", socket_path, error)
+        return 1
+    Daemon(listener, plugins, log_calls).serve_forever(workers or os.cpu_count() or 1)
     return 0

@@ -2,10 +2,23 @@
 
 The shim must start in a few milliseconds, so this module imports nothing
 (``_socket`` and ``sys`` are built in). Integers are 4 bytes big-endian;
-byte strings are length-prefixed.
+byte strings are length-prefixed. Every daemon frame starts with MAGIC and a
+kind byte.
 
-    request  = MAGIC, nfds:u8, type, env, stdin      (+ SCM_RIGHTS: caller netns[, container netns])
-    reply    = MAGIC, exit:u32, stdout, stderr
+    daemon -> shim   READY                                   (it will read a request)
+    shim -> daemon   request = MAGIC, nfds:u8, type, env, stdin
+                               (+ SCM_RIGHTS: caller netns[, container netns])
+    daemon -> shim   TAKEN                                   (it has the request and starts work)
+    daemon -> shim   reply   = MAGIC, "D", exit:u32, stdout, stderr
+
+The two signals make a daemon that stops, restarts or dies safe for callers:
+the shim sends its request only after READY, so a daemon that is gone, dying
+or not yet serving (a socket systemd holds while the daemon restarts) is one
+the shim can wait for a bounded time and then do without; and it knows from
+TAKEN whether any work may have started. A connection that ends before TAKEN
+did nothing: the shim runs the call in-process. One that ends after TAKEN may
+have done half a call (see :mod:`pycni.shim`). A daemon that refuses a caller
+(peer credentials) sends a reply instead of READY.
 
 ``env`` is ``KEY=VALUE`` entries joined by NUL. The caller's own network
 namespace always travels with the request: the daemon runs the plugin in it,
@@ -17,9 +30,15 @@ from __future__ import annotations
 import _socket
 import sys
 
-MAGIC = b"PYCNI\x01"
+MAGIC = b"PYCNI\x02"
+READY = b"R"
+TAKEN = b"T"
+REPLY = b"D"
 DEFAULT_SOCKET = "/run/pycni/pycni.sock"
 MAX_FRAME = 64 * 1024 * 1024
+
+READY_FRAME = MAGIC + READY
+TAKEN_FRAME = MAGIC + TAKEN
 
 
 class WireError(Exception):
@@ -41,7 +60,7 @@ def encode_request(plugin_type: str, env: dict[bytes, bytes], stdin: bytes, nfds
 
 
 def encode_reply(exit_code: int, stdout: bytes, stderr: bytes) -> bytes:
-    return MAGIC + _u32(exit_code) + _blob(stdout) + _blob(stderr)
+    return MAGIC + REPLY + _u32(exit_code) + _blob(stdout) + _blob(stderr)
 
 
 def fds_ancillary(fds: list[int]) -> list[tuple[int, int, bytes]]:
@@ -86,7 +105,16 @@ class Reader:
 
     def magic(self) -> None:
         if self.take(len(MAGIC)) != MAGIC:
-            raise WireError("not a pycni frame")
+            raise WireError("not a pycni frame (a daemon of another pycni version?)")
+
+    def kind(self) -> bytes:
+        """The kind byte of the next daemon frame (READY, TAKEN or REPLY)."""
+        self.magic()
+        return self.take(1)
+
+    def reply_body(self) -> tuple[int, bytes, bytes]:
+        """A reply's fields, after its kind byte has been read."""
+        return self.u32(), self.blob(), self.blob()
 
 
 def decode_env(blob: bytes) -> dict[str, str]:
