@@ -213,18 +213,6 @@ class Cluster:
         assert proc.returncode == 0, proc.stderr
         pod.node.pods.remove(pod)
 
-    def gc(self, node: Node, *flags: str) -> None:
-        """``pycni gc`` of the node's network (``--all``: no attachment stays valid)."""
-        proc = subprocess.run(
-            ["ip", "netns", "exec", node.name, self.pycni_bin, "gc", *flags, "cbr0"],
-            env=self.cni_env(node),
-            capture_output=True,
-            text=True,
-            check=False,
-            timeout=120,
-        )
-        assert proc.returncode == 0, f"gc on {node.name}: {proc.stderr}"
-
     def pods(self) -> list[Pod]:
         return [pod for node in self.nodes for pod in node.pods]
 

@@ -128,3 +128,19 @@ def test_inspect_finds_the_vxlan_device_whatever_the_key_case(monkeypatch: pytes
     cli._local_state(NetworkConfig.from_dict({"Network": "10.5.0.0/16", "Backend": {"Type": "vxlan", "vni": 7}}))
     assert ["ip", "neigh", "show", "dev", "flannel.7"] in seen
     assert ["bridge", "fdb", "show", "dev", "flannel.7"] in seen
+
+
+def test_agent_log_lines_mark_warnings() -> None:
+    """``pycni flanneld`` lines keep the ``HH:MM:SS flanneld: ...`` shape; warnings and errors say so."""
+    import logging
+    import re
+
+    from pycni.cli.flanneld import _AgentFormatter
+
+    def line(level: int, message: str) -> str:
+        record = logging.LogRecord("pycni.fabric.agent", level, __file__, 1, message, None, None)
+        return _AgentFormatter().format(record)
+
+    assert re.fullmatch(r"\d\d:\d\d:\d\d flanneld: ready", line(logging.INFO, "ready"))
+    assert re.fullmatch(r"\d\d:\d\d:\d\d flanneld: WARNING: MAC clash", line(logging.WARNING, "MAC clash"))
+    assert line(logging.ERROR, "Lease has been revoked.").endswith("flanneld: ERROR: Lease has been revoked.")

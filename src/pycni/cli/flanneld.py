@@ -128,7 +128,8 @@ def add_parsers(sub: Any) -> None:
         agent,
         "--state-dir",
         "/run/flannel",
-        help="where the backend keeps state across restarts (the VTEP MAC)",
+        help="where the backend keeps state across restarts: the VTEP MAC, in a file keyed to this node "
+        "(public IP and network namespace), so nodes sharing a machine may share the directory",
     )
     agent.add_argument(
         "--release-on-exit",

@@ -80,6 +80,7 @@ def _matches(live: list[dict[str, object]], rules: list[tuple[str, str]]) -> boo
 
 
 def remove() -> None:
+    """Delete the table (the agent's clean exit); a node that never had it is fine."""
     with nft.locked(TABLE):
         if nft.list_objects("table", FAMILY, TABLE):
             nft.run(f"delete table {T}\n", "remove flanneld rules")
