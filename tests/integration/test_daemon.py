@@ -5,8 +5,10 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import signal
 import socket
 import subprocess
+import sys
 import tempfile
 import time
 from collections.abc import Iterator
@@ -257,3 +259,42 @@ def test_sigkill_during_fifty_adds_leaves_nothing_after_gc(
     assert [n for n in os.listdir(tmp_path / "ipam" / "killnet") if n[0].isdigit()] == []
     assert run("ip", "-o", "link", "show", "type", "veth", netns=node).stdout == ""
     assert "comment" not in run("nft", "list", "ruleset", netns=node).stdout
+
+
+def test_socket_activation_by_systemd_socket_activate(pycni_plugin_dir: str, tmp_path: Path) -> None:
+    """systemd's own implementation of socket activation (the protocol ``pycni.socket`` relies on).
+
+    ``systemd-socket-activate`` binds the socket, and on the first connection
+    starts the daemon with it as descriptor 3: that first call waits in the
+    backlog while the daemon starts, and is served by it, not in-process.
+    """
+    tool = shutil.which("systemd-socket-activate")
+    if tool is None:
+        pytest.skip("systemd-socket-activate is not installed (Debian package systemd)")
+    socket_path = tmp_path / "run" / "pycni.sock"
+    socket_path.parent.mkdir(mode=0o700)
+    log = tmp_path / "daemon.log"
+    with open(log, "wb") as log_file:
+        activator = subprocess.Popen(
+            [tool, "-l", str(socket_path), sys.executable, "-m", "pycni.cli.main", "daemon", "--log",
+             "--workers", "1", "--socket", str(tmp_path / "not-used.sock")],
+            stderr=log_file,
+            start_new_session=True,
+        )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 10
+        while not socket_path.exists() and time.monotonic() < deadline:
+            time.sleep(0.02)
+        env = {**cni_env("VERSION", Daemon(socket_path)), "CNI_CONTAINERID": "activated-first"}
+        rc, out, _ = call(os.path.join(pycni_plugin_dir, "static"), env, b"")
+        assert rc == 0 and b"supportedVersions" in out
+        rc, out, _ = call(os.path.join(pycni_plugin_dir, "static"), {**env, "CNI_CONTAINERID": "activated-2"}, b"")
+        assert rc == 0
+    finally:
+        os.killpg(activator.pid, signal.SIGTERM)
+        activator.wait(timeout=30)
+    text = log.read_text()
+    assert "(from systemd," in text, text
+    assert "static VERSION activated-first" in text, "the first call waited for the daemon and was served by it"
+    assert "static VERSION activated-2" in text
+    assert not (tmp_path / "not-used.sock").exists(), "an activated daemon binds nothing of its own"
