@@ -143,3 +143,32 @@ class Daemon(DaemonProcess):
 
     def kill(self, sig: int = signal.SIGKILL) -> None:
         self.kill_group(sig)
+
+
+def call_direct(
+    socket_path: Path, plugin_type: str, env: dict[str, str], stdin: bytes, caller_netns: str, netns: str | None
+) -> tuple[int, bytes, bytes]:
+    """One call to the daemon as the shim makes it, from this process (no plugin executable start-up).
+
+    For campaigns that load the daemon itself: ``caller_netns`` is the
+    namespace the call runs in (the node), ``netns`` the container's.
+    """
+    from pycni.daemon import wire
+
+    paths = [caller_netns] + ([netns] if netns else [])
+    fds = [os.open(path, os.O_RDONLY | os.O_CLOEXEC) for path in paths]
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        sock.connect(str(socket_path))
+        reader = wire.Reader(sock)
+        if reader.kind() != wire.READY:
+            raise AssertionError("the daemon refused the call")
+        raw_env = {k.encode(): v.encode() for k, v in env.items()}
+        sock.sendmsg([wire.encode_request(plugin_type, raw_env, stdin, len(fds))], wire.fds_ancillary(fds))
+        if reader.kind() != wire.TAKEN or reader.kind() != wire.REPLY:
+            raise AssertionError("the daemon broke the protocol")
+        return reader.reply_body()
+    finally:
+        sock.close()
+        for fd in fds:
+            os.close(fd)

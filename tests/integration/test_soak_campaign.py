@@ -1,0 +1,11 @@
+"""The resource soak (tests/campaigns/soak.py) with a small count: flat descriptors and threads, nothing left."""
+
+from __future__ import annotations
+
+from tests.campaigns.soak import soak, verdict
+
+
+def test_daemon_soak_short() -> None:
+    report = soak(300, progress=False)
+    assert report["calls"] == 4 * 300
+    assert verdict(report) == [], report["leftovers"]
