@@ -1,17 +1,31 @@
-"""Atomic file replacement: the one way pycni writes state to disk."""
+"""pycni's state files: written atomically, read only as regular files, removed whatever they became.
+
+One rule for every state path (result cache, tuning's saved values,
+host-local's cursors and lock): what is at the path is pycni's, so something
+pycni cannot read as its state there (a directory, a symlink, a FIFO, an
+unreadable file) is garbage that the next writer replaces and DEL removes.
+A symlink is never followed: it is replaced or unlinked itself, so nothing
+outside the state directory is read, written or deleted through it.
+"""
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
+import shutil
+import stat
 import tempfile
 
 
-def write_atomic(path: str, data: bytes, mode: int = 0o600) -> None:
+def write_atomic(path: str, data: bytes, mode: int = 0o600, replace_directory: bool = False) -> None:
     """Replace ``path`` with ``data`` so readers see the old or the new file, never half.
 
     Writes a temporary file in the same directory, fsyncs it and renames it
-    over ``path``; renaming also never disturbs a process executing the old file.
+    over ``path``; renaming also never disturbs a process executing the old
+    file, and replaces a symlink rather than writing through it. A directory
+    in the way is an error unless ``replace_directory`` (state paths) says
+    it is garbage to remove.
     """
     directory = os.path.dirname(path) or "."
     fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=directory)
@@ -21,8 +35,53 @@ def write_atomic(path: str, data: bytes, mode: int = 0o600) -> None:
             handle.write(data)
             handle.flush()
             os.fsync(handle.fileno())
-        os.replace(tmp, path)
+        try:
+            os.replace(tmp, path)
+        except IsADirectoryError:
+            if not replace_directory:
+                raise
+            remove(path)
+            os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
         raise
+
+
+def read_state(path: str) -> bytes:
+    """The bytes of the regular file at ``path``, never following a symlink.
+
+    ``FileNotFoundError`` when nothing is there; another ``OSError`` when
+    something is there that is not a readable regular file (``ELOOP`` for a
+    symlink, ``EISDIR`` for a directory or anything else, ``EACCES``).
+    """
+    # O_NONBLOCK: a FIFO planted at the path must not hang the reader.
+    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW | os.O_NONBLOCK)
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise OSError(errno.EISDIR, "not a regular file", path)
+        chunks = []
+        while chunk := os.read(fd, 65536):
+            chunks.append(chunk)
+        return b"".join(chunks)
+    finally:
+        os.close(fd)
+
+
+def remove(path: str) -> bool:
+    """Remove whatever is at ``path``: a file or symlink (never its target), or a whole directory.
+
+    A directory is removed without following the symlinks inside it. Returns
+    whether something was there; other errors (``EACCES``, ``EROFS``) raise.
+    """
+    try:
+        mode = os.lstat(path).st_mode
+    except FileNotFoundError:
+        return False
+    if stat.S_ISDIR(mode):
+        with contextlib.suppress(FileNotFoundError):  # removed meanwhile: as good
+            shutil.rmtree(path)
+    else:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(path)
+    return True

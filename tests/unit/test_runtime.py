@@ -292,6 +292,78 @@ class TestGcStatus:
         assert env.runtime.version_info("first").supported_versions[-1] == "1.1.0"
 
 
+class TestDamagedCache:
+    """What the corruption campaign (tests/campaigns/corruption.py) found; each case once, without a kernel."""
+
+    def damage(self, env: Env, how: str, outside: Path) -> Path:
+        path = env.cache_file()
+        path.parent.mkdir(parents=True, exist_ok=True)
+        if how == "directory":
+            path.mkdir()
+            (path / "out").symlink_to(outside)
+        elif how == "symlink":
+            path.symlink_to(outside)
+        else:
+            path.write_text(how)
+        return path
+
+    @pytest.mark.parametrize("how", ["directory", "symlink", "[]", '{"kind": "cniCacheV1", "result": "x"}'])
+    def test_del_removes_whatever_is_at_the_path_and_never_follows_it(self, env: Env, tmp_path: Path, how: str) -> None:
+        outside = tmp_path / "outside"
+        outside.write_text(json.dumps({"kind": "cniCacheV1", "result": RESULT_040}))
+        path = self.damage(env, how, outside)
+        env.runtime.delete(env.network({"type": "first"}), env.rt)
+        assert "prevResult" not in env.calls()[0]["stdin"]  # a symlink's target is not read either
+        assert not os.path.lexists(path)
+        assert json.loads(outside.read_text())["result"] == RESULT_040
+
+    @pytest.mark.parametrize("how", ["directory", "symlink", "garbage", "[]", '{"kind": "cniCacheV1"}'])
+    def test_check_names_the_damaged_file(self, env: Env, tmp_path: Path, how: str) -> None:
+        outside = tmp_path / "outside"
+        outside.write_text(json.dumps(RESULT_040))
+        path = self.damage(env, how, outside)
+        with pytest.raises(CNIError) as info:
+            env.runtime.check(env.network({"type": "first"}), env.rt)
+        assert str(path) in info.value.msg
+        assert env.calls() == []
+
+    def test_add_replaces_a_directory_at_its_cache_path(self, env: Env, tmp_path: Path) -> None:
+        outside = tmp_path / "outside"
+        outside.write_text("canary")
+        path = self.damage(env, "directory", outside)
+        env.runtime.add(env.network({"type": "first", "result": RESULT_040}), env.rt)
+        assert json.loads(path.read_text())["kind"] == "cniCacheV1"
+        assert outside.read_text() == "canary"
+
+    @pytest.mark.parametrize(
+        "change",
+        [
+            {"containerId": ""},
+            {"ifName": 5},
+            {"cniArgs": 5},
+            {"capabilityArgs": []},
+            {"config": 7},
+            {"containerId": "other"},  # names another attachment than the file's own name
+        ],
+    )
+    def test_gc_dels_nothing_a_damaged_file_names(self, env: Env, change: dict[str, Any]) -> None:
+        network = env.network({"type": "first", "result": RESULT_110}, version="1.1.0")
+        env.runtime.add(network, env.rt)
+        data = json.loads(env.cache_file().read_text())
+        env.cache_file().write_text(json.dumps(data | change))
+        env.log.unlink()
+        env.runtime.gc(network, [])
+        assert [c["command"] for c in env.calls()] == ["GC"]
+
+    def test_gc_goes_on_to_the_plugins_when_the_cache_cannot_be_listed(self, env: Env) -> None:
+        env.cache_dir.mkdir()
+        (env.cache_dir / "results").write_text("not a directory")
+        with pytest.raises(CNIError) as info:
+            env.runtime.gc(env.network({"type": "first"}, version="1.1.0"), [])
+        assert "cannot list" in info.value.msg
+        assert [c["command"] for c in env.calls()] == ["GC"]
+
+
 class TestBuildConfig:
     def test_keys_sorted_unknown_kept_capabilities_kept(self) -> None:
         network = NetworkConfigList.from_bytes(

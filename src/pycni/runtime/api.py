@@ -167,9 +167,10 @@ class CNIRuntime:
     def delete(self, network: NetworkConfigList, rt: RuntimeConf, best_effort: bool = False) -> None:
         """DEL every plugin in reverse with the cached result; then drop the cache.
 
-        An unreadable cache is removed and DEL goes on without ``prevResult``
-        (libcni's "tolerate invalid cni cache"). On a plugin failure the cache
-        is kept so DEL can be retried. ``best_effort`` (cleaning up after a
+        An unreadable cache (garbage, a directory, a symlink, mode 000) is
+        removed and DEL goes on without ``prevResult`` (libcni's "tolerate
+        invalid cni cache"); plugins then find their state by container ID and
+        interface. On a plugin failure the cache is kept so DEL can be retried. ``best_effort`` (cleaning up after a
         failed ADD) goes on past a failing plugin and raises the errors at the end.
         """
         cached: Result | None = None
@@ -208,7 +209,12 @@ class CNIRuntime:
             return
         errors: list[CNIError] = []
         keep = set(valid or ())
-        for attachment in self.cache.attachments():
+        try:
+            attachments = self.cache.attachments()
+        except CNIError as error:  # the plugins' GC below still runs
+            attachments = []
+            errors.append(error)
+        for attachment in attachments:
             if attachment.network != network.name:
                 continue
             if valid is not None and (attachment.container_id, attachment.ifname) in keep:
