@@ -10,15 +10,21 @@
           replies to allowed addresses and traffic from them: accept
 
 The layout mirrors the reference iptables backend (CNI-FORWARD, CNI-ADMIN,
-CNI-ISOLATION-STAGE-1/2) in one nftables table. The last DEL drops the table.
+CNI-ISOLATION-STAGE-1/2) in one nftables table. Unlike it, nothing outlives
+its users: attachments are recorded per bridge (:mod:`pycni.nft.attachments`),
+a bridge's isolation rules go with its last attachment (a later network on
+that bridge with ``open`` is not isolated by a stale rule), and the table with
+the last attachment, including attachments without addresses (L2 only).
 """
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 from pycni import nft
+from pycni.nft import attachments
 from pycni.spec.result import IPInterface
 
 FAMILY = "inet"
@@ -67,12 +73,18 @@ def render_isolation(bridge: str, policy: str) -> list[str]:
 class State:
     present: bool  # the table and its chains exist: a transaction need only add
     elements: list[tuple[str, str, str]]  # (set, address, comment)
-    isolation_comments: set[str]
+    isolation: list[tuple[int, str]]  # (handle, comment) of the rules in ``isolation``
+    isolated: set[str]  # elements of ``isolated_bridges``
+
+    @property
+    def isolation_comments(self) -> set[str]:
+        return {comment for _, comment in self.isolation}
 
 
 def live_state() -> State:
     elements: list[tuple[str, str, str]] = []
-    isolation: set[str] = set()
+    isolation: list[tuple[int, str]] = []
+    isolated: set[str] = set()
     chains: set[str] = set()
     for obj in nft.list_objects("table", FAMILY, TABLE):
         if "chain" in obj:
@@ -83,34 +95,76 @@ def live_state() -> State:
                 elem = entry.get("elem", {}) if isinstance(entry, dict) else {}
                 if elem:
                     elements.append((body["name"], str(elem.get("val")), str(elem.get("comment", ""))))
+        elif body is not None and body.get("name") == "isolated_bridges":
+            isolated.update(str(entry) for entry in body.get("elem", []) if isinstance(entry, str))
         rule = obj.get("rule")
         if rule is not None and rule.get("chain") == "isolation":
-            isolation.add(str(rule.get("comment", "")))
-    return State({"admin", "isolation", "forward"} <= chains, elements, isolation)
+            isolation.append((int(rule["handle"]), str(rule.get("comment", ""))))
+    return State({"admin", "isolation", "forward"} <= chains, elements, isolation, isolated)
+
+
+def member(comment: str) -> str:
+    """An attachment's record name: its network tag, then a hash of its comment (which may not fit a file name)."""
+    return f"{comment.split(':', 1)[0]}-{hashlib.sha512(comment.encode()).hexdigest()[:32]}"
+
+
+def bridge_group(bridge: str) -> str:
+    """The record group of the attachments on ``bridge`` (whose isolation rules they share)."""
+    return f"bridge-{bridge}" if bridge else "no-bridge"
 
 
 def add(addresses: Sequence[IPInterface], comment: str, bridge: str, policy: str) -> None:
+    """Record the attachment under its bridge and allow its addresses (isolating the bridge if asked)."""
     with nft.locked(TABLE):
-        state = live_state()
-        lines = [] if state.present else render_base()
-        lines += [f"delete element {T} {s} {{ {a} }}" for s, a, c in state.elements if c == comment]
-        lines += render_allow(addresses, comment)
-        if policy in ("same-bridge", "isolated") and bridge and f"bridge:{bridge}" not in state.isolation_comments:
-            lines += render_isolation(bridge, policy)
-        nft.run("\n".join(lines) + "\n", "add firewall rules")
+        records = attachments.Records(TABLE)
+        group = bridge_group(bridge)
+        records.add(group, member(comment))
+        try:
+            state = live_state()
+            lines = [] if state.present else render_base()
+            lines += [f"delete element {T} {s} {{ {a} }}" for s, a, c in state.elements if c == comment]
+            lines += render_allow(addresses, comment)
+            if policy in ("same-bridge", "isolated") and bridge and f"bridge:{bridge}" not in state.isolation_comments:
+                lines += render_isolation(bridge, policy)
+            nft.run("\n".join(lines) + "\n", "add firewall rules")
+        except BaseException:
+            records.remove(member(comment), [group])
+            raise
 
 
-def remove(comments: set[str], action: str) -> None:
-    """Remove the elements with these comments; the table too once no container is left in it."""
+def remove(comments: set[str], action: str, network_tag: str = "", keep: set[str] | None = None) -> None:
+    """Forget these attachments and remove their elements, in one commit.
+
+    With ``network_tag`` and ``keep`` (GC), also every attachment of that
+    network whose comment is not in ``keep``. A bridge's isolation rules go
+    with its last attachment, the table with the last attachment of all.
+    """
     with nft.locked(TABLE):
+        records = attachments.Records(TABLE)
+        for comment in comments:
+            records.remove(member(comment))
+        if keep is not None:
+            kept = {member(comment) for comment in keep}
+            for group, members in records.groups().items():
+                for name in members:
+                    if name.startswith(f"{network_tag}-") and name not in kept:
+                        records.remove(name, [group])
+        used = records.groups()
         state = live_state()
-        mine = [(s, a) for s, a, c in state.elements if c in comments]
-        if not mine:
+        if not state.elements and not state.isolation and not state.present:
             return
-        if len(mine) == len(state.elements):
+        mine = [(s, a) for s, a, c in state.elements if c in comments]
+        if not used and len(mine) == len(state.elements):
             nft.run(f"delete table {T}\n", action)
-        else:
-            nft.run("".join(f"delete element {T} {s} {{ {a} }}\n" for s, a in mine), action)
+            return
+        lines = [f"delete element {T} {s} {{ {a} }}" for s, a in mine]
+        for bridge in sorted(state.isolated):
+            if bridge_group(bridge) not in used:
+                lines += [
+                    f"delete rule {T} isolation handle {h}" for h, c in state.isolation if c == f"bridge:{bridge}"
+                ]
+                lines.append(f'delete element {T} isolated_bridges {{ "{bridge}" }}')
+        nft.run("".join(line + "\n" for line in lines), action)
 
 
 def present(comment: str) -> set[str]:

@@ -7,7 +7,9 @@ isolated bridges, the bridge being ``prevResult.interfaces[0]`` as in Go.
 Differences: nftables instead of iptables/firewalld (``backend`` other than
 nftables is refused, the iptables admin-chain name is accepted and unused: the
 admin chain is ``admin`` in the table); DEL needs no ``prevResult`` because
-rules are found by their comment; GC removes stale attachments' rules.
+rules are found by their comment; GC removes stale attachments' rules; a
+bridge's isolation rules go with its last attachment and the table with the
+last of all (see :mod:`pycni.nft.firewall`).
 """
 
 from __future__ import annotations
@@ -83,10 +85,9 @@ def gc(args: CmdArgs) -> None:
     if listed is None:
         return
     keep = {comment_for(args.name, cid, ifname) for cid, ifname in listed}
-    tag = comment_for(args.name, "", "").split(":")[0] + ":"
-    stale = {c for _, _, c in table.live_state().elements if c.startswith(tag) and c not in keep}
-    if stale:
-        table.remove(stale, "garbage-collect firewall rules")
+    tag = comment_for(args.name, "", "").split(":")[0]
+    stale = {c for _, _, c in table.live_state().elements if c.startswith(f"{tag}:") and c not in keep}
+    table.remove(stale, "garbage-collect firewall rules", network_tag=tag, keep=keep)
 
 
 if __name__ == "__main__":

@@ -7,7 +7,9 @@ touched. Rules live in one nftables table of maps (see
 Differences from Go: nftables only (``backend: iptables`` and the
 iptables-only keys are refused with a message saying so); a host port that
 another container already holds is an error rather than a silently shadowed
-rule; GC removes the mappings of attachments that are no longer valid.
+rule; DEL removes the attachment's mappings even when the runtime sends it
+no ``portMappings``; GC removes the mappings of attachments that are no
+longer valid. The table goes with the last mapping.
 """
 
 from __future__ import annotations
@@ -155,12 +157,12 @@ def _enable_localhost_routing(addresses: list[IPInterface]) -> None:
 
 @plugin.delete
 def delete(args: CmdArgs) -> None:
-    """Remove the attachment's elements, found by comment; invalid mappings do not stop a DEL."""
-    try:
-        if not load_mappings(args):
-            return
-    except CNIError:
-        pass
+    """Remove the attachment's elements, found by comment, whatever ``runtimeConfig`` says.
+
+    Go returns at once from a DEL without ``portMappings``; a runtime that
+    sends them only with ADD (``pycni del`` or cnitool without CAP_ARGS) then
+    leaves the mappings, and the table, behind. Looking costs one listing.
+    """
     rules.remove({_comment(args)}, "remove port mappings")
 
 
