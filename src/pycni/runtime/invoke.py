@@ -19,6 +19,7 @@ from typing import Protocol
 
 from pycni.spec.args import format_pairs
 from pycni.spec.errors import CNIError, ErrorCode
+from pycni.spec.jsonutil import loads
 from pycni.spec.result import Result
 from pycni.spec.version import CURRENT_VERSION, LEGACY_VERSIONS
 
@@ -121,7 +122,7 @@ def plugin_error(returncode: int, stdout: bytes, stderr: bytes) -> CNIError:
             return CNIError(ErrorCode.INTERNAL, f"netplugin failed with no error message: {status}")
         return CNIError(ErrorCode.INTERNAL, f"netplugin failed: {stderr.decode(errors='replace').strip()!r}: {status}")
     try:
-        decoded = json.loads(stdout)
+        decoded = loads(stdout)
         if not isinstance(decoded, dict):
             raise ValueError("not a JSON object")
         return CNIError.from_dict(decoded)
@@ -141,7 +142,7 @@ def decode_result(stdout: bytes, config_version: str) -> Result:
     reply whose version belongs to another result family is an error.
     """
     try:
-        decoded = json.loads(stdout) if stdout.strip() else None
+        decoded = loads(stdout) if stdout.strip() else None
     except (ValueError, UnicodeDecodeError) as exc:
         raise CNIError(
             ErrorCode.DECODING_FAILURE, f"plugin printed something that is not a CNI result: {exc}"
@@ -178,7 +179,7 @@ class VersionInfo:
 def decode_version_info(stdout: bytes) -> VersionInfo:
     """A VERSION reply (``version.PluginDecoder``)."""
     try:
-        decoded = json.loads(stdout)
+        decoded = loads(stdout)
     except (ValueError, UnicodeDecodeError) as exc:
         raise CNIError(ErrorCode.DECODING_FAILURE, f"decoding version info: {exc}") from None
     if not isinstance(decoded, dict) or not decoded.get("cniVersion"):

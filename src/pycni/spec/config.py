@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from pycni.spec.errors import CNIError, ErrorCode
-from pycni.spec.jsonutil import type_name
+from pycni.spec.jsonutil import loads, type_name
 from pycni.spec.version import CURRENT_VERSION, VersionError, greater_than, highest
 
 
@@ -25,7 +25,7 @@ def _config_error(message: str) -> CNIError:
 def decode_json_object(data: bytes | str, what: str) -> dict[str, Any]:
     """Decode JSON that must be an object; code 6 with the parser's message if not."""
     try:
-        decoded = json.loads(data)
+        decoded = loads(data)
     except (ValueError, UnicodeDecodeError) as exc:
         raise CNIError(ErrorCode.DECODING_FAILURE, f"error parsing {what}: {exc}") from None
     if not isinstance(decoded, dict):

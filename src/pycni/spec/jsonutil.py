@@ -7,7 +7,20 @@ faithful reader looks a key up exactly first, then ignoring case.
 
 from __future__ import annotations
 
+import json
 from typing import Any
+
+
+def loads(data: str | bytes | bytearray) -> Any:
+    """``json.loads`` whose every failure is a ``ValueError`` (or ``UnicodeDecodeError``).
+
+    The decoder raises ``RecursionError`` on deeply nested input (a few thousand
+    ``[``), which callers catching ``ValueError`` would let through as a crash.
+    """
+    try:
+        return json.loads(data)
+    except RecursionError:
+        raise ValueError("JSON nested too deeply") from None
 
 
 def get_key(data: dict[str, Any], key: str, default: Any = None) -> Any:

@@ -22,7 +22,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from pycni.spec.errors import CNIError, ErrorCode
-from pycni.spec.jsonutil import get_key, type_name
+from pycni.spec.jsonutil import get_key, loads, type_name
 from pycni.spec.version import ALL_VERSIONS, LEGACY_VERSIONS
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
@@ -271,7 +271,7 @@ class Result:
     def from_json(cls, text: str | bytes, default_version: str = "") -> Result:
         """Decode a result; ``default_version`` is assumed if it names none."""
         try:
-            data = json.loads(text)
+            data = loads(text)
         except (ValueError, UnicodeDecodeError) as exc:
             raise _decode_error(f"decoding result: {exc}") from None
         return cls.from_dict(data, default_version)
@@ -337,9 +337,14 @@ class Result:
         converted.cni_version = version
         if version in LEGACY_VERSIONS and self.cni_version not in LEGACY_VERSIONS:
             converted._reduce_to_legacy()
+        elif version not in VERSIONS_1X and self.cni_version in VERSIONS_1X:
+            for interface in converted.interfaces:  # the 0.3.x/0.4.0 interface has no such fields
+                interface.mtu, interface.socket_path, interface.pci_id = 0, "", ""
         return converted
 
     def _reduce_to_legacy(self) -> None:
+        """What 0.1.0/0.2.0 can hold, as printing it would leave it: the first address of each family
+        and the plain routes of the families kept, IPv4 ones first (each family's block holds its own)."""
         first: dict[int, IPConfig] = {}
         for ip in self.ips:
             first.setdefault(ip.address.version, IPConfig(address=ip.address, gateway=ip.gateway))
@@ -347,7 +352,13 @@ class Result:
             raise CNIError(ErrorCode.INCOMPATIBLE_CNI_VERSION, "cannot convert: no valid IP addresses")
         self.interfaces = []
         self.ips = [first[family] for family in (4, 6) if family in first]
-        self.routes = [Route(dst=r.dst, gw=r.gw) for r in self.routes if r.dst.version in first]
+        self.routes = [
+            Route(dst=r.dst, gw=r.gw)
+            for family in (4, 6)
+            if family in first
+            for r in self.routes
+            if r.dst.version == family
+        ]
 
     def copy(self) -> Result:
         return Result(
@@ -366,6 +377,8 @@ class Result:
         if v in LEGACY_VERSIONS:
             for ip in result.ips:
                 key = f"ip{ip.address.version}"
+                if key in data:
+                    continue  # one address per family: the first, as converting down keeps
                 block: dict[str, Any] = {"ip": str(ip.address)}
                 if ip.gateway is not None:
                     block["gateway"] = str(ip.gateway)

@@ -31,7 +31,15 @@ def validate_network_name(name: str) -> None:
 def validate_interface_name(ifname: str) -> None:
     if not ifname:
         raise CNIError(ErrorCode.INVALID_ENVIRONMENT_VARIABLES, "interface name is empty")
-    if len(ifname.encode()) > MAX_INTERFACE_NAME_LENGTH:
+    try:
+        encoded = ifname.encode()
+    except UnicodeEncodeError:  # non-UTF-8 bytes in the environment arrive as lone surrogates
+        raise CNIError(
+            ErrorCode.INVALID_ENVIRONMENT_VARIABLES,
+            "interface name is not valid UTF-8",
+            f"CNI_IFNAME {ifname.encode('utf-8', 'surrogateescape')!r}",
+        ) from None
+    if len(encoded) > MAX_INTERFACE_NAME_LENGTH:
         raise CNIError(
             ErrorCode.INVALID_ENVIRONMENT_VARIABLES,
             "interface name is too long",
