@@ -167,7 +167,7 @@ class State:
         return {group for rule in self.rules if (group := rule.group) is not None}
 
 
-def _source_prefix(rule: Mapping[str, Any]) -> str:
+def source_prefix(rule: Mapping[str, Any]) -> str:
     """The ``saddr`` prefix a rule matches, from its JSON expression."""
     for expression in rule.get("expr", []):
         match = expression.get("match") if isinstance(expression, dict) else None
@@ -185,11 +185,7 @@ def live_state() -> State:
     chains, rules = nft.list_table(FAMILY, TABLE)
     return State(
         {CHAIN, "postrouting"} <= chains,
-        [
-            Rule(int(r["handle"]), str(r.get("comment", "")), _source_prefix(r))
-            for r in rules
-            if r.get("chain") == CHAIN
-        ],
+        [Rule(int(r["handle"]), str(r.get("comment", "")), source_prefix(r)) for r in rules if r.get("chain") == CHAIN],
     )
 
 
