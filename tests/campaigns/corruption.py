@@ -31,7 +31,7 @@ Kinds: ``empty``; ``truncated`` at a random offset; ``garbage`` (random bytes);
 ``json-shape`` (valid JSON of another shape); ``wrong-types`` (the real
 content with one value replaced by one of another type, or for the text
 formats a plausible wrong value: another family's address, the gateway,
-another attachment's owner line); ``directory`` (holding a copy of the file
+another attachment's owner line, a line naming nobody); ``directory`` (holding a copy of the file
 and a symlink out of the state directory); ``unreadable`` (mode 000, with the
 runtime and plugins run without CAP_DAC_OVERRIDE/CAP_DAC_READ_SEARCH, so the
 mode means what it says, as in a user namespace); ``symlink`` to a file
@@ -67,6 +67,10 @@ What "clean up" can mean when the state itself is garbage, and so what is checke
   namespace's values *where the saved state was readable*: for each entry of
   a ``sysctl`` object of string values in a regular file holding a JSON
   object; nothing can say what to restore from garbage.
+* A live attachment's reservation rewritten into a well-formed owner line of
+  another attachment is a lie no implementation can detect (GC or that other
+  DEL frees the address); ``reservation-live`` applies only damage that names
+  nobody, ``reservation`` (the deleted attachment's file) applies both.
 * A reservation file whose content no longer says whose it is (empty,
   garbage, unreadable, a directory, a symlink: host-local never makes those)
   may be a live attachment's, so its address stays taken ("kept") until a GC
@@ -597,9 +601,8 @@ class Case:
         live = [pod for pod in (b, n, m) if pod.result]
         self.check_gone(node, v, fresh, fresh_sysctls)
         self.check_live(node, live)
-        self.report.kept = sorted(
-            d.path.name for d in self.damaged if d.path.parent == node.hl_dir and os.path.lexists(d.path)
-        )
+        reservations = [d.path for d in self.damaged if self.target.startswith("reservation")]
+        self.report.kept = sorted(path.name for path in reservations if os.path.lexists(path))
 
         self.step(node.gc(None), must_succeed=True)  # DELs B, N and M through their cache files
         self.check_fresh(node, [b, v, n, m], fresh)
@@ -617,17 +620,21 @@ class Case:
         if target in ("reservation", "reservation-live"):
             owner, other = (v, b) if target == "reservation" else (b, v)
             ip = self.rng.choice(owner.ips)
-            wrong = [
+            wrong = [  # owner lines that name no attachment
                 f"{IFNAME}\r\n{owner.container_id}",
-                IFNAME,
                 f"{owner.container_id}\r\n",
                 f"{owner.container_id}\r\n{IFNAME}\r\nextra",
-                "12345",
-                str(ip),
+                f"{owner.container_id} \r\n{IFNAME}",
                 "\r\n",
-                owner_line(other.container_id),
-                owner_line(owner.container_id.upper()),
             ]
+            if target == "reservation":  # well-formed lines naming someone else: a lie about a live one is undetectable
+                wrong += [
+                    IFNAME,
+                    "12345",
+                    str(ip),
+                    owner_line(other.container_id),
+                    owner_line(owner.container_id.upper()),
+                ]
             return [damager.damage(node.reservation(ip), kind, "owner", wrong)]
         if target == "last-reserved":
             index = self.rng.randrange(2)

@@ -27,6 +27,7 @@ def exec_plugin(
     container_id: str = "c0",
     ifname: str = "eth0",
     cni_args: str = "",
+    prefix: tuple[str, ...] = (),
 ) -> tuple[int, Any]:
     env = {
         "CNI_COMMAND": command,
@@ -38,8 +39,9 @@ def exec_plugin(
         "PATH": "/usr/bin:/bin",
     }
     proc = subprocess.run(
-        [plugin], input=json.dumps(config).encode(), env=env, capture_output=True, check=False, timeout=30
+        [*prefix, plugin], input=json.dumps(config).encode(), env=env, capture_output=True, check=False, timeout=30
     )
+    assert b"Traceback" not in proc.stderr
     out = proc.stdout.decode()
     return proc.returncode, json.loads(out) if out.strip() else None
 
@@ -350,3 +352,98 @@ class TestGCAndStatus:
         rc, error = exec_plugin(ours, "STATUS", config("1.1.0", tmp_path / "blocker", subnet="10.66.0.0/24"))
         assert (rc, error["code"]) == (1, 50)
         assert "is not usable" in error["msg"]
+
+
+# Without CAP_DAC_OVERRIDE/CAP_DAC_READ_SEARCH, so that mode 000 means unreadable for root too.
+NO_DAC = ("setpriv", "--bounding-set=-dac_override,-dac_read_search", "--")
+
+
+def damage(path: Path, how: str, outside: Path) -> None:
+    """What tests/campaigns/corruption.py does to a state file, one kind at a time."""
+    original = path.read_bytes()
+    if how == "unreadable":
+        path.chmod(0)
+        return
+    path.unlink()
+    if how == "directory":
+        path.mkdir()
+        (path / "out").symlink_to(outside)
+    elif how == "symlink":
+        path.symlink_to(outside)
+    elif how == "truncated":
+        path.write_bytes(original[: len(original) // 2])
+    else:
+        path.write_bytes({"empty": b"", "garbage": b"\xff\x00garbage"}[how])
+
+
+class TestDamagedState:
+    """Regressions of the corruption campaign (tests/campaigns/corruption.py), each on the real executable."""
+
+    KINDS = ("empty", "truncated", "garbage", "directory", "unreadable", "symlink")
+
+    @pytest.mark.parametrize("how", KINDS)
+    def test_a_live_attachments_damaged_reservation_keeps_its_address(
+        self, ours: str, tmp_path: Path, how: str
+    ) -> None:
+        """GC once freed it (it named no valid attachment), and the next ADD handed it out twice."""
+        data = tmp_path / "data"
+        outside = tmp_path / "outside"
+        outside.write_text("live\r\neth0")
+        add = config("1.1.0", data, subnet="10.66.0.0/24")
+        rc, result = exec_plugin(ours, "ADD", add, "live")
+        assert rc == 0
+        address = result["ips"][0]["address"].split("/")[0]
+        damage(data / "hlnet" / address, how, outside)
+        gc = {**add, "cni.dev/valid-attachments": [{"containerID": "live", "ifname": "eth0"}]}
+        assert exec_plugin(ours, "GC", gc, prefix=NO_DAC) == (0, None)
+        assert os.path.lexists(data / "hlnet" / address)
+        rc, other = exec_plugin(ours, "ADD", add, "other", prefix=NO_DAC)
+        assert rc == 0 and other["ips"][0]["address"].split("/")[0] != address
+        assert exec_plugin(ours, "DEL", add, "live", prefix=NO_DAC) == (0, None)
+        # Told that nothing is valid, GC removes it, whatever it is, never through a symlink.
+        assert exec_plugin(ours, "GC", {**add, "cni.dev/valid-attachments": []}, prefix=NO_DAC) == (0, None)
+        assert ip_files(data) == []
+        assert outside.read_bytes() == b"live\r\neth0"
+
+    def test_gc_drops_a_stale_reservation_and_keeps_one_cut_from_a_valid_owner(self, ours: str, tmp_path: Path) -> None:
+        add = config("1.1.0", tmp_path, subnet="10.66.0.0/24")
+        for cid in ("stale", "live"):
+            assert exec_plugin(ours, "ADD", add, cid)[0] == 0
+        names = {state(tmp_path)[name]: name for name in ip_files(tmp_path)}
+        (tmp_path / "hlnet" / names[b"live\r\neth0"]).write_bytes(b"live\r\net")  # cut short
+        gc = {**add, "cni.dev/valid-attachments": [{"containerID": "live", "ifname": "eth0"}]}
+        assert exec_plugin(ours, "GC", gc) == (0, None)
+        assert [state(tmp_path)[name] for name in ip_files(tmp_path)] == [b"live\r\net"]
+
+    @pytest.mark.parametrize("how", ["directory", "unreadable", "symlink"])
+    def test_a_damaged_lock_is_replaced_never_followed(self, ours: str, tmp_path: Path, how: str) -> None:
+        """DEL and ADD failed with "cannot open lock file"; a symlink's target would have been created."""
+        data = tmp_path / "data"
+        add = config("1.1.0", data, subnet="10.66.0.0/24")
+        assert exec_plugin(ours, "ADD", add, "a")[0] == 0
+        lock = data / "hlnet" / "lock"
+        outside = tmp_path / "absent-target"
+        if how == "symlink":
+            lock.unlink()
+            lock.symlink_to(outside)  # dangling: O_CREAT would create it
+        else:
+            damage(lock, how, outside)
+        assert exec_plugin(ours, "DEL", add, "a", prefix=NO_DAC) == (0, None)
+        assert exec_plugin(ours, "ADD", add, "b", prefix=NO_DAC)[0] == 0
+        assert lock.is_file() and not lock.is_symlink() and not os.path.lexists(outside)
+        assert [state(data)[name] for name in ip_files(data)] == [b"b\r\neth0"]
+
+    @pytest.mark.parametrize("how", ["directory", "unreadable", "symlink", "garbage"])
+    def test_a_damaged_cursor_is_rewritten(self, ours: str, tmp_path: Path, how: str) -> None:
+        """A directory there failed every later ADD ("cannot write ... last_reserved_ip.0")."""
+        data = tmp_path / "data"
+        outside = tmp_path / "outside"
+        outside.write_text("10.66.0.200")
+        add = config("1.1.0", data, subnet="10.66.0.0/24")
+        assert exec_plugin(ours, "ADD", add, "a")[0] == 0
+        damage(data / "hlnet" / "last_reserved_ip.0", how, outside)
+        rc, result = exec_plugin(ours, "ADD", add, "b", prefix=NO_DAC)
+        assert rc == 0
+        assert result["ips"][0]["address"] == "10.66.0.3/24"  # the cursor read as absent: first free address
+        assert state(data)["last_reserved_ip.0"] == b"10.66.0.3"
+        assert outside.read_text() == "10.66.0.200"

@@ -10,6 +10,15 @@ Layout of ``<dataDir>/<network>/`` (so Go's host-local and ours can share it)::
 Every method that reads or changes reservations expects the caller to hold
 :meth:`Store.locked`; Go's host-local takes the same flock around each of its
 steps, so the two never interleave inside a step.
+
+Damage (issue 9's corruption campaign): a reservation is its *name*, so an
+entry named after an address keeps that address taken whatever it holds or
+is (garbage, a directory, a symlink, unreadable); it is never handed out
+twice. Files are read only as regular files (unlike Go, a symlink is never
+followed), so such an entry names no owner (:attr:`Reservation.owner` is
+``None``) and DEL cannot claim it; GC decides (``plugins/ipam/host_local``).
+The cursor and the lock hold nothing that matters beyond their existence:
+an unusable one is replaced (a symlink itself, never its target).
 """
 
 from __future__ import annotations
@@ -19,19 +28,25 @@ import errno
 import fcntl
 import ipaddress
 import os
+import stat
 from collections.abc import Iterator
 from dataclasses import dataclass
 
-from pycni.fsutil import write_atomic
+from pycni.fsutil import read_state, remove, write_atomic
 from pycni.ipam.config import parse_ip
 from pycni.spec import CNIError, ErrorCode
 from pycni.spec.result import IPAddress
+from pycni.spec.validate import validate_container_id, validate_interface_name
 
 DEFAULT_DATA_DIR = "/var/lib/cni/networks"
 LOCK_NAME = "lock"
 LAST_RESERVED_PREFIX = "last_reserved_ip."
 LINE_BREAK = "\r\n"
 LOCK_MODE = 0o750  # go-filemutex creates its file with 0750 ("mkdirPerm")
+LOCK_ATTEMPTS = 10
+# What opening the lock meets when something unusable sits at its path: a symlink (O_NOFOLLOW),
+# a directory (O_CREAT), a file this process may not open.
+UNUSABLE_LOCK = (errno.ELOOP, errno.EISDIR, errno.EACCES, errno.EPERM)
 
 
 def io_error(action: str, path: str, exc: OSError) -> CNIError:
@@ -45,12 +60,51 @@ def owner_key(container_id: str, ifname: str) -> str:
 
 @dataclass(frozen=True)
 class Reservation:
-    """One reserved address as found on disk; ``ifname`` is ``None`` for pre-0.7 files holding only the ID."""
+    """One entry named after an address, with its trimmed content (``None``: not a readable regular file)."""
 
     ip: IPAddress
     path: str
-    container_id: str
-    ifname: str | None
+    content: str | None
+
+    @property
+    def owner(self) -> tuple[str, str | None] | None:
+        """``(container ID, ifname)`` the content names, ifname ``None`` for pre-0.7 ID-only files;
+        ``None`` when it names no attachment (garbage, empty, unreadable, not a file)."""
+        if self.content is None:
+            return None
+        container_id, sep, ifname = self.content.partition(LINE_BREAK)
+        try:
+            validate_container_id(container_id)
+            if sep:
+                validate_interface_name(ifname)
+        except CNIError:
+            return None
+        return container_id, (ifname if sep else None)
+
+
+def _content(path: str) -> str | None:
+    """A reservation file's trimmed content (Go trims it too); ``None`` unless a readable regular file."""
+    try:
+        return read_state(path).decode("utf-8", "surrogateescape").strip()
+    except OSError:
+        return None
+
+
+def _is_at(fd: int, path: str) -> bool:
+    """Whether the open file ``fd`` is still the one at ``path``."""
+    try:
+        there = os.lstat(path)
+    except FileNotFoundError:
+        return False
+    here = os.fstat(fd)
+    return (here.st_dev, here.st_ino) == (there.st_dev, there.st_ino)
+
+
+def _replace_lock(path: str, why: OSError) -> None:
+    try:
+        write_atomic(path, b"", mode=LOCK_MODE, replace_directory=True)
+    except OSError as exc:
+        raise io_error(f"cannot open lock file ({why.strerror}) nor replace", path, exc) from None
 
 
 def _ip_of_name(name: str) -> IPAddress | None:
@@ -91,18 +145,43 @@ class Store:
             finally:
                 self._depth -= 1
             return
-        path = os.path.join(self.dir, LOCK_NAME)
+        fd = self._lock_fd(os.path.join(self.dir, LOCK_NAME))
         try:
-            fd = os.open(path, os.O_CREAT | os.O_RDONLY | os.O_CLOEXEC, LOCK_MODE)
-        except OSError as exc:
-            raise io_error("cannot open lock file", path, exc) from None
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX)
             self._depth = 1
             yield
         finally:
             self._depth = 0
             os.close(fd)  # closing the only descriptor drops the flock
+
+    @staticmethod
+    def _lock_fd(path: str) -> int:
+        """A descriptor holding the flock on the lock file at ``path``.
+
+        Something unusable at the path (a symlink, whose target go-filemutex
+        would create, a directory, a FIFO, an unreadable file) is replaced by
+        an empty file; after flock the descriptor must still be the file at
+        the path, else another process replaced it meanwhile and we lock that.
+        """
+        for _ in range(LOCK_ATTEMPTS):
+            try:
+                fd = os.open(path, os.O_CREAT | os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW | os.O_NONBLOCK, LOCK_MODE)
+            except OSError as exc:
+                if exc.errno not in UNUSABLE_LOCK:
+                    raise io_error("cannot open lock file", path, exc) from None
+                _replace_lock(path, exc)
+                continue
+            try:
+                if not stat.S_ISREG(os.fstat(fd).st_mode):
+                    _replace_lock(path, OSError(errno.EISDIR, "not a regular file"))
+                    continue
+                fcntl.flock(fd, fcntl.LOCK_EX)
+                if _is_at(fd, path):
+                    locked, fd = fd, -1
+                    return locked
+            finally:
+                if fd >= 0:
+                    os.close(fd)
+        raise CNIError(ErrorCode.IO_FAILURE, f"host-local: cannot lock {path}: it keeps being replaced")
 
     def _require_lock(self) -> None:
         if not self._depth:
@@ -133,7 +212,7 @@ class Store:
                 os.close(fd)
             last = os.path.join(self.dir, LAST_RESERVED_PREFIX + range_id)
             try:
-                write_atomic(last, str(ip).encode(), mode=0o600)
+                write_atomic(last, str(ip).encode(), mode=0o600, replace_directory=True)
             except OSError as exc:
                 raise io_error("cannot write", last, exc) from None
         except BaseException:
@@ -152,8 +231,7 @@ class Store:
         """The set's round-robin cursor; absent or unreadable means "start at the beginning"."""
         self._require_lock()
         try:
-            with open(os.path.join(self.dir, LAST_RESERVED_PREFIX + range_id), "rb") as handle:
-                text = handle.read().decode("ascii")
+            text = read_state(os.path.join(self.dir, LAST_RESERVED_PREFIX + range_id)).decode("ascii")
         except (OSError, UnicodeDecodeError):
             return None
         return parse_ip(text)
@@ -175,18 +253,16 @@ class Store:
         Go walks the directory tree the same way (``filepath.Walk``) and skips
         what it cannot read; skipping ``lock`` and ``last_reserved_ip.*`` keeps
         a container ID that looks like an address from matching a cursor.
+        Unlike Go, a symlink is not read through.
         """
         for root, _dirs, files in os.walk(self.dir):
             for name in sorted(files):
                 if name == LOCK_NAME or name.startswith(LAST_RESERVED_PREFIX):
                     continue
                 path = os.path.join(root, name)
-                try:
-                    with open(path, "rb") as handle:
-                        content = handle.read().decode("utf-8", "surrogateescape")
-                except OSError:
-                    continue
-                yield path, content.strip()
+                content = _content(path)
+                if content is not None:
+                    yield path, content
 
     def ips_of(self, container_id: str, ifname: str) -> list[IPAddress]:
         """Addresses held by this attachment, or by this container in the ID-only legacy format."""
@@ -229,39 +305,28 @@ class Store:
                 removed += 1
         return removed
 
-    def reservations(self) -> tuple[list[Reservation], list[str]]:
-        """Every reservation file (named after an address) with its owner, and read errors."""
+    def reservations(self) -> list[Reservation]:
+        """Every entry named after an address, whatever it is, with its content if readable."""
         self._require_lock()
-        found: list[Reservation] = []
-        errors: list[str] = []
         try:
             names = sorted(os.listdir(self.dir))
         except FileNotFoundError:
-            return found, errors
+            return []
         except OSError as exc:
             raise io_error("cannot list", self.dir, exc) from None
+        found = []
         for name in names:
             ip = _ip_of_name(name)
-            path = os.path.join(self.dir, name)
-            if ip is None or not os.path.isfile(path):
-                continue
-            try:
-                with open(path, "rb") as handle:
-                    content = handle.read().decode("utf-8", "surrogateescape").strip()
-            except OSError as exc:
-                errors.append(f"cannot read {path}: {exc.strerror or exc}")
-                continue
-            container_id, sep, ifname = content.partition(LINE_BREAK)
-            found.append(Reservation(ip, path, container_id, ifname if sep else None))
-        return found, errors
+            if ip is not None:
+                path = os.path.join(self.dir, name)
+                found.append(Reservation(ip, path, _content(path)))
+        return found
 
     def discard(self, reservation: Reservation) -> str | None:
-        """Remove one reservation file (GC); an error message instead of raising, so GC carries on."""
+        """Remove one reservation, whatever it became (GC); an error message instead of raising, so GC carries on."""
         self._require_lock()
         try:
-            os.unlink(reservation.path)
-        except FileNotFoundError:
-            return None
+            remove(reservation.path)
         except OSError as exc:
             return f"cannot remove {reservation.path}: {exc.strerror or exc}"
         return None

@@ -9,12 +9,13 @@ full). Errors keep Go's words in ``msg``; ``details`` names the key to fix.
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 
 from pycni.ipam.allocator import allocate
 from pycni.ipam.config import RequestedIP, ipam_section, parse_ip, parse_routes, read_resolv_conf, requested_ips
 from pycni.ipam.ranges import Range, RangeError, RangeSet, make_range, make_range_set
-from pycni.ipam.store import Store
+from pycni.ipam.store import Reservation, Store, owner_key
 from pycni.skel import CmdArgs, Plugin
 from pycni.spec import DNS, CNIError, ErrorCode, Fields, Result, Route
 from pycni.spec.fields import parse_cidr_field
@@ -22,6 +23,7 @@ from pycni.spec.jsonutil import type_name
 from pycni.spec.result import IPAddress
 from pycni.spec.version import greater_than_or_equal
 
+log = logging.getLogger(__name__)
 plugin = Plugin("host-local")
 
 EXAMPLE_RANGES = '[[{"subnet": "10.1.2.0/24"}]]'
@@ -220,29 +222,56 @@ def gc(args: CmdArgs) -> None:
     """Drop every reservation whose attachment is not in ``cni.dev/valid-attachments``.
 
     An ID-only legacy file survives if its container has any valid
-    attachment. Errors do not stop the sweep; they are reported together.
+    attachment. A reservation whose content says whose it is not (garbage,
+    empty, unreadable, a directory, a symlink) or could be a valid
+    attachment's cut short (it begins a valid owner line) may be a live
+    container's: it is kept, with a warning naming it, unless nothing is
+    valid at all, so that its address is never handed out twice. Errors do
+    not stop the sweep; they are reported together.
     """
     listed = args.valid_attachments()
     if listed is None:
         return  # no list: nothing is known to be stale
     valid = set(listed)
-    valid_ids = {container_id for container_id, _ifname in valid}
     store = store_for(args, ipam_section(args.fields))
     if not store.exists():
         return
+    errors: list[str] = []
     with store.locked():
-        reservations, errors = store.reservations()
-        for reservation in reservations:
-            if reservation.ifname is None:
-                keep = reservation.container_id in valid_ids
-            else:
-                keep = (reservation.container_id, reservation.ifname) in valid
-            if not keep:
+        for reservation in store.reservations():
+            verdict = gc_verdict(reservation, valid)
+            if verdict == "unknown":
+                log.warning(
+                    "host-local GC: keeping %s: it does not say which attachment holds %s; "
+                    "remove it by hand once no container uses that address",
+                    reservation.path,
+                    reservation.ip,
+                )
+            elif verdict == "stale":
                 error = store.discard(reservation)
                 if error:
                     errors.append(error)
     if errors:
         raise CNIError(ErrorCode.IO_FAILURE, "host-local GC: " + "; ".join(errors))
+
+
+def gc_verdict(reservation: Reservation, valid: set[tuple[str, str]]) -> str:
+    """``valid``, ``stale`` or ``unknown`` (kept: it may be a valid attachment's) for one reservation."""
+    if not valid:
+        return "stale"  # nothing is valid: whatever an entry holds, its address is free
+    owner = reservation.owner
+    if owner is None:
+        return "unknown"
+    container_id, ifname = owner
+    if ifname is None:
+        if any(container_id == valid_id for valid_id, _ifname in valid):
+            return "valid"
+    elif (container_id, ifname) in valid:
+        return "valid"
+    content = reservation.content or ""
+    if any(owner_key(*pair).startswith(content) for pair in valid):
+        return "unknown"  # a valid attachment's owner line, cut short
+    return "stale"
 
 
 @plugin.status
