@@ -566,12 +566,38 @@ def test_typed_fields_raise_only_cni_errors(value: Any, key: str) -> None:
         lambda: fields.ip(key),
         lambda: fields.cidr(key),
         lambda: fields.obj("nested").cidr(key),
+        lambda: fields.link_name(key),
         lambda: Fields(value),
     ]
     for read in readers:
         error = only_cni_errors(read)
         if error is not None:
             assert error.code == ErrorCode.INVALID_NETWORK_CONFIG
+
+
+@given(st.one_of(st.text(max_size=20), st.binary(max_size=20).map(os.fsdecode)))
+def test_config_link_names_are_what_the_kernel_takes(name: str) -> None:
+    """``Fields.link_name`` accepts exactly the names ``dev_valid_name`` accepts (and no NUL or
+    non-UTF-8, which cannot reach it intact); the runtime's CNI_IFNAME check agrees."""
+    try:
+        encoded = name.encode()
+    except UnicodeEncodeError:
+        encoded = None
+    valid = (
+        encoded is not None
+        and 0 < len(encoded) <= 15
+        and name not in (".", "..")
+        and not any(ch in "/:\x00" or ch.isspace() for ch in name)
+    )
+    error = only_cni_errors(lambda: Fields({"master": name}).link_name("master"))
+    assert (error is None) == (valid or name == "")
+    if error is not None:
+        assert error.code == ErrorCode.INVALID_NETWORK_CONFIG and error.msg.startswith("master: ")
+    env_error = only_cni_errors(lambda: validate_interface_name(name))
+    if valid:
+        assert env_error is None
+    elif encoded is None:
+        assert env_error is not None and env_error.code == ErrorCode.INVALID_ENVIRONMENT_VARIABLES
 
 
 @given(st.one_of(st.text(max_size=20), st.binary(max_size=20).map(os.fsdecode)))

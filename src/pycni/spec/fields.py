@@ -13,6 +13,7 @@ from typing import Any, TypeVar
 
 from pycni.spec.errors import CNIError, ErrorCode
 from pycni.spec.jsonutil import get_key, type_name
+from pycni.spec.validate import link_name_problem
 
 T = TypeVar("T")
 
@@ -73,6 +74,19 @@ class Fields:
             bounds = f"between {minimum} and {maximum}" if maximum is not None else f"at least {minimum}"
             raise CNIError(ErrorCode.INVALID_NETWORK_CONFIG, f"{self._path(key)}: must be {bounds}, got {value}")
         return value
+
+    def link_name(self, key: str, default: str = "") -> str:
+        """An interface name (``master``, ``bridge``, ...); ``default`` when absent or empty.
+
+        Checked as the kernel will check it, so a bad name is code 7 naming the key
+        instead of a netlink error (or a name silently cut at a NUL) later.
+        """
+        name = self.string(key) or default
+        problem = link_name_problem(name) if name else ""
+        if problem:
+            message = f"{self._path(key)}: {name!r} is not a valid interface name: {problem}"
+            raise CNIError(ErrorCode.INVALID_NETWORK_CONFIG, message)
+        return name
 
     def obj(self, key: str) -> Fields:
         value = self.raw(key)

@@ -51,3 +51,22 @@ def validate_interface_name(ifname: str) -> None:
         raise CNIError(
             ErrorCode.INVALID_ENVIRONMENT_VARIABLES, "interface name contains / or : or whitespace characters"
         )
+
+
+def link_name_problem(name: str) -> str:
+    """What makes ``name`` unusable as a Linux interface name (the kernel's ``dev_valid_name``,
+    plus what cannot reach it: a NUL would cut the name short, non-UTF-8 cannot be encoded);
+    empty if it is fine. For names in configs; ``CNI_IFNAME`` keeps the reference's messages."""
+    if not name:
+        return "it is empty"
+    try:
+        length = len(name.encode())
+    except UnicodeEncodeError:
+        return "it is not valid UTF-8"
+    if length > MAX_INTERFACE_NAME_LENGTH:
+        return f"it is {length} bytes long, at most {MAX_INTERFACE_NAME_LENGTH} are allowed"
+    if name in (".", ".."):
+        return "it is . or .."
+    if any(ch in "/:\x00" or ch.isspace() for ch in name):
+        return "it contains /, :, a NUL or whitespace"
+    return ""

@@ -51,7 +51,7 @@ def load_conf(args: CmdArgs, deleting: bool = False) -> HostDeviceConf:
     """
     conf = args.fields
     parsed = HostDeviceConf(
-        device=conf.string("device"),
+        device=conf.link_name("device"),
         hwaddr=conf.string("hwaddr"),
         kernelpath=conf.string("kernelpath"),
         pci_address=conf.string("pciBusID"),

@@ -43,7 +43,7 @@ def load_conf(args: CmdArgs) -> IpvlanConf:
     """The typed keys; nothing here touches the kernel, so DEL can always load them."""
     conf = args.fields
     return IpvlanConf(
-        master=conf.string("master"),
+        master=conf.link_name("master"),
         mode=conf.string("mode"),
         mtu=conf.integer("mtu"),
         link_in_container=conf.boolean("linkInContainer"),

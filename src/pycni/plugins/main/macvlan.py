@@ -44,7 +44,7 @@ def load_conf(args: CmdArgs) -> MacvlanConf:
     """The typed keys; nothing here touches the kernel (or CNI_ARGS), so DEL can always load them."""
     conf = args.fields
     return MacvlanConf(
-        master=conf.string("master"),
+        master=conf.link_name("master"),
         mode=conf.string("mode"),
         mtu=conf.integer("mtu"),
         link_in_container=conf.boolean("linkInContainer"),

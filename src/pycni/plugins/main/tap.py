@@ -47,7 +47,7 @@ def load_tap(args: CmdArgs) -> sublink.Tap:
 @plugin.add
 def add(args: CmdArgs) -> Result:
     spec = load_tap(args)
-    bridge = args.fields.string("bridge")
+    bridge = args.fields.link_name("bridge")
     dns = config_dns(args.fields)
     ipam = Ipam(args)
 
@@ -74,7 +74,7 @@ def add(args: CmdArgs) -> Result:
 
 @plugin.delete
 def delete(args: CmdArgs) -> None:
-    args.fields.string("bridge")
+    args.fields.link_name("bridge")
     Ipam(args).delete()
     delete_container_link(args)
 

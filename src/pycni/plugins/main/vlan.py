@@ -40,7 +40,7 @@ def load_conf(args: CmdArgs, validate: bool = True) -> VlanConf:
     """The typed keys, range-checked unless for DEL (which must clean up whatever the config says)."""
     conf = args.fields
     parsed = VlanConf(
-        master=conf.string("master"),
+        master=conf.link_name("master"),
         vlan_id=conf.integer("vlanId"),
         mtu=conf.integer("mtu"),
         link_in_container=conf.boolean("linkInContainer"),

@@ -38,11 +38,9 @@ class VrfConf:
 
 def load_conf(args: CmdArgs) -> VrfConf:
     conf = args.fields
-    name = conf.string("vrfname")
+    name = conf.link_name("vrfname")
     if not name:
         raise CNIError(ErrorCode.INVALID_NETWORK_CONFIG, "configuration is expected to have a valid vrf name")
-    if len(name.encode()) > 15 or "/" in name or name in (".", ".."):
-        raise CNIError(ErrorCode.INVALID_NETWORK_CONFIG, f"vrfname {name!r} is not a valid interface name")
     return VrfConf(name, conf.integer("table", minimum=0, maximum=vrfdev.MAX_TABLE))
 
 
