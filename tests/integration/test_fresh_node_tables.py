@@ -26,11 +26,10 @@ from typing import Any
 import pytest
 
 from pycni.cli.main import container_id_for
-from pycni.nft import attachments
 from tests.support.daemon import Daemon
 from tests.support.netns import NetnsPool, run
+from tests.support.records import attachment_records, netns_cookie
 
-ATTACHMENTS_ROOT = attachments.ROOT
 SETTLE_SECONDS = 5.0  # how long deferred clean-up may take on the daemon path
 
 
@@ -81,8 +80,7 @@ class Node:
             **path.env,
         }
         self.env.pop("PYCNI_NO_DAEMON" if path.name == "daemon" else "PYCNI_SOCKET", None)
-        probe = "from pycni.nft import attachments; print(attachments.netns_cookie())"
-        self.cookie = run(sys.executable, "-c", probe, netns=self.name).stdout.strip()
+        self.cookie = netns_cookie(self.name)
 
     def network(self, config: dict[str, Any]) -> str:
         (self.conf_dir / f"{config['name']}.conflist").write_text(json.dumps(config))
@@ -116,18 +114,7 @@ class Node:
         return run("nft", "list", "ruleset", netns=self.name).stdout
 
     def records(self) -> list[str]:
-        """pycni's attachment records for this namespace: named by its inode, holding its cookie.
-
-        A directory with the inode but another cookie is a dead namespace's (the kernel reuses inodes).
-        """
-        inode = os.stat(self.pool.path(self.name)).st_ino
-        found = []
-        for directory in glob.glob(os.path.join(ATTACHMENTS_ROOT, f"*-{inode}")):
-            cookie = Path(directory, attachments.COOKIE)
-            if cookie.exists() and cookie.read_text() != self.cookie:
-                continue
-            found += [directory, *glob.glob(os.path.join(directory, "**"), recursive=True)]
-        return sorted(os.path.relpath(path, ATTACHMENTS_ROOT) for path in found)
+        return attachment_records(self.name, self.cookie)
 
     def reservations(self) -> list[str]:
         """host-local's reserved addresses (its lock and last_reserved_ip files are bookkeeping)."""

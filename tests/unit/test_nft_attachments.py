@@ -15,12 +15,14 @@ def test_records_group_members_and_leave_nothing_when_emptied(tmp_path: Path) ->
     records.add("net-10.1.0.0_24", "b")
     records.add("net-fd01::_64", "a")
     assert records.groups() == {"net-10.1.0.0_24": {"a", "b"}, "net-fd01::_64": {"a"}}
-    records.remove("a")
+    assert records.remove("a") == ["net-fd01::_64"], "the groups it left empty"
     assert records.groups() == {"net-10.1.0.0_24": {"b"}}
-    assert not os.path.exists(os.path.join(records.path, "net-fd01::_64")), "an emptied group goes"
-    records.remove("b", ["net-10.1.0.0_24"])
+    records.tidy()
+    assert not os.path.exists(os.path.join(records.path, "net-fd01::_64")), "tidy removes an emptied group"
+    assert records.remove("b", ["net-10.1.0.0_24"]) == ["net-10.1.0.0_24"]
+    records.tidy()
     assert os.listdir(tmp_path) == [], "the last record takes the namespace's directory (and cookie) with it"
-    records.remove("b")  # idempotent, also with nothing there
+    assert records.remove("b") == []  # idempotent, also with nothing there
 
 
 def test_remove_by_prefix_leaves_other_networks(tmp_path: Path) -> None:

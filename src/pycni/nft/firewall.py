@@ -129,6 +129,7 @@ def add(addresses: Sequence[IPInterface], comment: str, bridge: str, policy: str
             nft.run("\n".join(lines) + "\n", "add firewall rules")
         except BaseException:
             records.remove(member(comment), [group])
+            records.tidy()
             raise
 
 
@@ -141,14 +142,15 @@ def remove(comments: set[str], action: str, network_tag: str = "", keep: set[str
     """
     with nft.locked(TABLE):
         records = attachments.Records(TABLE)
-        for comment in comments:
-            records.remove(member(comment))
+        emptied = [group for comment in comments for group in records.remove(member(comment))]
         if keep is not None:
             kept = {member(comment) for comment in keep}
             for group, members in records.groups().items():
                 for name in members:
                     if name.startswith(f"{network_tag}-") and name not in kept:
-                        records.remove(name, [group])
+                        emptied += records.remove(name, [group])
+        if emptied:
+            records.tidy()
         used = records.groups()
         state = live_state()
         if not state.elements and not state.isolation and not state.present:

@@ -227,6 +227,7 @@ def setup(addresses: Sequence[IPInterface], network: str, ifname: str, container
             nft.run(script, "set up ipMasq")
         except BaseException:
             records.remove(member, groups)
+            records.tidy()
             raise
         orphaned = orphans(state, records.groups())
     if orphaned:
@@ -259,22 +260,28 @@ def teardown(network: str, ifname: str, container_id: str, after_reply: Defer) -
     member = instance_hash(network, ifname, container_id)
     with nft.locked(TABLE):
         records = attachments.Records(TABLE)
-        records.remove(member, prefix=network_hash(network))
+        emptied = records.remove(member, prefix=network_hash(network))
         state = live_state()
         own = [rule for rule in state.rules if rule.comment.startswith(member)]
         orphaned = orphans(state, records.groups())
         if own:
             _delete(state, own + orphaned, "tear down ipMasq")
+            records.tidy()
             return
-    if orphaned:
+    if orphaned or emptied:
         after_reply(reap)
 
 
 def reap() -> None:
-    """Delete the subnet rules no attachment uses (the table with the last rule); safe to run late or twice."""
+    """Delete the subnet rules no attachment uses (the table with the last rule) and empty record groups.
+
+    Safe to run late or twice: it decides from what it finds under the lock.
+    """
     with nft.locked(TABLE):
+        records = attachments.Records(TABLE)
         state = live_state()
-        _delete(state, orphans(state, attachments.Records(TABLE).groups()), "remove unused ipMasq rules")
+        _delete(state, orphans(state, records.groups()), "remove unused ipMasq rules")
+        records.tidy()
 
 
 def gc(network: str, valid: Iterable[tuple[str, str]] | None) -> None:
@@ -301,3 +308,4 @@ def gc(network: str, valid: Iterable[tuple[str, str]] | None) -> None:
                 if rule.group is None and rule.comment.startswith(f"{tag}-") and rule.comment not in comments
             ]
         _delete(state, stale + orphans(state, records.groups()), "garbage-collect ipMasq")
+        records.tidy()
