@@ -458,3 +458,89 @@ def test_gc_removes_only_this_networks_stale_files(chain: Chain) -> None:
     go_written.unlink()
     for ctr in (keep, stale):
         chain.detach(ctr)
+
+
+# -- damaged saved values (regressions of tests/campaigns/corruption.py) -----------------------
+
+NO_DAC = ("setpriv", "--bounding-set=-dac_override,-dac_read_search", "--")
+
+
+@pytest.mark.parametrize("how", ["directory", "symlink", "garbage"])
+def test_add_replaces_damaged_state_and_del_restores_the_live_values(chain: Chain, tmp_path: Path, how: str) -> None:
+    """A directory at the path failed ADD and every DEL with a 999 IsADirectoryError; a symlink was read through."""
+    ctr, prev = chain.attach()
+    before = snapshot(ctr)
+    chain.state_dir.mkdir(parents=True)
+    path = chain.state_dir / f"cid-{ctr}_eth0.json"
+    outside = tmp_path / "outside.json"
+    outside.write_text(json.dumps({"mtu": 9000, "sysctl": {"net/core/somaxconn": "7"}}))
+    if how == "directory":
+        path.mkdir()
+        (path / "out").symlink_to(outside)
+    elif how == "symlink":
+        path.symlink_to(outside)
+    else:
+        path.write_bytes(b"\x00{garbage")
+    added = chain.call("ADD", chain.tuning(prev), ctr)
+    assert added.rc == 0, added.out
+    assert path.is_file() and not path.is_symlink()
+    assert chain.call("DEL", chain.tuning(added.out), ctr).rc == 0
+    assert snapshot(ctr) == before, "the live values were saved, not the symlink's"
+    assert chain.state_files() == []
+    assert json.loads(outside.read_text())["mtu"] == 9000
+    chain.detach(ctr)
+
+
+@pytest.mark.parametrize("how", ["directory", "unreadable", "symlink"])
+def test_del_removes_unreadable_state_and_succeeds(chain: Chain, tmp_path: Path, how: str) -> None:
+    """DEL failed (999 IsADirectoryError / PermissionError) and kept failing: a stuck attachment."""
+    ctr, prev = chain.attach()
+    added = chain.call("ADD", chain.tuning(prev), ctr)
+    assert added.rc == 0, added.out
+    (path,) = chain.state_dir.iterdir()
+    outside = tmp_path / "outside"
+    outside.write_text("canary")
+    if how == "unreadable":
+        path.chmod(0)
+    else:
+        path.unlink()
+        path.mkdir() if how == "directory" else path.symlink_to(outside)
+    env_prefix = NO_DAC if how == "unreadable" else ()
+    argv = [*env_prefix, os.path.join(chain.node.plugin_dir, "tuning")]
+    proc = subprocess.run(
+        ["ip", "netns", "exec", chain.node.name, *argv],
+        input=json.dumps(chain.tuning(added.out)).encode(),
+        env={
+            "CNI_COMMAND": "DEL",
+            "CNI_CONTAINERID": f"cid-{ctr}",
+            "CNI_NETNS": chain.node.pool.path(ctr),
+            "CNI_IFNAME": "eth0",
+            "CNI_PATH": chain.node.plugin_dir,
+            "PATH": "/usr/sbin:/usr/bin:/sbin:/bin",
+        },
+        capture_output=True,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stdout
+    assert b"nothing to restore" in proc.stderr
+    assert chain.state_files() == []
+    assert outside.read_text() == "canary"
+    chain.detach(ctr)
+
+
+def test_del_restores_what_a_damaged_file_still_says(chain: Chain) -> None:
+    ctr, prev = chain.attach()
+    before = snapshot(ctr)
+    added = chain.call("ADD", chain.tuning(prev), ctr)
+    assert added.rc == 0, added.out
+    (path,) = chain.state_dir.iterdir()
+    saved = json.loads(path.read_text())
+    path.write_text(json.dumps({**saved, "mtu": "big", "promisc": []}))
+    deleted = chain.call("DEL", chain.tuning(added.out), ctr)
+    assert deleted.rc == 0, deleted.out
+    assert "dropped" in deleted.stderr
+    after = snapshot(ctr)
+    assert {k: after[k] for k in SYSCTLS} == {k: before[k] for k in SYSCTLS}, "the sysctls were readable"
+    assert (after["mac"], after["txqlen"]) == (before["mac"], before["txqlen"])
+    assert chain.state_files() == [], "a damaged file is not kept for a retry"
+    chain.detach(ctr)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import errno
 import ipaddress
 import json
+import os
 import socket
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -299,16 +300,36 @@ def test_tuning_saved_file_reads_gos_and_writes_gos_keys() -> None:
     assert list(data) == ["mac", "promisc", "mtu", "allmulti", "txQLen", "sysctl", "network"]
     assert tuning.Saved.from_json(saved.to_json()) == saved
     with pytest.raises(ValueError):
-        tuning.Saved.from_json(b'{"mtu": "big"}')
+        tuning.Saved.from_json(b'["mtu"]')
+
+
+def test_tuning_saved_file_damaged_inside_keeps_what_is_readable() -> None:
+    """The corruption campaign's "wrong types": one bad field no longer loses every other one."""
+    damaged = b'{"mtu": "big", "mac": "zz", "promisc": [], "sysctl": {"net/core/somaxconn": "128", "net/x": 5}}'
+    saved = tuning.Saved.from_json(damaged)
+    assert (saved.mtu, saved.mac, saved.promisc) == (0, "", None)
+    assert saved.sysctl == {"net/core/somaxconn": "128"}
+    assert len(saved.problems) == 4
+    assert tuning.Saved.from_json(b'{"sysctl": []}').problems == [
+        "saved values.sysctl: expected an object, got array []"
+    ]
 
 
 def test_tuning_del_forgets_unusable_or_namespaceless_state(tmp_path: Path) -> None:
-    config = {"type": "tuning", "dataDir": str(tmp_path)}
-    corrupt = tmp_path / "cid1_eth0.json"
+    config = {"type": "tuning", "dataDir": str(tmp_path / "state")}
+    corrupt = tmp_path / "state" / "cid1_eth0.json"
+    corrupt.parent.mkdir()
     corrupt.write_text("{not json")
     args = make_args(config, "DEL")
     tuning.delete(args)
     assert not corrupt.exists()
+    outside = tmp_path / "outside"
+    outside.write_text('{"mtu": 1500}')
+    for damage in (corrupt.mkdir, lambda: corrupt.symlink_to(outside), lambda: os.mkfifo(corrupt)):
+        damage()
+        tuning.delete(args)  # nothing readable to restore: removed, a symlink itself
+        assert not os.path.lexists(corrupt)
+    assert outside.read_text() == '{"mtu": 1500}'
     corrupt.write_text('{"mtu": 1500}')
     args.netns = ""
     tuning.delete(args)

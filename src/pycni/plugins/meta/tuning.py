@@ -32,6 +32,14 @@ spells it (lower case, colons); DEL removes the file when the namespace or
 the interface is gone (Go keeps it forever) and keeps it only when a restore
 failed, for a retry; CHECK compares sysctl values ignoring whitespace
 differences (``ip_local_port_range``).
+
+A damaged saved file (issue 9's corruption campaign) is read field by field:
+what has the right type is restored, the rest is named in a warning. Only a
+regular file is read (a symlink is never followed: its target could be
+anyone's values); anything else at the path, or a file that is not a JSON
+object, holds nothing to restore. ADD then starts again from the live values
+and replaces whatever is there; DEL removes it (a directory whole, a symlink
+itself) and does not keep a damaged file for a retry.
 """
 
 from __future__ import annotations
@@ -39,14 +47,14 @@ from __future__ import annotations
 import contextlib
 import functools
 import json
+import logging
 import os
 import re
-import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from pycni.fsutil import write_atomic
+from pycni.fsutil import read_state, remove, write_atomic
 from pycni.net import link, netns, sysctl
 from pycni.net.link import LinkInfo
 from pycni.net.sublink import parse_mac
@@ -58,6 +66,7 @@ from pycni.spec.jsonutil import get_key
 if TYPE_CHECKING:
     from pyroute2 import IPRoute
 
+log = logging.getLogger(__name__)
 plugin = Plugin("tuning")
 
 DEFAULT_DATA_DIR = "/run/cni/tuning"
@@ -227,6 +236,7 @@ class Saved:
     txqlen: int | None = None
     sysctl: dict[str, str] = field(default_factory=dict)  # sysctl path under /proc/sys -> value
     network: str = ""
+    problems: list[str] = field(default_factory=list, compare=False)  # what a damaged file held that was dropped
 
     def to_json(self) -> bytes:
         data: dict[str, Any] = {}
@@ -248,23 +258,37 @@ class Saved:
 
     @classmethod
     def from_json(cls, text: bytes) -> Saved:
-        """Decode a saved file, Go's or ours; ``ValueError`` if it is not one."""
+        """Decode a saved file, Go's or ours, one field at a time.
+
+        A field of the wrong type is dropped and named in ``problems``, so the
+        rest can still be put back; ``ValueError`` if it is no JSON object.
+        """
         data = json.loads(text)
         if not isinstance(data, dict):
-            raise ValueError("not an object")
-        saved = Fields(data, "saved values")
-        try:
-            return cls(
-                mac=saved.string("mac"),
-                promisc=saved.boolean("promisc") if saved.has("promisc") else None,
-                mtu=saved.integer("mtu"),
-                allmulti=saved.boolean("allmulti") if saved.has("allmulti") else None,
-                txqlen=saved.integer("txQLen") if saved.has("txQLen") else None,
-                sysctl={k: str(v) for k, v in saved.obj("sysctl").data.items()},
-                network=saved.string("network"),
-            )
-        except CNIError as exc:
-            raise ValueError(exc.msg) from None
+            raise ValueError("not a JSON object")
+        fields = Fields(data, "saved values")
+        saved = cls()
+
+        def read(key: str, decode: Callable[[], Any], default: Any) -> Any:
+            try:
+                return decode() if fields.has(key) else default
+            except CNIError as exc:
+                saved.problems.append(exc.msg)
+                return default
+
+        saved.mac = read("mac", lambda: parse_mac(fields.string("mac")), "")
+        saved.promisc = read("promisc", lambda: fields.boolean("promisc"), None)
+        saved.mtu = read("mtu", lambda: fields.integer("mtu", minimum=0), 0)
+        saved.allmulti = read("allmulti", lambda: fields.boolean("allmulti"), None)
+        saved.txqlen = read("txQLen", lambda: fields.integer("txQLen", minimum=0, maximum=2**32 - 1), None)
+        saved.network = read("network", lambda: fields.string("network"), "")
+        table = read("sysctl", lambda: fields.obj("sysctl").data, {})
+        for key, value in table.items():
+            if isinstance(value, str):
+                saved.sysctl[key] = value
+            else:
+                saved.problems.append(f"saved values.sysctl.{key}: expected a string, got {value!r}")
+        return saved
 
 
 def saved_path(data_dir: str, container_id: str, ifname: str) -> str:
@@ -272,11 +296,21 @@ def saved_path(data_dir: str, container_id: str, ifname: str) -> str:
 
 
 def load_saved(path: str) -> Saved | None:
+    """The saved values at ``path``; ``None`` if nothing is there; ``ValueError`` if nothing can be read.
+
+    Only a regular file is read: a symlink is not followed, a directory or an
+    unreadable file holds nothing to restore.
+    """
     try:
-        with open(path, "rb") as handle:
-            return Saved.from_json(handle.read())
+        raw = read_state(path)
     except FileNotFoundError:
         return None
+    except OSError as exc:
+        raise ValueError(f"cannot read {path}: {exc.strerror or exc}") from None
+    try:
+        return Saved.from_json(raw)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise ValueError(f"{path} is not a tuning state file: {exc}") from None
 
 
 def capture(ipr: IPRoute, target: LinkInfo | None, conf: TuningConf, paths: dict[str, str], saved: Saved) -> None:
@@ -375,14 +409,20 @@ def save_and_apply(
     path = saved_path(conf.data_dir, args.container_id, args.ifname)
     try:
         saved = load_saved(path)
-    except ValueError:
-        saved = None  # unreadable leftovers: start again from the live values
+    except ValueError as exc:
+        log.warning("tuning: %s; starting again from the live values", exc)
+        saved = None  # unreadable leftovers
     existed = saved is not None
     saved = saved or Saved()
     saved.network = args.name
     capture(ipr, target, conf, paths, saved)
-    os.makedirs(conf.data_dir, mode=0o700, exist_ok=True)
-    write_atomic(path, saved.to_json())
+    try:
+        os.makedirs(conf.data_dir, mode=0o700, exist_ok=True)
+        write_atomic(path, saved.to_json(), replace_directory=True)
+    except OSError as exc:
+        raise CNIError(
+            ErrorCode.IO_FAILURE, f"tuning: cannot save the previous values to {path}: {exc.strerror}"
+        ) from None
     rollback.push("tuning changes", lambda: _undo(ipr, args.ifname, saved, path, existed))
 
     for key, sysctl_name in paths.items():
@@ -406,7 +446,7 @@ def _undo(ipr: IPRoute, ifname: str, saved: Saved, path: str, existed: bool) -> 
     if failures:
         raise CNIError(ErrorCode.INTERNAL, "; ".join(failures))
     if not existed:
-        os.unlink(path)
+        _remove(path)
 
 
 # -- DEL ---------------------------------------------------------------------
@@ -418,12 +458,13 @@ def delete(args: CmdArgs) -> None:
     path = saved_path(data_dir, args.container_id, args.ifname)
     try:
         saved = load_saved(path)
-    except ValueError:
+    except ValueError as exc:
+        log.warning("tuning: %s: nothing to restore", exc)
         _remove(path)  # not something we can act on; Go ignores it too
         return
     if saved is None:
         return  # nothing was saved, nothing to put back
-    failures: list[str] = []
+    failures = [f"dropped {problem}" for problem in saved.problems]
     if args.netns or args.netns_fd is not None:
         try:
             with (
@@ -431,19 +472,22 @@ def delete(args: CmdArgs) -> None:
                 netns.iproute(args.netns, ns_fd) as ipr,
                 netns.entered(args.netns, ns_fd),
             ):
-                failures = restore(ipr, args.ifname, saved)
+                failures += restore(ipr, args.ifname, saved)
         except netns.NetnsNotFound:
             pass  # the container is gone: nothing left to restore
     if failures:
-        # DEL never fails; keep the file so that a retried DEL can try again.
-        print(f"pycni tuning: {'; '.join(failures)}", file=sys.stderr)
-        return
+        log.warning("tuning: %s: %s", path, "; ".join(failures))
+    if failures and not saved.problems:
+        return  # DEL never fails; keep an intact file so that a retried DEL can try again
     _remove(path)
 
 
 def _remove(path: str) -> None:
-    with contextlib.suppress(FileNotFoundError):
-        os.unlink(path)
+    """Remove the saved file, whatever is at its path; DEL never fails over it."""
+    try:
+        remove(path)
+    except OSError as exc:
+        log.warning("tuning: cannot remove %s: %s", path, exc.strerror or exc)
 
 
 # -- CHECK -------------------------------------------------------------------
@@ -529,14 +573,16 @@ def gc(args: CmdArgs) -> None:
         names = os.listdir(data_dir)
     except FileNotFoundError:
         return
+    except OSError as exc:
+        raise CNIError(ErrorCode.IO_FAILURE, f"tuning GC: cannot list {data_dir}: {exc.strerror}") from None
     for name in names:
         if not name.endswith(".json") or name.startswith(".") or name in valid:
             continue
         path = os.path.join(data_dir, name)
         try:
             saved = load_saved(path)
-        except (ValueError, OSError):
-            continue
+        except ValueError:
+            continue  # names no network: it may be another network's; its DEL removes it
         if saved is not None and saved.network == args.name:
             _remove(path)
 
