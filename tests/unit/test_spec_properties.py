@@ -587,7 +587,7 @@ def test_config_link_names_are_what_the_kernel_takes(name: str) -> None:
         encoded is not None
         and 0 < len(encoded) <= 15
         and name not in (".", "..")
-        and not any(ch in "/:\x00" or ch.isspace() for ch in name)
+        and not any(ch in "/:%\x00" or ch.isspace() for ch in name)
     )
     error = only_cni_errors(lambda: Fields({"master": name}).link_name("master"))
     assert (error is None) == (valid or name == "")

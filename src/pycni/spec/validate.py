@@ -12,6 +12,7 @@ from pycni.spec.errors import CNIError, ErrorCode
 
 _VALID_NAME = re.compile(r"[a-zA-Z0-9][a-zA-Z0-9_.\-]*")
 MAX_INTERFACE_NAME_LENGTH = 15
+TEMPLATE_HINT = "the kernel takes a name with % as a template (eth%d) and picks another name"
 
 
 def validate_container_id(container_id: str) -> None:
@@ -51,6 +52,8 @@ def validate_interface_name(ifname: str) -> None:
         raise CNIError(
             ErrorCode.INVALID_ENVIRONMENT_VARIABLES, "interface name contains / or : or whitespace characters"
         )
+    if "%" in ifname:  # beyond Go: the kernel would create eth0 for eth%d, and the plugin not find it
+        raise CNIError(ErrorCode.INVALID_ENVIRONMENT_VARIABLES, "interface name contains %", TEMPLATE_HINT)
 
 
 def link_name_problem(name: str) -> str:
@@ -69,4 +72,6 @@ def link_name_problem(name: str) -> str:
         return "it is . or .."
     if any(ch in "/:\x00" or ch.isspace() for ch in name):
         return "it contains /, :, a NUL or whitespace"
+    if "%" in name:
+        return f"it contains %: {TEMPLATE_HINT}"
     return ""
