@@ -1,0 +1,54 @@
+"""A short run of the malformed-input campaign (``tests/campaigns/fuzz_plugins.py``) in make test.
+
+The full campaign (>= 1000 inputs) is the same script with a larger ``--count``; this run
+keeps make test fast with ~100 inputs and a time bound, over every plugin executable.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+CAMPAIGN = Path(__file__).resolve().parent.parent / "campaigns" / "fuzz_plugins.py"
+COUNT = int(os.environ.get("PYCNI_FUZZ_COUNT", "100"))
+SEED = os.environ.get("PYCNI_FUZZ_SEED", "make-test")
+
+# Crash classes in code this campaign's owner does not own, reported and awaiting a fix there:
+# (class, message pattern, file of the raising frame). Remove an entry once it is fixed.
+KNOWN: list[tuple[str, str, str]] = [
+    # json.loads in the SDK's config decoding lets RecursionError through (pycni.spec.jsonutil.loads maps it).
+    ("unexpected-exception", r"^RecursionError: ", "/pycni/skel/dispatch.py"),
+    # A NUL in dataDir reaches os.makedirs/open (tuning, host-local's store, flannel).
+    ("unexpected-exception", r"^ValueError: embedded null byte", "/pycni/plugins/meta/tuning.py"),
+]
+
+
+def known(entry: dict[str, object]) -> bool:
+    frame = str(entry.get("frame", ""))
+    return any(
+        entry["class"] == kind and re.match(pattern, str(entry["detail"])) and where in frame
+        for kind, pattern, where in KNOWN
+    )
+
+
+@pytest.mark.skipif(shutil.which("unshare") is None, reason="needs util-linux unshare")
+def test_malformed_inputs_get_cni_errors_and_leave_the_host_unchanged(tmp_path: Path) -> None:
+    report_path = tmp_path / "fuzz.json"
+    command = [sys.executable, str(CAMPAIGN), "--count", str(COUNT), "--seed", SEED, "--time-limit", "50"]
+    proc = subprocess.run(
+        [*command, "--json", str(report_path)], capture_output=True, text=True, timeout=600, check=False
+    )
+    assert report_path.exists(), f"campaign did not finish: {proc.stdout[-2000:]} {proc.stderr[-2000:]}"
+    report = json.loads(report_path.read_text())
+    assert report["inputs"] >= min(COUNT, 19), proc.stdout[-2000:]
+    assert len(report["per_plugin"]) == min(report["inputs"], 19), "every plugin executable gets inputs"
+    assert report["outcomes"].get("ADD succeeded", 0) > 0, "some inputs are valid, and those must work"
+    unexpected = [entry for entry in report["crash_classes"] if not known(entry)]
+    assert not unexpected, json.dumps(unexpected, indent=2, ensure_ascii=False)[:6000]
