@@ -8,13 +8,12 @@ be exactly Go's (an oracle below re-implements ``convertTo02x``/``convertFrom02x
 on the JSON). Configs, ``CNI_ARGS`` strings and capability arguments, valid,
 mutated or random, may only ever raise :class:`CNIError`.
 
-Profiles: ``pycni-fast`` (the default, derandomized, what ``make test`` runs) and
-``campaign`` (``HYPOTHESIS_PROFILE=campaign``: many more examples, random seed).
+Profiles (``tests/support/strategies.py``): ``pycni-fast`` (the default, derandomized, what
+``make test`` runs) and ``campaign`` (``HYPOTHESIS_PROFILE=campaign``: many more examples).
 """
 
 from __future__ import annotations
 
-import copy
 import ipaddress
 import json
 import os
@@ -23,7 +22,7 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import given
 from hypothesis import strategies as st
 
 from pycni.spec import DNS, CNIError, ErrorCode, Fields, Interface, IPConfig, NetworkConfigList, PluginConfig, Result
@@ -32,24 +31,7 @@ from pycni.spec.config import decode_json_object
 from pycni.spec.result import Route
 from pycni.spec.validate import validate_container_id, validate_interface_name, validate_network_name
 from pycni.spec.version import ALL_VERSIONS, CURRENT_VERSION, VersionError, parse_version
-
-settings.register_profile(
-    "pycni-fast",
-    max_examples=25,
-    deadline=None,
-    derandomize=True,
-    database=None,
-    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
-)
-settings.register_profile(
-    "campaign",
-    max_examples=2000,
-    deadline=None,
-    database=None,
-    print_blob=True,
-    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
-)
-settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "pycni-fast"))
+from tests.support.strategies import ints, json_values, mutated, only_cni_errors
 
 LEGACY = ("0.1.0", "0.2.0")
 V04X = ("0.3.0", "0.3.1", "0.4.0")
@@ -59,8 +41,6 @@ V1X = ("1.0.0", "1.1.0")
 # Strategies: results of every shape
 # ---------------------------------------------------------------------------
 
-# Go's int is 64 bits; JSON numbers outside it are not results Go could have written.
-ints = st.integers(min_value=-(2**63), max_value=2**63 - 1)
 small_text = st.text(max_size=12)
 # IPv4-mapped IPv6 addresses decode as IPv4 (Go's To4()), so they cannot round-trip as IPv6.
 ipv4 = st.ip_addresses(v=4)
@@ -315,89 +295,6 @@ def test_conversion_never_changes_the_original(result: Result, version: str) -> 
 # Strategies: JSON, valid documents, and mutations of them
 # ---------------------------------------------------------------------------
 
-odd_scalars = st.sampled_from(
-    [
-        "",
-        " ",
-        "0",
-        "-1",
-        "true",
-        "null",
-        "1.1.0",
-        "9.9.9",
-        "1.2.3.4",
-        "10.0.0.0/24",
-        "10.0.0.1/33",
-        "10.0.0.1/-1",
-        "10.0.0.1/٣",
-        "fd00::/129",
-        "::ffff:10.0.0.1/120",
-        "fe80::1%eth0",
-        "\x00",
-        "é",
-        "\ud800",
-        "\U0001d518\U0001d52b\U0001d526",
-        "a" * 5000,
-        0,
-        -1,
-        2**31,
-        2**63,
-        2**64,
-        10**100,
-        1e308,
-        0.5,
-        float("inf"),
-        True,
-        False,
-        None,
-    ]
-)
-json_scalars = st.one_of(st.none(), st.booleans(), ints, st.floats(), st.text(max_size=10), odd_scalars)
-json_values = st.recursive(
-    json_scalars,
-    lambda children: st.one_of(
-        st.lists(children, max_size=4), st.dictionaries(st.text(max_size=8), children, max_size=4)
-    ),
-    max_leaves=12,
-)
-
-
-def paths_of(value: Any, prefix: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
-    """Every path to a node of a decoded JSON document, the root included."""
-    found = [prefix]
-    if isinstance(value, dict):
-        for key, child in value.items():
-            found.extend(paths_of(child, (*prefix, key)))
-    elif isinstance(value, list):
-        for index, child in enumerate(value):
-            found.extend(paths_of(child, (*prefix, index)))
-    return found
-
-
-@st.composite
-def mutated(draw: st.DrawFn, documents: st.SearchStrategy[Any]) -> Any:
-    """A valid document with one to three nodes replaced, removed, renamed or nested deeper."""
-    doc = copy.deepcopy(draw(documents))
-    for _ in range(draw(st.integers(1, 3))):
-        path = draw(st.sampled_from(paths_of(doc)))
-        operation = draw(st.sampled_from(["replace", "delete", "case", "wrap"]))
-        if not path:
-            doc = draw(json_values) if operation == "replace" else [doc] if operation == "wrap" else doc
-            continue
-        parent = doc
-        for step in path[:-1]:
-            parent = parent[step]
-        key = path[-1]
-        if operation == "replace":
-            parent[key] = draw(json_values)
-        elif operation == "delete":
-            del parent[key]
-        elif operation == "case" and isinstance(key, str):
-            parent[key.swapcase()] = parent.pop(key)
-        elif operation == "wrap":
-            parent[key] = draw(st.sampled_from([[parent[key]], {"x": parent[key]}, str(parent[key])]))
-    return doc
-
 
 def result_documents() -> st.SearchStrategy[dict[str, Any]]:
     return st.builds(lambda model, version: born_at(model, version).to_dict(), models, st.sampled_from(ALL_VERSIONS))
@@ -422,17 +319,6 @@ conflists = st.fixed_dictionaries(
         "loadOnlyInlinedPlugins": st.booleans(),
     },
 )
-
-
-def only_cni_errors(call: Callable[[], object]) -> CNIError | None:
-    """Run ``call``; a ``CNIError`` is returned for inspection, any other exception fails the test."""
-    try:
-        call()
-    except CNIError as error:
-        assert isinstance(error.code, int) and error.msg, repr(error)
-        json.loads(error.to_json("1.1.0"))
-        return error
-    return None
 
 
 # ---------------------------------------------------------------------------

@@ -78,10 +78,11 @@ def read_resolv_conf(path: str, where: str = "ipam.resolvConf") -> DNS:
     try:
         with open(path, encoding="utf-8", errors="replace") as handle:
             return parse_resolv_conf(handle.read())
-    except OSError as exc:
+    except (OSError, ValueError) as exc:  # ValueError: a NUL in the path
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
         raise CNIError(
             ErrorCode.INVALID_NETWORK_CONFIG,
-            f"{where}: cannot read {path}: {exc.strerror or exc}; point it at a readable resolv.conf or remove it",
+            f"{where}: cannot read {path!r}: {reason}; point it at a readable resolv.conf or remove it",
         ) from None
 
 

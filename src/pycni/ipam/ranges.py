@@ -27,6 +27,12 @@ def address(version: int, value: int) -> IPAddress:
     return ipaddress.IPv4Address(value) if version == 4 else ipaddress.IPv6Address(value)
 
 
+def _cmp_key(ip: IPAddress) -> int:
+    """The order of Go's ``ip.Cmp``: both sides as 16 bytes, IPv4 as ``::ffff:a.b.c.d``, so a
+    start and an end of different families compare (ipaddress refuses to) as they do in Go."""
+    return int(ip) | 0xFFFF00000000 if ip.version == 4 else int(ip)
+
+
 @dataclass(frozen=True)
 class Range:
     """One canonical range: every field is set and consistent (build it with :func:`make_range`)."""
@@ -98,7 +104,7 @@ def make_range(
     def inside(ip: IPAddress, low: IPAddress | None, high: IPAddress | None) -> bool:
         if ip.version != network.version or ip not in network:
             return False
-        return (low is None or low <= ip) and (high is None or ip <= high)  # type: ignore[operator]
+        return (low is None or _cmp_key(low) <= _cmp_key(ip)) and (high is None or _cmp_key(ip) <= _cmp_key(high))
 
     if start is None:
         start = first
