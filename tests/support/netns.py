@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import uuid
 from collections.abc import Iterator
@@ -41,8 +42,34 @@ class NetnsPool:
             for pid in pids:
                 with suppress(ProcessLookupError, ValueError):
                     os.kill(int(pid), 9)
+            forget_namespace_state(self.path(name))
             run("ip", "netns", "del", name, check=False)
         self.names.clear()
+
+
+def forget_namespace_state(path: str) -> None:
+    """Remove what pycni keeps on disk per network namespace (nft locks, attachment records).
+
+    A node namespace deleted while containers are still attached leaves
+    them, keyed by its inode, until the kernel reuses that inode; a test
+    deleting its namespaces removes them so the machine is left as it was.
+    """
+    from pycni import nft
+    from pycni.nft import attachments
+
+    try:
+        inode = os.stat(path).st_ino
+    except OSError:
+        return
+    for directory, suffix in ((attachments.ROOT, f"-{inode}"), (nft.LOCK_DIR, f"-{inode}.lock")):
+        for entry in os.listdir(directory) if os.path.isdir(directory) else []:
+            if entry.endswith(suffix):
+                target = os.path.join(directory, entry)
+                if os.path.isdir(target):
+                    shutil.rmtree(target, ignore_errors=True)
+                else:
+                    with suppress(FileNotFoundError):
+                        os.unlink(target)
 
 
 @contextmanager
