@@ -453,6 +453,7 @@ def test_typed_fields_raise_only_cni_errors(value: Any, key: str) -> None:
         lambda: fields.cidr(key),
         lambda: fields.obj("nested").cidr(key),
         lambda: fields.link_name(key),
+        lambda: fields.os_string(key),
         lambda: Fields(value),
     ]
     for read in readers:

@@ -88,6 +88,23 @@ class Fields:
             raise CNIError(ErrorCode.INVALID_NETWORK_CONFIG, message)
         return name
 
+    def os_string(self, key: str, default: str = "") -> str:
+        """A string handed to the operating system (a path, an argument, a sysfs name).
+
+        A NUL would end it early there and a lone surrogate cannot be encoded for it, so
+        both are code 7 naming the key rather than a ValueError/UnicodeEncodeError later.
+        """
+        value = self.string(key, default)
+        try:
+            value.encode()
+        except UnicodeEncodeError:
+            problem = "is not valid UTF-8"
+        else:
+            problem = "contains a NUL character" if "\x00" in value else ""
+        if problem:
+            raise CNIError(ErrorCode.INVALID_NETWORK_CONFIG, f"{self._path(key)}: {value!r} {problem}")
+        return value
+
     def obj(self, key: str) -> Fields:
         value = self.raw(key)
         if value is not None and not isinstance(value, dict):

@@ -53,8 +53,8 @@ def load_conf(args: CmdArgs, deleting: bool = False) -> HostDeviceConf:
     parsed = HostDeviceConf(
         device=conf.link_name("device"),
         hwaddr=conf.string("hwaddr"),
-        kernelpath=conf.string("kernelpath"),
-        pci_address=conf.string("pciBusID"),
+        kernelpath=conf.os_string("kernelpath"),
+        pci_address=conf.os_string("pciBusID"),
         dns=config_dns(conf),
     )
     device_id = args.runtime_config("deviceID")

@@ -23,24 +23,28 @@ from pycni.plugins.common import (
     requested_mac,
 )
 from pycni.skel import CmdArgs, Plugin
-from pycni.spec import DNS, Interface, Result
+from pycni.spec import DNS, CNIError, ErrorCode, Interface, Result
 
 plugin = Plugin("tap")
 
 UINT32_MAX = 2**32 - 1
+MAX_MTU = 65535  # the kernel's ETH_MAX_MTU for a tap; above it netlink cannot even carry some values
 
 
 def load_tap(args: CmdArgs) -> sublink.Tap:
     """The tap's keys, typed (and the MAC normalised): configuration errors are code 7."""
     conf = args.fields
     mac = requested_mac(args, "mac")
+    mtu = conf.integer("mtu", minimum=0)
+    if mtu > MAX_MTU:
+        raise CNIError(ErrorCode.INVALID_NETWORK_CONFIG, f"mtu: {mtu} is above the largest a tap takes, {MAX_MTU}")
     return sublink.Tap(
-        mtu=conf.integer("mtu", minimum=0),
+        mtu=mtu,
         mac=sublink.parse_mac(mac) if mac else "",
         multi_queue=conf.boolean("multiQueue"),
         owner=conf.integer("owner", minimum=0, maximum=UINT32_MAX) if conf.has("owner") else None,
         group=conf.integer("group", minimum=0, maximum=UINT32_MAX) if conf.has("group") else None,
-        selinux_context=conf.string("selinuxContext"),
+        selinux_context=conf.os_string("selinuxContext"),
     )
 
 
