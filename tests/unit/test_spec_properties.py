@@ -28,6 +28,7 @@ from hypothesis import strategies as st
 from pycni.spec import DNS, CNIError, ErrorCode, Fields, Interface, IPConfig, NetworkConfigList, PluginConfig, Result
 from pycni.spec.args import format_pairs, load_args, split_pairs
 from pycni.spec.config import decode_json_object
+from pycni.spec.jsonutil import loads
 from pycni.spec.result import Route
 from pycni.spec.validate import validate_container_id, validate_interface_name, validate_network_name
 from pycni.spec.version import ALL_VERSIONS, CURRENT_VERSION, VersionError, parse_version
@@ -342,6 +343,19 @@ def test_result_decoding_raises_only_cni_errors(data: Any) -> None:
 @given(st.one_of(st.binary(max_size=200), st.builds(lambda d: json.dumps(d)[: len(json.dumps(d)) // 2], json_values)))
 def test_result_bytes_raise_only_cni_errors(text: bytes | str) -> None:
     only_cni_errors(lambda: Result.from_json(text))
+
+
+@given(json_values, st.text(alphabet=st.characters(min_codepoint=0xDC00, max_codepoint=0xDFFF), max_size=3))
+def test_json_is_decoded_as_go_decodes_it(value: Any, surrogates: str) -> None:
+    """``jsonutil.loads``: what ``json.loads`` gives, except that a lone surrogate is U+FFFD (Go's
+    rule), so no decoded string fails to encode as UTF-8 later."""
+    document = [value, surrogates, {surrogates: surrogates}]
+    for text in (json.dumps(document), json.dumps(document).encode()):
+        decoded = loads(text)
+        assert json.dumps(decoded, ensure_ascii=False).encode()  # every string encodes
+        if not surrogates and not any(0xD800 <= ord(c) <= 0xDFFF for c in json.dumps(value, ensure_ascii=False)):
+            assert decoded == json.loads(text)
+    assert loads(json.dumps(surrogates))[: len(surrogates)] == "\ufffd" * len(surrogates)
 
 
 @pytest.mark.parametrize("depth", [100, 5000, 100_000])
