@@ -1,0 +1,378 @@
+"""The datastore in one sqlite file: etcd's semantics on one machine, shared by its processes.
+
+Several agents and CLIs on one machine (one per node namespace in a test or a
+lab) open the same file. sqlite serialises writers across processes
+(``BEGIN IMMEDIATE`` takes the write lock before anything is read, so a
+read-then-write cannot deadlock), and WAL mode lets readers and the watchers'
+polls run while one writes. Tables (prefixed, so they can share a file with
+other tables):
+
+* ``kv_data``: the live keys with etcd's counters and ``expires_at``
+  (wall-clock seconds, NULL: never expires);
+* ``kv_log``: every event, ``(revision, key)``, with the new and the previous value;
+* ``kv_meta``: ``revision`` (the store's, bumped once per write transaction),
+  ``compact_revision`` (the log holds every revision from it on).
+
+Revisions are assigned inside the writer's transaction, so a reader that saw
+revision N has seen every change up to N: a watch can never skip one.
+
+Expiry: whoever writes, or reads and finds a key past ``expires_at``, deletes
+it and logs its DELETE in one write transaction, so every watcher of every
+process sees one DELETE, exactly once. An idle watcher's poll does the same
+after a cheap check, so expiries reach watchers in real time.
+
+The log is pruned to the last ``keep_revisions`` revisions (an automatic
+:meth:`compact`); a watch from before that raises ``Compacted``.
+"""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Any
+
+from pycni.datastore.base import ClosingMixin
+from pycni.datastore.errors import (
+    Compacted,
+    InvalidArgument,
+    Unavailable,
+    already_exists,
+    conflict,
+    not_found,
+)
+from pycni.datastore.keys import check_key, check_prefix, check_revision, check_ttl, check_value, prefix_end
+from pycni.datastore.model import Event, EventType, KeyValue, Listing, tombstone
+from pycni.datastore.watch import Batches, Watch
+
+SCHEMA_VERSION = 1
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS kv_data (
+    key TEXT PRIMARY KEY,
+    value TEXT NOT NULL,
+    create_revision INTEGER NOT NULL,
+    mod_revision INTEGER NOT NULL,
+    version INTEGER NOT NULL,
+    expires_at REAL
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS kv_data_expiry ON kv_data (expires_at) WHERE expires_at IS NOT NULL;
+CREATE TABLE IF NOT EXISTS kv_log (
+    revision INTEGER NOT NULL,
+    key TEXT NOT NULL,
+    kind TEXT NOT NULL CHECK (kind IN ('PUT', 'DELETE')),
+    value TEXT, create_revision INTEGER, version INTEGER, expires_at REAL,
+    prev_value TEXT, prev_create_revision INTEGER, prev_mod_revision INTEGER, prev_version INTEGER,
+    prev_expires_at REAL,
+    PRIMARY KEY (revision, key)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS kv_meta (name TEXT PRIMARY KEY, value INTEGER NOT NULL);
+INSERT OR IGNORE INTO kv_meta (name, value) VALUES ('revision', 0), ('compact_revision', 0), ('schema', 1);
+"""
+_COLUMNS = "key, value, create_revision, mod_revision, version, expires_at"
+_LOG_COLUMNS = (
+    "revision, key, kind, value, create_revision, version, expires_at, "
+    "prev_value, prev_create_revision, prev_mod_revision, prev_version, prev_expires_at"
+)
+BUSY_TIMEOUT = 10.0  # seconds a writer waits for another process's transaction before Unavailable
+PRUNE_EVERY = 100  # revisions between automatic prunes of the log
+
+
+def _row_kv(row: tuple[Any, ...]) -> KeyValue:
+    key, value, create_revision, mod_revision, version, expires_at = row
+    return KeyValue(key, value, create_revision, mod_revision, version, expires_at=expires_at)
+
+
+def _log_event(row: tuple[Any, ...]) -> Event:
+    revision, key, kind, value, create_revision, version, expires_at = row[:7]
+    prev_value, prev_create, prev_mod, prev_version, prev_expires = row[7:]
+    prev = None
+    if prev_mod is not None:
+        prev = KeyValue(key, prev_value, prev_create, prev_mod, prev_version, expires_at=prev_expires)
+    if kind == "DELETE":
+        return Event(EventType.DELETE, tombstone(key, revision), prev)
+    return Event(EventType.PUT, KeyValue(key, value, create_revision, revision, version, expires_at=expires_at), prev)
+
+
+class SqliteDatastore(ClosingMixin):
+    """The :class:`~pycni.datastore.Datastore` contract on a local sqlite file."""
+
+    def __init__(
+        self,
+        path: str,
+        *,
+        poll_interval: float = 0.1,
+        keep_revisions: int = 10000,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.path = path
+        self.poll_interval = poll_interval
+        self.keep_revisions = keep_revisions
+        self.clock = clock  # wall clock: expiry times are shared between processes
+        self._lock = threading.Lock()
+        self._closed = False
+        try:
+            os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+            self._db = sqlite3.connect(path, timeout=BUSY_TIMEOUT, isolation_level=None, check_same_thread=False)
+        except (OSError, sqlite3.Error) as error:
+            raise Unavailable(
+                f"cannot open the datastore file {path}: {error}; check the path and its permissions"
+            ) from None
+        try:
+            with self._guard() as db:
+                db.execute("PRAGMA journal_mode=WAL")  # persistent in the file; a no-op once set
+                db.executescript("BEGIN IMMEDIATE;" + _SCHEMA + "COMMIT;")
+                row = db.execute("SELECT value FROM kv_meta WHERE name = 'schema'").fetchone()
+            if row is None or int(row[0]) != SCHEMA_VERSION:
+                raise Unavailable(
+                    f"the datastore file {path} has schema {row and row[0]}, this pycni reads {SCHEMA_VERSION}"
+                )
+        except BaseException:
+            self.close()
+            raise
+
+    # -- plumbing ---------------------------------------------------------------
+
+    @contextmanager
+    def _guard(self) -> Iterator[sqlite3.Connection]:
+        """The connection, for one thread at a time; sqlite errors become Unavailable."""
+        with self._lock:
+            if self._closed:
+                raise Unavailable(f"the datastore {self.path} is closed")
+            try:
+                yield self._db
+            except BaseException as error:
+                if self._db.in_transaction:
+                    self._db.rollback()
+                if isinstance(error, sqlite3.Error):
+                    raise Unavailable(f"datastore {self.path}: {error}") from None
+                raise
+
+    @contextmanager
+    def _transaction(self, write: bool) -> Iterator[sqlite3.Connection]:
+        """One snapshot (deferred BEGIN), or the write lock first (BEGIN IMMEDIATE) with due expiries swept."""
+        with self._guard() as db:
+            db.execute("BEGIN IMMEDIATE" if write else "BEGIN")
+            if write:
+                self._sweep(db)
+            yield db
+            db.execute("COMMIT")
+
+    @staticmethod
+    def _meta(db: sqlite3.Connection, name: str) -> int:
+        row = db.execute("SELECT value FROM kv_meta WHERE name = ?", (name,)).fetchone()
+        return int(row[0]) if row else 0
+
+    def _bump(self, db: sqlite3.Connection) -> int:
+        row = db.execute("UPDATE kv_meta SET value = value + 1 WHERE name = 'revision' RETURNING value").fetchone()
+        revision = int(row[0])
+        if revision % PRUNE_EVERY == 0 and revision > self.keep_revisions:
+            self._compact(db, revision - self.keep_revisions)
+        return revision
+
+    @staticmethod
+    def _compact(db: sqlite3.Connection, revision: int) -> None:
+        db.execute("DELETE FROM kv_log WHERE revision < ?", (revision,))
+        db.execute(
+            "UPDATE kv_meta SET value = max(value, ?) WHERE name = 'compact_revision'",
+            (revision,),
+        )
+
+    @staticmethod
+    def _log(
+        db: sqlite3.Connection, revision: int, kind: str, key: str, new: KeyValue | None, prev: KeyValue | None
+    ) -> None:
+        db.execute(
+            f"INSERT INTO kv_log ({_LOG_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (
+                revision,
+                key,
+                kind,
+                *((new.value, new.create_revision, new.version, new.expires_at) if new else (None,) * 4),
+                *(
+                    (prev.value, prev.create_revision, prev.mod_revision, prev.version, prev.expires_at)
+                    if prev
+                    else (None,) * 5
+                ),
+            ),
+        )
+
+    def _sweep(self, db: sqlite3.Connection) -> None:
+        """Delete the keys past their expiry, each in its own revision (as etcd revokes each lease)."""
+        rows = db.execute(
+            f"DELETE FROM kv_data WHERE expires_at IS NOT NULL AND expires_at <= ? RETURNING {_COLUMNS}",
+            (self.clock(),),
+        ).fetchall()
+        for kv in sorted(map(_row_kv, rows), key=lambda kv: (kv.expires_at or 0.0, kv.key)):
+            self._log(db, self._bump(db), "DELETE", kv.key, None, kv)
+
+    def _due(self, db: sqlite3.Connection) -> bool:
+        row = db.execute(
+            "SELECT 1 FROM kv_data WHERE expires_at IS NOT NULL AND expires_at <= ? LIMIT 1", (self.clock(),)
+        ).fetchone()
+        return row is not None
+
+    def _read(self, query: Callable[[sqlite3.Connection], Any]) -> Any:
+        """``query`` on one snapshot in which nothing is past its expiry.
+
+        Usually one read transaction; if a key is due, the read is redone in a
+        write transaction after sweeping it, so the answer and its revision agree.
+        """
+        with self._transaction(write=False) as db:
+            if not self._due(db):
+                return query(db)
+        with self._transaction(write=True) as db:
+            return query(db)
+
+    def _current(self, db: sqlite3.Connection, key: str) -> KeyValue | None:
+        row = db.execute(f"SELECT {_COLUMNS} FROM kv_data WHERE key = ?", (key,)).fetchone()
+        return _row_kv(row) if row else None
+
+    def _range(self, prefix: str) -> tuple[str, tuple[str, ...]]:
+        """The WHERE clause and arguments selecting the keys under ``prefix`` (index-friendly)."""
+        end = prefix_end(prefix)
+        if end is None:
+            return "key >= ?", (prefix,)
+        return "key >= ? AND key < ?", (prefix, end)
+
+    def _write(self, db: sqlite3.Connection, key: str, value: str, ttl: int | None, prev: KeyValue | None) -> KeyValue:
+        revision = self._bump(db)
+        kv = KeyValue(
+            key,
+            value,
+            create_revision=prev.create_revision if prev else revision,
+            mod_revision=revision,
+            version=prev.version + 1 if prev else 1,
+            expires_at=self.clock() + ttl if ttl else None,
+        )
+        db.execute(
+            f"INSERT INTO kv_data ({_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (key) DO UPDATE SET "
+            "value = excluded.value, mod_revision = excluded.mod_revision, version = excluded.version, "
+            "expires_at = excluded.expires_at",
+            (kv.key, kv.value, kv.create_revision, kv.mod_revision, kv.version, kv.expires_at),
+        )
+        self._log(db, revision, "PUT", key, kv, prev)
+        return kv
+
+    # -- reads ------------------------------------------------------------------
+
+    def get(self, key: str) -> KeyValue | None:
+        check_key(key)
+        kv: KeyValue | None = self._read(lambda db: self._current(db, key))
+        return kv
+
+    def list(self, prefix: str) -> Listing:
+        where, args = self._range(check_prefix(prefix))
+
+        def query(db: sqlite3.Connection) -> Listing:
+            rows = db.execute(f"SELECT {_COLUMNS} FROM kv_data WHERE {where} ORDER BY key", args).fetchall()
+            return [_row_kv(row) for row in rows], self._meta(db, "revision")
+
+        listing: Listing = self._read(query)
+        return listing
+
+    def revision(self) -> int:
+        revision: int = self._read(lambda db: self._meta(db, "revision"))
+        return revision
+
+    # -- writes -----------------------------------------------------------------
+
+    def create(self, key: str, value: str, ttl: int | None = None) -> KeyValue:
+        check_value(check_key(key), value)
+        ttl = check_ttl(ttl)
+        with self._transaction(write=True) as db:
+            existing = self._current(db, key)
+            if existing is not None:
+                raise already_exists(key, existing)
+            return self._write(db, key, value, ttl, None)
+
+    def update(self, key: str, value: str, revision: int, ttl: int | None = None) -> KeyValue:
+        check_value(check_key(key), value)
+        ttl, revision = check_ttl(ttl), check_revision(revision)
+        with self._transaction(write=True) as db:
+            current = self._current(db, key)
+            if current is None:
+                raise not_found(key)
+            if current.mod_revision != revision:
+                raise conflict(key, revision, current)
+            return self._write(db, key, value, ttl, current)
+
+    def put(self, key: str, value: str, ttl: int | None = None) -> KeyValue:
+        check_value(check_key(key), value)
+        ttl = check_ttl(ttl)
+        with self._transaction(write=True) as db:
+            return self._write(db, key, value, ttl, self._current(db, key))
+
+    def delete(self, key: str, revision: int | None = None) -> KeyValue:
+        check_key(key)
+        if revision is not None:
+            check_revision(revision)
+        with self._transaction(write=True) as db:
+            current = self._current(db, key)
+            if current is None:
+                raise not_found(key)
+            if revision is not None and current.mod_revision != revision:
+                raise conflict(key, revision, current)
+            db.execute("DELETE FROM kv_data WHERE key = ?", (key,))
+            self._log(db, self._bump(db), "DELETE", key, None, current)
+            return current
+
+    def delete_prefix(self, prefix: str) -> int:
+        where, args = self._range(check_prefix(prefix))
+        with self._transaction(write=True) as db:
+            rows = db.execute(f"DELETE FROM kv_data WHERE {where} RETURNING {_COLUMNS}", args).fetchall()
+            if not rows:
+                return 0
+            revision = self._bump(db)
+            for kv in sorted(map(_row_kv, rows), key=lambda kv: kv.key):
+                self._log(db, revision, "DELETE", kv.key, None, kv)
+            return len(rows)
+
+    # -- history ----------------------------------------------------------------
+
+    def watch(self, prefix: str, since_revision: int) -> Watch:
+        check_prefix(prefix)
+        check_revision(since_revision, "watch revision")
+        return Watch(prefix, since_revision, lambda watch: self._batches(watch, prefix, since_revision))
+
+    def _batches(self, watch: Watch, prefix: str, since: int) -> Batches:
+        where, args = self._range(prefix)
+        while not watch.closed:
+            with self._transaction(write=False) as db:  # one snapshot: the compaction mark, the log, the revision
+                due = self._due(db)
+                compacted = self._meta(db, "compact_revision")
+                if since + 1 < compacted:
+                    raise Compacted(
+                        f"the datastore log of {self.path} was pruned to revisions from {compacted}; cannot watch "
+                        f"from {since}: re-list and watch from the list's revision",
+                        since,
+                        compacted,
+                    )
+                rows = db.execute(
+                    f"SELECT {_LOG_COLUMNS} FROM kv_log WHERE revision > ? AND {where} ORDER BY revision, key",
+                    (since, *args),
+                ).fetchall()
+                since = max(since, self._meta(db, "revision"))
+            if rows:
+                yield [_log_event(row) for row in rows]
+            elif due:  # an idle store: this poll turns the expiry into its DELETE, seen on the next pass
+                with self._transaction(write=True):
+                    pass  # the write transaction sweeps when it begins
+            else:
+                watch.wait(self.poll_interval)
+
+    def compact(self, revision: int) -> None:
+        check_revision(revision, "compaction revision")
+        with self._transaction(write=True) as db:
+            current = self._meta(db, "revision")
+            if revision > current:
+                raise InvalidArgument(f"cannot compact {self.path} to revision {revision}: the store is at {current}")
+            self._compact(db, revision)
+
+    def close(self) -> None:
+        with self._lock:
+            if not self._closed:
+                self._closed = True
+                self._db.close()
