@@ -308,12 +308,16 @@ def one_type(node: Node, plugin_type: str, plugins: Callable[[int], list[dict[st
     def conflist(i: int) -> dict[str, Any]:
         return {"cniVersion": "1.1.0", "name": network, "plugins": plugins(i)}
 
-    # One config file per container where the type needs per-container settings (host-device, static).
-    def add(i: int) -> tuple[int, str]:
+    # One config file per container where the type needs per-container settings (host-device, static),
+    # all written before the first ADD: the runtime reads every file in the directory, as libcni does.
+    for i in range(pairs):
         name = f"{network}-{i}"
-        (conf_dir / f"{name}.conflist").write_text(json.dumps({**conflist(i), "name": name}))
+        (conf_dir / f".{name}.tmp").write_text(json.dumps({**conflist(i), "name": name}))
+        (conf_dir / f".{name}.tmp").rename(conf_dir / f"{name}.conflist")
+
+    def add(i: int) -> tuple[int, str]:
         cap = json.dumps({"portMappings": [{"hostPort": 30000 + i, "containerPort": 80, "protocol": "tcp"}]})
-        return node.runtime("add", name, containers[i], CAP_ARGS=cap)
+        return node.runtime("add", f"{network}-{i}", containers[i], CAP_ARGS=cap)
 
     def delete(i: int) -> tuple[int, str]:
         return node.runtime("del", f"{network}-{i}", containers[i])
