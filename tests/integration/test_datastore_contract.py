@@ -339,6 +339,16 @@ def test_watch_from_any_revision_sees_exactly_what_came_after(store: Datastore) 
     assert events[4].kv.expires_at is not None
 
 
+def test_a_watch_from_a_revision_still_to_come_waits_for_it(store: Datastore) -> None:
+    now = store.revision()
+    watch = watch_all(store, "/f/", now + 3)
+    written = [store.put("/f/k", str(index)) for index in range(5)]
+    watch.wait_for(2)
+    assert summary(watch.settle()) == [("PUT", "/f/k", now + 4, "3"), ("PUT", "/f/k", now + 5, "4")]
+    assert written[-1].mod_revision == now + 5
+    watch.stop()
+
+
 def test_a_live_watch_loses_and_repeats_nothing(backend: Backend) -> None:
     store = backend.opened[0]
     writer = backend.client()

@@ -175,7 +175,7 @@ class MemoryDatastore(ClosingMixin):
                     )
                 start = bisect.bisect_right(self._history, since, key=lambda event: event.revision)
                 batch = [event for event in self._history[start:] if event.key.startswith(prefix)]
-                since = self._revision
+                since = max(since, self._revision)
                 if not batch:
                     self._changed.wait(self.poll_interval)  # woken by writes, close(); re-checks the clock
                     continue
