@@ -58,6 +58,8 @@ class Counting:
 class Monitor:
     """``ip monitor route neigh`` (FDB changes included) in the namespace, fenced by a sentinel route."""
 
+    SENTINEL = "10.255.255.254/32"
+
     def __init__(self, ns: str) -> None:
         self.ns = ns
         self.lines: list[str] = []
@@ -67,7 +69,7 @@ class Monitor:
         )
         self._reader = threading.Thread(target=self._read, daemon=True)
         self._reader.start()
-        self._fences = 0
+        self._fences = 100  # sentinel metrics all have three digits: none is a prefix of another
 
     def _read(self) -> None:
         assert self._proc.stdout is not None
@@ -76,25 +78,34 @@ class Monitor:
                 self.lines.append(line.rstrip("\n"))
                 self._cond.notify_all()
 
-    def _wait_for(self, *words: str) -> int:
-        deadline = time.monotonic() + 10
+    def _wait_for(self, *words: str, timeout: float = 10.0) -> int | None:
+        deadline = time.monotonic() + timeout
         with self._cond:
             while True:
                 for index, line in enumerate(self.lines):
                     if all(word in line for word in words):
                         return index
                 left = deadline - time.monotonic()
-                assert left > 0, f"ip monitor never showed {words}: {self.lines[-5:]}"
+                if left <= 0:
+                    return None
                 self._cond.wait(left)
 
     def fence(self) -> int:
-        self._fences += 1
-        metric = ["metric", str(self._fences)]
-        run("ip", "route", "add", "blackhole", "10.255.255.254/32", "proto", "99", *metric, netns=self.ns)
-        index = self._wait_for("10.255.255.254", " ".join(metric))
-        run("ip", "route", "del", "blackhole", "10.255.255.254/32", "proto", "99", *metric, netns=self.ns)
-        self._wait_for("Deleted", "10.255.255.254", " ".join(metric))
-        return index
+        """Index in ``lines`` after which every later kernel event is seen.
+
+        ``ip monitor`` subscribes some time after it starts, so a sentinel it
+        missed is removed and another (next metric) added until one is seen.
+        """
+        for _ in range(20):
+            self._fences += 1
+            metric = ["metric", str(self._fences)]
+            run("ip", "route", "add", "blackhole", self.SENTINEL, "proto", "99", *metric, netns=self.ns)
+            index = self._wait_for("10.255.255.254", " ".join(metric), timeout=0.5)
+            run("ip", "route", "del", "blackhole", self.SENTINEL, "proto", "99", *metric, netns=self.ns)
+            if index is not None:
+                assert self._wait_for("Deleted", "10.255.255.254", " ".join(metric)) is not None
+                return index
+        raise AssertionError(f"ip monitor in {self.ns} never showed a sentinel route: {self.lines[-5:]}")
 
     @contextmanager
     def changes(self) -> Iterator[list[str]]:

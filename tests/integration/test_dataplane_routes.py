@@ -77,7 +77,7 @@ class Monitor:
         )
         self._reader = threading.Thread(target=self._read, daemon=True)
         self._reader.start()
-        self._fences = 0
+        self._fences = 100  # sentinel metrics all have three digits: none is a prefix of another
 
     def _read(self) -> None:
         assert self._proc.stdout is not None
@@ -86,26 +86,34 @@ class Monitor:
                 self.lines.append(line.rstrip("\n"))
                 self._cond.notify_all()
 
-    def _wait_for(self, *words: str) -> int:
-        deadline = time.monotonic() + 10
+    def _wait_for(self, *words: str, timeout: float = 10.0) -> int | None:
+        deadline = time.monotonic() + timeout
         with self._cond:
             while True:
                 for index, line in enumerate(self.lines):
                     if all(word in line for word in words):
                         return index
                 left = deadline - time.monotonic()
-                assert left > 0, f"ip monitor never showed {words}: {self.lines[-5:]}"
+                if left <= 0:
+                    return None
                 self._cond.wait(left)
 
     def fence(self) -> int:
-        """Index in ``lines`` after which every later kernel event is seen."""
-        self._fences += 1
-        metric = f"metric {self._fences}"
-        run("ip", "route", "add", "blackhole", self.SENTINEL, "proto", "99", *metric.split(), netns=self.ns)
-        index = self._wait_for("10.255.255.254", metric)
-        run("ip", "route", "del", "blackhole", self.SENTINEL, "proto", "99", *metric.split(), netns=self.ns)
-        self._wait_for("Deleted", "10.255.255.254", metric)
-        return index
+        """Index in ``lines`` after which every later kernel event is seen.
+
+        ``ip monitor`` subscribes some time after it starts, so a sentinel it
+        missed is removed and another (next metric) added until one is seen.
+        """
+        for _ in range(20):
+            self._fences += 1
+            metric = ["metric", str(self._fences)]
+            run("ip", "route", "add", "blackhole", self.SENTINEL, "proto", "99", *metric, netns=self.ns)
+            index = self._wait_for("10.255.255.254", " ".join(metric), timeout=0.5)
+            run("ip", "route", "del", "blackhole", self.SENTINEL, "proto", "99", *metric, netns=self.ns)
+            if index is not None:
+                assert self._wait_for("Deleted", "10.255.255.254", " ".join(metric)) is not None
+                return index
+        raise AssertionError(f"ip monitor in {self.ns} never showed a sentinel route: {self.lines[-5:]}")
 
     @contextmanager
     def changes(self) -> Iterator[list[str]]:
@@ -172,8 +180,8 @@ class Node:
         )
         self.ip("link", "set", name, "up")
 
-    def veth(self, name: str, up: bool = True) -> None:
-        peer = f"p{name}"[:15]
+    def veth(self, name: str, up: bool = True, peer: str = "") -> None:
+        peer = peer or f"p{name}"[:15]
         self.ip("link", "add", name, "type", "veth", "peer", "name", peer)
         self.ip("link", "set", peer, "up")  # a carrier, as a pod's end would give
         if up:
@@ -379,6 +387,26 @@ def test_link_events_bring_a_waiting_route_in(node: Node) -> None:
             table.apply()
     assert table.waiting() == {}
     assert node.ours() == {"10.42.1.7 dev cali7 scope link"}
+
+
+def test_a_link_renamed_away_takes_no_route_of_ours_with_it(node: Node) -> None:
+    node.veth("cali5")
+    table = RouteTable(node.ipr)
+    pod = Route(net("10.42.1.5/32"), dev="cali5")
+    table.set_routes([pod])
+    table.apply()
+    with LinkEvents(node.path) as events:
+        node.ip("link", "set", "cali5", "name", "old5")  # renamed while up: the kernel keeps its routes
+        batch = events.poll(2)
+    assert "old5" in batch.names
+    forward_link_events(batch, [table])
+    result = table.apply()
+    assert (result.removed, result.waiting) == (1, 1)  # the route over the renamed link went; ours waits for cali5
+    assert node.ours() == set()
+    node.veth("cali5", peer="pcali5b")
+    table.link_changed("cali5")
+    assert table.apply().added == 1
+    assert node.ours() == {"10.42.1.5 dev cali5 scope link"}
 
 
 def test_adopt_takes_over_the_routes_earlier_versions_wrote(node: Node) -> None:

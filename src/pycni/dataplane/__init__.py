@@ -51,8 +51,8 @@ def forward_link_events(batch: LinkBatch, drivers: Iterable[Driver]) -> None:
     for driver in drivers:
         if batch.lost:
             driver.queue_resync()
-        for name in batch.names:
-            driver.link_changed(name)
+        for event in batch.events:
+            driver.link_changed(event.name, event.index)
 
 
 __all__ = [

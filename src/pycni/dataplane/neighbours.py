@@ -70,9 +70,9 @@ class _DeviceTable(Reconciler[K, V]):
         self._index = 0  # 0 while the device is missing
         self._wanted: dict[K, V] = {}
 
-    def link_changed(self, name: str) -> None:
-        """A link changed; if it is our device, re-read its entries at the next apply."""
-        if name == self.device:
+    def link_changed(self, name: str, index: int = 0) -> None:
+        """A link changed; if it is (or was, by index) our device, re-read its entries at the next apply."""
+        if name == self.device or (index and index == self._index):
             self.queue_resync()
 
     def _set_wanted(self, wanted: dict[K, V]) -> None:

@@ -79,8 +79,11 @@ class Reconciler(Generic[K, V]):
         with self._lock:
             self._resync_needed = True
 
-    def link_changed(self, name: str) -> None:
-        """A link was added, removed, renamed, or went up or down (drivers that name links override this)."""
+    def link_changed(self, name: str, index: int = 0) -> None:
+        """Link ``name`` (index ``index``, if known) was added, removed, renamed, or went up or down.
+
+        Drivers whose entries depend on links override this; the rest ignore it.
+        """
 
     def resync(self) -> ApplyResult:
         """Re-read the kernel's objects of this driver, then apply the delta: drift repaired, nothing else written."""
@@ -114,7 +117,7 @@ class Reconciler(Generic[K, V]):
             result.errors = list(failures.values())
             result.waiting = self._waiting_count()
             result.conflicts = self._conflict_count()
-            pending = sum(1 for _ in self._tracker.pending_updates)
+            pending = len(self._tracker.pending_updates)
             result.unchanged = max(0, self._tracker.desired_len() - pending - result.added - result.updated)
             result.seconds = time.monotonic() - started
             self.totals.add(result)

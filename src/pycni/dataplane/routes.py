@@ -314,11 +314,18 @@ class RouteTable(Reconciler[RouteKey, RouteMsg]):
                 return list(self._groups.get(group, {}).values())
             return [route for _, route in self._chosen.values()]
 
-    def link_changed(self, name: str) -> None:
-        """A link was added, removed, renamed, brought up or down: re-resolve its routes at the next apply."""
+    def link_changed(self, name: str, index: int = 0) -> None:
+        """A link was added, removed, renamed, brought up or down: re-resolve its routes at the next apply.
+
+        With ``index``, a link renamed away from a name our routes use is caught too.
+        """
         with self._lock:
             if name in self._by_dev:
                 self._dirty_links.add(name)
+            if index:
+                for known, state in self._links.items():
+                    if state.index == index and known != name and known in self._by_dev:
+                        self._dirty_links.add(known)
 
     # -- what the driver knows --------------------------------------------------
 
@@ -398,7 +405,13 @@ class RouteTable(Reconciler[RouteKey, RouteMsg]):
         self._tracker.set_desired(key, route.kernel(oif, self.protocol))
 
     def _refresh_link(self, name: str) -> None:
-        """Look ``name`` up again; if it went away, down, or was recreated, the kernel dropped its routes."""
+        """Look ``name`` up again and re-resolve the routes that use it.
+
+        A link that went down or was deleted took its routes (both families)
+        with it, so they are dropped from what the driver believes the kernel
+        holds. A link renamed away keeps them: they stay known, and go as
+        routes no longer desired on that index.
+        """
         state = net_route.link_state(self._ipr, name)
         old = self._links.get(name)
         if state == old:
@@ -408,9 +421,11 @@ class RouteTable(Reconciler[RouteKey, RouteMsg]):
         else:
             self._links[name] = state
         if old is not None and (state is None or state.index != old.index or not state.up):
-            for key, msg in list(self._tracker.actual_items()):
-                if msg.oif == old.index:
-                    self._tracker.delete_actual(key)
+            went_down = state is not None and state.index == old.index
+            if went_down or not net_route.link_index_exists(self._ipr, old.index):
+                for key, msg in list(self._tracker.actual_items()):
+                    if msg.oif == old.index:
+                        self._tracker.delete_actual(key)
         for key in list(self._by_dev.get(name, ())):
             self._resolve(key)
 

@@ -72,14 +72,15 @@ def _family(ip: IPAddress) -> int:
 def neighbours(ipr: IPRoute, ifindex: int, family: int = socket.AF_INET) -> list[Neighbour]:
     """Every ``family`` neighbour entry on link ``ifindex``, whatever its state."""
     found = []
-    for msg in ipr.neigh("dump", family=family, dump_filter=None):
-        if int(msg["ifindex"]) != ifindex or int(msg["family"]) != family:
-            continue
-        dst = msg.get("NDA_DST")
-        if not dst:
-            continue
-        mac = str(msg.get("NDA_LLADDR") or "").lower()
-        found.append(Neighbour(ifindex, ipaddress.ip_address(dst), mac, int(msg["state"])))
+    with netlink("failed to list neighbours"):
+        for msg in ipr.neigh("dump", family=family, dump_filter=None):
+            if int(msg["ifindex"]) != ifindex or int(msg["family"]) != family:
+                continue
+            dst = msg.get("NDA_DST")
+            if not dst:
+                continue
+            mac = str(msg.get("NDA_LLADDR") or "").lower()
+            found.append(Neighbour(ifindex, ipaddress.ip_address(dst), mac, int(msg["state"])))
     return found
 
 
@@ -97,15 +98,16 @@ def delete_neighbour(ipr: IPRoute, ifindex: int, ip: IPAddress) -> bool:
 def fdb_entries(ipr: IPRoute, ifindex: int) -> list[FdbEntry]:
     """The FDB entries of link ``ifindex`` that name a remote (a vxlan device's own table)."""
     found = []
-    for msg in ipr.neigh("dump", family=AF_BRIDGE, dump_filter=None):
-        if int(msg["ifindex"]) != ifindex:
-            continue
-        dst, mac = msg.get("NDA_DST"), msg.get("NDA_LLADDR")
-        if not dst or not mac:
-            continue
-        found.append(
-            FdbEntry(ifindex, str(mac).lower(), ipaddress.ip_address(dst), int(msg["state"]), int(msg["flags"]))
-        )
+    with netlink("failed to list fdb entries"):
+        for msg in ipr.neigh("dump", family=AF_BRIDGE, dump_filter=None):
+            if int(msg["ifindex"]) != ifindex:
+                continue
+            dst, mac = msg.get("NDA_DST"), msg.get("NDA_LLADDR")
+            if not dst or not mac:
+                continue
+            found.append(
+                FdbEntry(ifindex, str(mac).lower(), ipaddress.ip_address(dst), int(msg["state"]), int(msg["flags"]))
+            )
     return found
 
 

@@ -117,12 +117,13 @@ def dump(ipr: IPRoute, family: int, tables: Collection[int] | None = None) -> It
     ``dump_filter=None`` asks pyroute2 for the plain dump: its own table filter
     re-checks every message in Python and costs more than the check below.
     """
-    for msg in ipr.route("dump", family=family, dump_filter=None):
-        if int(msg["flags"]) & RTM_F_CLONED:
-            continue
-        if tables is not None and int(msg.get("RTA_TABLE") or msg["table"]) not in tables:
-            continue
-        yield parse(msg)
+    with netlink("failed to list routes"):
+        for msg in ipr.route("dump", family=family, dump_filter=None):
+            if int(msg["flags"]) & RTM_F_CLONED:
+                continue
+            if tables is not None and int(msg.get("RTA_TABLE") or msg["table"]) not in tables:
+                continue
+            yield parse(msg)
 
 
 def _request(route: RouteMsg) -> dict[str, Any]:
@@ -214,10 +215,11 @@ class LinkState:
 def link_states(ipr: IPRoute) -> dict[str, LinkState]:
     """Every link of the namespace by name, in one dump (routes name links by index; callers know names)."""
     states = {}
-    for msg in ipr.link("dump"):
-        name = msg.get("IFLA_IFNAME")
-        if name:
-            states[str(name)] = LinkState(int(msg["index"]), bool(int(msg["flags"]) & IFF_UP))
+    with netlink("failed to list links"):
+        for msg in ipr.link("dump"):
+            name = msg.get("IFLA_IFNAME")
+            if name:
+                states[str(name)] = LinkState(int(msg["index"]), bool(int(msg["flags"]) & IFF_UP))
     return states
 
 
@@ -228,3 +230,11 @@ def link_state(ipr: IPRoute, name: str) -> LinkState | None:
     except NetlinkError as exc:
         raise NetError(f"look up link {name}", int(exc.code)) from None
     return LinkState(found.index, found.up) if found is not None else None
+
+
+def link_index_exists(ipr: IPRoute, index: int) -> bool:
+    """Whether a link with ``index`` exists (under any name)."""
+    try:
+        return link.by_index(ipr, index) is not None
+    except NetlinkError as exc:
+        raise NetError(f"look up link #{index}", int(exc.code)) from None
