@@ -448,21 +448,29 @@ def test_ttl_expiry_is_a_delete_event_with_the_value(store: Datastore) -> None:
     assert store.create("/t/lease", "again").version == 1
 
 
+def gone_within(store: Datastore, key: str, seconds: float) -> float:
+    """Seconds until ``key`` is gone (the test fails if it outlives ``seconds``)."""
+    began = time.monotonic()
+    while store.get(key) is not None:
+        assert time.monotonic() - began < seconds, f"{key} outlived its TTL by far"
+        time.sleep(0.05)
+    return time.monotonic() - began
+
+
 def test_rewriting_renews_and_ttl_none_makes_permanent(store: Datastore) -> None:
-    current = store.create("/t/k", "v", ttl=2)
-    for _ in range(3):  # 3 s in all: longer than the TTL
-        time.sleep(1)
-        current = store.update("/t/k", "v", current.mod_revision, ttl=2)
+    current = store.create("/t/k", "v", ttl=1)
+    for _ in range(5):  # 2.5 s in all: well past the TTL
+        time.sleep(0.5)
+        current = store.update("/t/k", "v", current.mod_revision, ttl=1)
         assert store.get("/t/k") is not None
     permanent = store.update("/t/k", "v", current.mod_revision)
     assert not permanent.has_ttl
-    time.sleep(2.5)
+    time.sleep(1.6)  # past the last TTL and etcd's 0.5 s expiry sweep
     found = store.get("/t/k")
     assert found is not None and found.expires_at is None and found.lease == 0
     # And a put with a TTL gives a permanent key one.
     store.put("/t/k", "v", ttl=1)
-    time.sleep(2.5)
-    assert store.get("/t/k") is None
+    assert gone_within(store, "/t/k", 4) > 0.5
 
 
 def test_expiry_between_list_and_watch_is_seen_once(store: Datastore) -> None:
