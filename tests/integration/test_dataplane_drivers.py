@@ -1,8 +1,10 @@
-"""The route driver against the real kernel, in a fresh network namespace per test.
+"""The dataplane drivers against the real kernel, in a fresh network namespace per test.
 
-What is proven, each by the kernel's own account (``ip route`` / ``ip monitor``)
-and by counting every netlink request that could change it:
+What is proven, each by the kernel's own account (``ip route``, ``ip neigh``,
+``bridge fdb``, ``ip monitor``) and by counting every netlink request that
+could change it:
 
+Routes:
 - desired routes of every kind Flannel and Calico need are written as asked;
 - a second apply, and a resync, with nothing changed send no write and cause no kernel event;
 - drift is repaired by a resync (a route deleted or changed by hand, a stray pycni route);
@@ -10,6 +12,14 @@ and by counting every netlink request that could change it:
   kernel are never deleted or overwritten, even at the very prefix and metric pycni wants;
 - a route whose link appears later is written once the link is up (on the next apply or on its event);
 - 1000 routes: the first apply, a no-change apply and a no-change resync, timed.
+
+Neighbours and FDB on real vxlan devices:
+- permanent neighbours (tunnel IP -> VTEP MAC) and FDB remotes (VTEP MAC -> host IP) are created,
+  replaced (a moved MAC is one replace) and deleted; no-change applies and resyncs write nothing;
+- drift is repaired; learnt entries, other devices' entries and the device's own remote stay;
+- a device created late or recreated is caught up;
+- the layered apply writes neighbour and FDB entries before the routes through them and
+  removes them only after those routes.
 """
 
 from __future__ import annotations
@@ -24,13 +34,24 @@ from typing import Any
 
 import pytest
 
-from pycni.dataplane import RTPROT_PYCNI, Route, RouteTable, RouteType, forward_link_events
+from pycni.dataplane import (
+    RTPROT_PYCNI,
+    FdbTable,
+    NeighbourTable,
+    Route,
+    RouteTable,
+    RouteType,
+    apply_layered,
+    forward_link_events,
+)
 from pycni.net import netns as pycni_netns
 from pycni.net.linkevents import LinkEvents
 from pycni.net.route import RouteMsg
 from tests.support.netns import NetnsPool, run
 
 READS = frozenset({"dump", "get", "show"})
+MAC1, MAC2, MAC3 = "02:aa:00:00:00:01", "02:aa:00:00:00:02", "02:aa:00:00:00:03"
+ZERO = "00:00:00:00:00:00"
 
 
 class Counting:
@@ -162,23 +183,19 @@ class Node:
         """Every route that is not pycni's, as ``ip route show`` prints it."""
         return {line for line in self.routes() if f"proto {RTPROT_PYCNI}" not in line}
 
-    def vxlan(self, name: str = "vxlan.calico") -> None:
-        self.ip(
-            "link",
-            "add",
-            name,
-            "type",
-            "vxlan",
-            "id",
-            "4096",
-            "local",
-            "198.51.100.1",
-            "dev",
-            "eth0",
-            "dstport",
-            "4789",
-        )
+    def bridge(self, *args: str) -> str:
+        return run("bridge", *args, netns=self.name).stdout
+
+    def vxlan(self, name: str, *extra: str) -> None:
+        """A vxlan device over eth0 (VNI 1, the kernel's port 8472 unless ``extra`` says otherwise), up."""
+        self.ip("link", "add", name, "type", "vxlan", "id", "1", "local", "198.51.100.1", "dev", "eth0", *extra)
         self.ip("link", "set", name, "up")
+
+    def neighbours(self, dev: str = "flannel.1") -> set[str]:
+        return {" ".join(line.split()) for line in self.ip("neigh", "show", "dev", dev).splitlines()}
+
+    def fdb(self, dev: str = "flannel.1") -> set[str]:
+        return {" ".join(line.split()) for line in self.bridge("fdb", "show", "dev", dev).splitlines()}
 
     def veth(self, name: str, up: bool = True, peer: str = "") -> None:
         peer = peer or f"p{name}"[:15]
@@ -241,7 +258,7 @@ EXPECTED = {
 
 
 def ready(node: Node) -> RouteTable:
-    node.vxlan()
+    node.vxlan("vxlan.calico")
     node.veth("cali1")
     table = RouteTable(node.ipr, families=(2, 10))
     table.set_routes(calico_and_flannel_routes())
@@ -305,7 +322,7 @@ def test_routes_dropped_from_the_desired_set_go(node: Node) -> None:
 
 
 def test_bird_user_and_kernel_routes_are_never_touched_even_at_our_prefix(node: Node) -> None:
-    node.vxlan()
+    node.vxlan("vxlan.calico")
     # At exactly the keys pycni will want (same prefix, same metric 0):
     node.ip("route", "add", "10.42.2.0/26", "via", "198.51.100.2", "dev", "eth0", "proto", "bird")
     node.ip("route", "add", "10.42.3.0/24", "via", "198.51.100.9", "dev", "eth0")  # the user's (boot)
@@ -439,7 +456,7 @@ def test_drivers_with_disjoint_networks_share_a_table(node: Node) -> None:
 
 
 def test_the_winning_group_moves_with_one_replace(node: Node) -> None:
-    node.vxlan()
+    node.vxlan("vxlan.calico")
     node.veth("cali1")
     table = RouteTable(node.ipr, group_order=("workload", "tunnel"))
     dst = net("10.42.2.7/32")
@@ -454,7 +471,7 @@ def test_the_winning_group_moves_with_one_replace(node: Node) -> None:
 
 
 def test_a_thousand_routes_applied_then_a_no_change_apply_and_resync(node: Node, monitor: Monitor) -> None:
-    node.vxlan()
+    node.vxlan("vxlan.calico")
     routes = [
         Route(
             net(f"10.{40 + i // 250}.{i % 250}.0/24"),
@@ -490,3 +507,128 @@ def test_a_thousand_routes_applied_then_a_no_change_apply_and_resync(node: Node,
         f"\n1000 routes: first apply {applied * 1000:.0f} ms, no-change apply {no_change_apply * 1000:.2f} ms, "
         f"no-change resync {no_change_resync * 1000:.0f} ms, resync repairing one {one_drift * 1000:.0f} ms"
     )
+
+
+# -- neighbours and FDB --------------------------------------------------------
+
+
+@pytest.fixture
+def l2(node: Node) -> Node:
+    """The node with the vxlan device ``flannel.1`` the layer-2 drivers manage."""
+    node.vxlan("flannel.1")
+    return node
+
+
+def test_neighbours_are_created_replaced_and_deleted(l2: Node, monitor: Monitor) -> None:
+    table = NeighbourTable(l2.ipr, "flannel.1")
+    table.set_neighbours({addr("10.42.2.0"): MAC2, addr("10.42.3.0"): MAC3})
+    result = table.apply()
+    assert (result.added, result.failed) == (2, 0)
+    assert l2.neighbours() == {f"10.42.2.0 lladdr {MAC2} PERMANENT", f"10.42.3.0 lladdr {MAC3} PERMANENT"}
+    l2.ipr.writes.clear()
+    with monitor.changes() as events:
+        assert table.apply().writes == 0
+        assert table.resync().unchanged == 2
+    assert l2.ipr.writes == [] and events == []
+    table.set_neighbours({addr("10.42.2.0"): MAC1})  # a peer's VTEP MAC changed; another peer left
+    result = table.apply()
+    assert (result.updated, result.removed, result.writes) == (1, 1, 2)
+    assert l2.neighbours() == {f"10.42.2.0 lladdr {MAC1} PERMANENT"}
+
+
+def test_neighbour_drift_is_repaired_and_learnt_entries_are_left_alone(l2: Node) -> None:
+    l2.vxlan("other.1", "dstport", "4790")
+    l2.ip("neigh", "add", "10.9.9.9", "lladdr", MAC3, "dev", "other.1", "nud", "permanent")  # another device's
+    l2.ip("neigh", "add", "10.42.9.9", "lladdr", MAC3, "dev", "flannel.1", "nud", "stale")  # learnt, not configured
+    table = NeighbourTable(l2.ipr, "flannel.1")
+    table.set_neighbours({addr("10.42.2.0"): MAC2, addr("10.42.3.0"): MAC3})
+    table.apply()
+    l2.ip("neigh", "del", "10.42.2.0", "dev", "flannel.1")
+    l2.ip("neigh", "replace", "10.42.3.0", "lladdr", MAC1, "dev", "flannel.1", "nud", "permanent")
+    l2.ip("neigh", "add", "10.42.7.0", "lladdr", MAC1, "dev", "flannel.1", "nud", "permanent")  # a stray of ours
+    result = table.resync()
+    assert (result.added, result.updated, result.removed) == (1, 1, 1)
+    assert f"10.42.3.0 lladdr {MAC3} PERMANENT" in l2.neighbours()
+    assert "10.42.7.0" not in " ".join(l2.neighbours())
+    assert f"10.42.9.9 lladdr {MAC3} STALE" in l2.neighbours()
+    assert l2.neighbours("other.1") == {f"10.9.9.9 lladdr {MAC3} PERMANENT"}
+
+
+def test_fdb_remotes_are_created_moved_and_deleted(l2: Node, monitor: Monitor) -> None:
+    table = FdbTable(l2.ipr, "flannel.1")
+    table.set_entries({MAC2: addr("198.51.100.2"), MAC3: addr("198.51.100.3")})
+    result = table.apply()
+    assert (result.added, result.failed) == (2, 0)
+    assert l2.fdb() == {f"{MAC2} dst 198.51.100.2 self permanent", f"{MAC3} dst 198.51.100.3 self permanent"}
+    l2.ipr.writes.clear()
+    with monitor.changes() as events:
+        assert table.apply().writes == 0
+        assert table.resync().unchanged == 2
+    assert l2.ipr.writes == [] and events == []
+    table.set_entries({MAC2: addr("198.51.100.22")})  # a peer's host IP changed; another peer left
+    result = table.apply()
+    assert (result.updated, result.removed) == (1, 1)
+    assert l2.ipr.writes == [("neigh", "replace"), ("neigh", "del")]  # the move is one replace: no gap
+    assert l2.fdb() == {f"{MAC2} dst 198.51.100.22 self permanent"}
+
+
+def test_a_flood_list_takes_several_remotes(l2: Node) -> None:
+    table = FdbTable(l2.ipr, "flannel.1")
+    table.set_entries([(ZERO, addr("198.51.100.2")), (ZERO, addr("198.51.100.3"))])
+    assert table.apply().added == 2
+    assert l2.fdb() == {f"{ZERO} dst 198.51.100.2 self permanent", f"{ZERO} dst 198.51.100.3 self permanent"}
+    table.set_entries([(ZERO, addr("198.51.100.3"))])
+    assert table.apply().removed == 1
+    assert l2.fdb() == {f"{ZERO} dst 198.51.100.3 self permanent"}
+
+
+def test_fdb_entries_pycni_does_not_own_stay(l2: Node) -> None:
+    l2.vxlan("vx.remote", "dstport", "4791", "remote", "198.51.100.99")  # the device's own default remote
+    l2.bridge("fdb", "add", MAC3, "dev", "vx.remote", "dst", "198.51.100.8", "self", "dynamic")  # learnt-like
+    before = l2.fdb("vx.remote")
+    table = FdbTable(l2.ipr, "vx.remote")
+    table.set_entries({MAC2: addr("198.51.100.2")})
+    table.apply()
+    assert l2.fdb("vx.remote") == before | {f"{MAC2} dst 198.51.100.2 self permanent"}
+    table.set_entries({})
+    assert table.apply().removed == 1
+    assert l2.fdb("vx.remote") == before
+    assert any("198.51.100.99" in line for line in before)
+
+
+def test_a_device_that_comes_late_or_is_recreated_is_caught_up(l2: Node) -> None:
+    neighbours = NeighbourTable(l2.ipr, "flannel.2")
+    fdb = FdbTable(l2.ipr, "flannel.2")
+    neighbours.set_neighbours({addr("10.42.2.0"): MAC2})
+    fdb.set_entries({MAC2: addr("198.51.100.2")})
+    assert neighbours.apply().waiting == 1 and fdb.apply().waiting == 1
+    l2.vxlan("flannel.2", "dstport", "4792")
+    assert neighbours.apply().added == 1 and fdb.apply().added == 1  # looked up again on every apply
+    l2.ip("link", "del", "flannel.2")
+    l2.vxlan("flannel.2", "dstport", "4792")  # new index, empty tables
+    for table in (neighbours, fdb):
+        table.link_changed("flannel.2")
+        assert table.apply().added == 1
+    assert l2.neighbours("flannel.2") == {f"10.42.2.0 lladdr {MAC2} PERMANENT"}
+    assert l2.fdb("flannel.2") == {f"{MAC2} dst 198.51.100.2 self permanent"}
+
+
+def test_layered_apply_writes_layer2_before_routes_and_removes_it_after(l2: Node, monitor: Monitor) -> None:
+    neighbours = NeighbourTable(l2.ipr, "flannel.1")
+    fdb = FdbTable(l2.ipr, "flannel.1")
+    routes = RouteTable(l2.ipr, within=[ip_network("10.42.0.0/16")])
+    peer = Route(ip_network("10.42.2.0/24"), dev="flannel.1", gateway=addr("10.42.2.0"), onlink=True)
+    neighbours.set_neighbours({addr("10.42.2.0"): MAC2})
+    fdb.set_entries({MAC2: addr("198.51.100.2")})
+    routes.set_routes([peer])
+    with monitor.changes() as added:
+        apply_layered([neighbours, fdb], [routes])
+    assert [line.split()[0] for line in added] == ["10.42.2.0", "198.51.100.2", "10.42.2.0/24"], added
+    neighbours.set_neighbours({})
+    fdb.set_entries({})
+    routes.set_routes([])
+    with monitor.changes() as removed:
+        apply_layered([neighbours, fdb], [routes])
+    # (the kernel announces a deleted neighbour as FAILED first, then Deleted)
+    deletions = [line.split()[1] for line in removed if line.startswith("Deleted")]
+    assert deletions == ["10.42.2.0/24", "10.42.2.0", "198.51.100.2"], removed
