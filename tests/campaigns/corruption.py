@@ -69,8 +69,10 @@ What "clean up" can mean when the state itself is garbage, and so what is checke
   object; nothing can say what to restore from garbage.
 * A live attachment's reservation rewritten into a well-formed owner line of
   another attachment is a lie no implementation can detect (GC or that other
-  DEL frees the address); ``reservation-live`` applies only damage that names
-  nobody, ``reservation`` (the deleted attachment's file) applies both.
+  DEL frees the address), and so is any well-formed line (JSON's ``true`` is
+  the ID-only reservation of container "true"); ``reservation-live`` applies
+  only damage that names nobody, ``reservation`` (the deleted attachment's
+  file) applies both.
 * A reservation file whose content no longer says whose it is (empty,
   garbage, unreadable, a directory, a symlink: host-local never makes those)
   may be a live attachment's, so its address stays taken ("kept") until a GC
@@ -111,6 +113,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from pycni.spec.errors import CNIError
+from pycni.spec.validate import validate_container_id, validate_interface_name
 from tests.support.netns import NetnsPool, run
 
 NETWORK = "ccnet"
@@ -255,6 +259,22 @@ def owner_line(container_id: str, ifname: str = IFNAME) -> str:
     return f"{container_id}\r\n{ifname}"
 
 
+def names_an_attachment(data: bytes) -> bool:
+    """Whether a reservation's content is a well-formed owner line (``ID`` or ``ID\\r\\nIFNAME``, by the spec's rules).
+
+    Such a line is a claim nobody can tell from the truth: JSON's ``true`` is
+    a valid container ID, and so a pre-0.7 ID-only reservation of container "true".
+    """
+    container_id, sep, ifname = data.decode("utf-8", "replace").strip().partition("\r\n")
+    try:
+        validate_container_id(container_id)
+        if sep:
+            validate_interface_name(ifname)
+    except CNIError:
+        return False
+    return True
+
+
 # -- damaging a file ------------------------------------------------------------------------
 
 
@@ -319,10 +339,13 @@ class Damager:
             return Damage(path, kind, f"cut at byte {offset} of {len(original)}", original[:offset])
         if kind == "garbage":
             data = rng.randbytes(rng.randint(1, 512))
+            while fmt == "owner-live" and names_an_attachment(data):
+                data = rng.randbytes(rng.randint(1, 512))
             _rewrite(path, data)
             return Damage(path, kind, f"{len(data)} random bytes", data)
         if kind == "json-shape":
-            text = rng.choice(JSON_SHAPES).encode()
+            shapes = [t for t in JSON_SHAPES if fmt != "owner-live" or not names_an_attachment(t.encode())]
+            text = rng.choice(shapes).encode()
             _rewrite(path, text)
             return Damage(path, kind, text.decode(), text)
         if kind == "wrong-types":
@@ -635,7 +658,8 @@ class Case:
                     owner_line(other.container_id),
                     owner_line(owner.container_id.upper()),
                 ]
-            return [damager.damage(node.reservation(ip), kind, "owner", wrong)]
+            fmt = "owner" if target == "reservation" else "owner-live"
+            return [damager.damage(node.reservation(ip), kind, fmt, wrong)]
         if target == "last-reserved":
             index = self.rng.randrange(2)
             wrong = (
@@ -832,21 +856,27 @@ def run_campaign(
     sample: int = 0,
     progress: bool = False,
     first_round: int = 1,
+    budget: float = 0.0,
 ) -> dict[str, Any]:
     """Run rounds ``first_round`` to ``rounds`` of the matrix (or ``sample`` random cases of each).
 
     Each case's randomness depends only on the seed, its round and its name,
-    so one case of a later round reruns alone with ``--first-round``.
+    so one case of a later round reruns alone with ``--first-round``. With a
+    ``budget`` (seconds), no case starts once it is spent.
     """
     started = time.monotonic()
     campaign = Campaign(seed)
     reports: list[CaseReport] = []
+    skipped = 0
     try:
         for round_no in range(first_round, rounds + 1):
             cases = matrix(only)
             if sample:
                 cases = random.Random(f"{seed}:{round_no}:sample").sample(cases, min(sample, len(cases)))
             for target, kind in cases:
+                if budget and time.monotonic() - started > budget:
+                    skipped += 1
+                    continue
                 report = Case(campaign, target, kind, round_no).run()
                 reports.append(report)
                 if progress:
@@ -863,6 +893,7 @@ def run_campaign(
         "sample": sample,
         "only": only or [],
         "seconds": round(time.monotonic() - started, 1),
+        "skipped_over_budget": skipped,
         "summary": summarize(reports),
         "cases": [dataclasses.asdict(r) | {"name": r.name} for r in reports],
         "failed": [f"{r.name} (round {r.round})" for r in reports if r.failures],
@@ -906,6 +937,8 @@ def render_table(report: dict[str, Any]) -> str:
     cases = len(report["cases"])
     calls = sum(c["plugin_calls"] for c in report["cases"])
     lines.append(f"\n{cases} cases, {calls} plugin executions, {len(report['failed'])} failed, {report['seconds']} s")
+    if report["skipped_over_budget"]:
+        lines.append(f"{report['skipped_over_budget']} cases not started: over the --budget")
     return "\n".join(lines)
 
 
@@ -916,6 +949,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=int(time.time()), help="random seed (default: the time)")
     parser.add_argument("--only", action="append", metavar="TARGET[:KIND]", help="only these cases (repeatable)")
     parser.add_argument("--sample", type=int, default=0, help="this many random cases per round instead of all")
+    parser.add_argument("--budget", type=float, default=0, help="start no case after this many seconds (0: no limit)")
     parser.add_argument("--json", metavar="FILE", help="write the full report here")
     parser.add_argument("--list", action="store_true", help="list the cases and exit")
     opts = parser.parse_args(argv)
@@ -926,7 +960,9 @@ def main(argv: list[str] | None = None) -> int:
         print("the corruption campaign needs root (network namespaces)", file=sys.stderr)
         return 2
     print(f"corruption campaign: seed {opts.seed}", file=sys.stderr)
-    report = run_campaign(opts.rounds, opts.seed, opts.only, opts.sample, progress=True, first_round=opts.first_round)
+    report = run_campaign(
+        opts.rounds, opts.seed, opts.only, opts.sample, progress=True, first_round=opts.first_round, budget=opts.budget
+    )
     report["command"] = " ".join(
         ["python -m tests.campaigns.corruption", *(argv if argv is not None else sys.argv[1:])]
     )
