@@ -41,6 +41,7 @@ from __future__ import annotations
 import enum
 import errno
 import ipaddress
+import itertools
 import logging
 import socket
 from collections.abc import Callable, Collection, Iterable, Sequence
@@ -285,7 +286,8 @@ class RouteTable(Reconciler[RouteKey, RouteMsg]):
                 self._groups[group] = wanted
             else:
                 self._groups.pop(group, None)
-            for key in old.keys() | wanted.keys():
+            # New and changed keys in the order given (the order they are written), then the dropped ones.
+            for key in itertools.chain(wanted, (key for key in old if key not in wanted)):
                 if old.get(key) != wanted.get(key):
                     self._choose(key)
 
