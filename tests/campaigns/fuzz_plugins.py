@@ -894,6 +894,7 @@ def signature(finding: Finding) -> str:
     """A crash class: its kind and message with the input-specific parts blanked."""
     text = re.sub(r"'[^']*'|\"[^\"]*\"", "'…'", finding.detail)
     text = re.sub(r"\b(?:0x)?[0-9a-f]*\d[0-9a-f]*\b", "N", text)
+    text = re.sub(r"(/[^/\s'\"]+){3,}", "/…", text)  # paths
     return f"{finding.kind}: {text[:160]}"
 
 
@@ -904,7 +905,7 @@ def innermost_frame(stderr: bytes) -> str:
     if not frames:
         return ""
     own = [i for i in frames if "/pycni/" in lines[i]] or frames
-    return f"{lines[own[-1]].strip()} ... {lines[-1].strip()}"
+    return f"{lines[own[-1]].strip()} ... {lines[-1].strip()[:200]}"
 
 
 # ---------------------------------------------------------------------------
@@ -972,10 +973,12 @@ class Campaign:
                 "signature": key,
                 "count": 0,
                 "detail": finding.detail,
+                "frames": {},  # plugin -> where it raised (the first input of this class for that plugin)
             }
             entry["example"] = case.describe()
             entry.update(extra or {})
             self.classes[key] = entry
+        if case.plugin not in entry["plugins"]:
             if finding.kind in ("unexpected-exception", "traceback", "exit-status-1", "bad-error-json"):
                 self.pending_debug.append((key, case))
             print(f"  ! #{case.index} {case.plugin} {key}", flush=True)
@@ -996,7 +999,7 @@ class Campaign:
                     execute(
                         self.binary(case.plugin), {**env, b"CNI_COMMAND": b"DEL"}, case.stdin, self.cwd, self.timeout
                     )
-                self.classes[key]["frame"] = innermost_frame(run.stderr)
+                self.classes[key]["frames"][case.plugin] = innermost_frame(run.stderr)
             finally:
                 self.remove_container(ctx)
             if compare(self.baseline, self.settled_picture())[0]:
@@ -1155,8 +1158,8 @@ def print_summary(report: dict[str, Any]) -> None:
     for entry in report["crash_classes"]:
         plugins = ", ".join(sorted(entry["plugins"]))
         print(f"  CRASH {entry['signature']} (x{entry['count']} in {plugins}; e.g. input #{entry['example']['index']})")
-        if entry.get("frame"):
-            print(f"        at {entry['frame']}")
+        for frame in sorted(set(entry["frames"].values())):
+            print(f"        at {frame}")
 
 
 if __name__ == "__main__":
