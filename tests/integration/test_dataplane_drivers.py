@@ -289,6 +289,9 @@ def test_a_second_apply_and_a_resync_write_nothing(node: Node, monitor: Monitor)
         assert (result.writes, result.unchanged, result.changed) == (0, 8, False), result
     assert resynced.resynced and not again.resynced
     assert node.ours() == EXPECTED
+    assert table.in_sync and set(table.owned()) == {route.key for route in calico_and_flannel_routes()}
+    table.update(Route(net("10.42.6.0/24"), dev="eth0", gateway=addr("198.51.100.6")))
+    assert not table.in_sync
 
 
 def test_drift_is_repaired_by_a_resync_and_only_the_drift_is_written(node: Node, monitor: Monitor) -> None:

@@ -113,7 +113,9 @@ def test_the_earlier_group_wins_a_key_and_the_other_takes_over_when_it_lets_go()
 
 def test_routes_wait_for_links_the_driver_has_not_seen() -> None:
     table = RouteTable(NO_SOCKET)
-    table.set_routes([Route(ip_network("10.0.0.5/32"), dev="cali1"), Route(ip_network("10.9.0.0/26"), type=RouteType.BLACKHOLE)])
+    table.set_routes(
+        [Route(ip_network("10.0.0.5/32"), dev="cali1"), Route(ip_network("10.9.0.0/26"), type=RouteType.BLACKHOLE)]
+    )
     assert table.waiting() == {RouteKey(254, ip_network("10.0.0.5/32"), 0): "cali1"}
 
 
