@@ -3,6 +3,7 @@
 
     sudo .venv/bin/python tests/campaigns/fuzz_plugins.py --count 1000 --seed 7 --json fuzz.json
     sudo .venv/bin/python tests/campaigns/fuzz_plugins.py --seed 7 --index 412 -v   # replay one input
+    sudo .venv/bin/python tests/campaigns/fuzz_plugins.py --count 2000 --jobs 2      # two isolated workers
 
 Each input is a mutation of a valid stdin config of one plugin type (truncation, wrong types,
 huge values, unicode, missing keys, nested garbage, bad IPs/CIDRs, bad prevResult, ...) or
@@ -66,14 +67,18 @@ EXCEPTION_MESSAGE = re.compile(r"^([A-Za-z_][\w.]*(?:Error|Exception|Exit|Interr
 # ---------------------------------------------------------------------------
 
 
+def isolated(argv: list[str]) -> list[str]:
+    """The command running this script again in a new mount and network namespace."""
+    command = ["unshare", "--mount", "--net", "--propagation", "private", "--"]
+    return [*command, sys.executable, os.path.abspath(__file__), *argv]
+
+
 def reexec_isolated(argv: list[str]) -> int:
-    """Run this script again in a new mount and network namespace; return its exit status."""
+    """Run this script again, isolated; return its exit status."""
     if os.geteuid() != 0:
         print("fuzz_plugins: needs root (it creates namespaces)", file=sys.stderr)
         return 2
-    command = ["unshare", "--mount", "--net", "--propagation", "private", "--"]
-    command += [sys.executable, os.path.abspath(__file__), *argv]
-    return subprocess.run(command, env={**os.environ, INNER_ENV: "1"}, check=False).returncode
+    return subprocess.run(isolated(argv), env={**os.environ, INNER_ENV: "1"}, check=False).returncode
 
 
 def isolate_filesystem() -> None:
@@ -1104,15 +1109,101 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--timeout", type=float, default=30, help="seconds one plugin execution may take")
     parser.add_argument("--plugins", default="", help="comma-separated plugin types (default: all)")
     parser.add_argument("--index", type=int, default=None, help="run only this input of the seed (replay)")
+    parser.add_argument("--jobs", type=int, default=1, help="workers, each with its own host namespace")
+    parser.add_argument("--worker", default="", help=argparse.SUPPRESS)  # "k/J": run inputs i with i % J == k
     parser.add_argument("--json", default="", help="write the report here")
     parser.add_argument("-v", "--verbose", action="store_true", help="print every input and its outcome")
     args = parser.parse_args(argv)
+    if args.seed is None:
+        args.seed = str(random.SystemRandom().randrange(10**6))
     if os.environ.get(INNER_ENV) != "1":
-        if args.seed is None:
-            args.seed = str(random.SystemRandom().randrange(10**6))
-            argv = [*(argv if argv is not None else sys.argv[1:]), "--seed", args.seed]
-        return reexec_isolated(argv if argv is not None else sys.argv[1:])
+        if args.jobs > 1 and args.index is None:
+            return run_workers(args)
+        return reexec_isolated(worker_argv(args, args.worker, args.json))
+    report = run_inner(args)
+    if args.json:
+        with open(args.json, "w") as handle:
+            json.dump(report, handle, indent=2, ensure_ascii=False)
+    if not args.worker:
+        print_summary(report)
+    return 1 if report["crash_classes"] else 0
 
+
+def worker_argv(args: argparse.Namespace, worker: str, json_path: str) -> list[str]:
+    argv = ["--count", str(args.count), "--seed", str(args.seed), "--time-limit", str(args.time_limit)]
+    argv += ["--timeout", str(args.timeout), "--plugins", args.plugins, "--json", json_path]
+    argv += ["--worker", worker] if worker else []
+    argv += ["--index", str(args.index)] if args.index is not None else []
+    return argv + (["-v"] if args.verbose else [])
+
+
+def run_workers(args: argparse.Namespace) -> int:
+    """``--jobs J``: J isolated workers share the inputs (i % J); their reports are merged."""
+    with tempfile.TemporaryDirectory(prefix="pycni-fuzz-reports-") as reports:
+        paths = [os.path.join(reports, f"{k}.json") for k in range(args.jobs)]
+        if os.geteuid() != 0:
+            print("fuzz_plugins: needs root (it creates namespaces)", file=sys.stderr)
+            return 2
+        env = {**os.environ, INNER_ENV: "1"}
+        workers = [
+            subprocess.Popen(isolated(worker_argv(args, f"{k}/{args.jobs}", path)), env=env)
+            for k, path in enumerate(paths)
+        ]
+        for worker in workers:
+            worker.wait()
+        parts = []
+        for path in paths:
+            if not os.path.exists(path):
+                print(f"fuzz_plugins: worker report {path} missing", file=sys.stderr)
+                return 2
+            with open(path) as handle:
+                parts.append(json.load(handle))
+    report = merge_reports(parts)
+    if args.json:
+        with open(args.json, "w") as handle:
+            json.dump(report, handle, indent=2, ensure_ascii=False)
+    print_summary(report)
+    return 1 if report["crash_classes"] else 0
+
+
+def merge_reports(parts: list[dict[str, Any]]) -> dict[str, Any]:
+    def summed(key: str) -> dict[str, int]:
+        total: Counter[str] = Counter()
+        for part in parts:
+            total.update(part[key])
+        return dict(total.most_common())
+
+    classes: dict[str, dict[str, Any]] = {}
+    for part in parts:
+        for entry in part["crash_classes"]:
+            merged = classes.get(entry["signature"])
+            if merged is None:
+                classes[entry["signature"]] = copy.deepcopy(entry)
+                continue
+            merged["count"] += entry["count"]
+            for plugin, count in entry["plugins"].items():
+                merged["plugins"][plugin] = merged["plugins"].get(plugin, 0) + count
+            merged["frames"] = {**entry["frames"], **merged["frames"]}
+            if entry["example"]["index"] < merged["example"]["index"]:
+                merged["example"] = entry["example"]
+    return {
+        "seed": parts[0]["seed"],
+        "jobs": len(parts),
+        "requested": sum(p["requested"] for p in parts),
+        "inputs": sum(p["inputs"] for p in parts),
+        "executions": sum(p["executions"] for p in parts),
+        "elapsed_s": max(p["elapsed_s"] for p in parts),
+        "per_plugin": dict(sorted(summed("per_plugin").items())),
+        "outcomes": summed("outcomes"),
+        "findings": summed("findings"),
+        "crash_classes": sorted(classes.values(), key=lambda c: (c["class"], -c["count"])),
+        "residue": summed("residue"),
+        "internal_errors": summed("internal_errors"),
+    }
+
+
+def run_inner(args: argparse.Namespace) -> dict[str, Any]:
+    """The campaign itself, inside the namespaces :func:`reexec_isolated` made."""
     sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "src"))
     from pycni.cli.install import install
     from pycni.plugins import PLUGIN_MODULES
@@ -1126,23 +1217,22 @@ def main(argv: list[str] | None = None) -> int:
         campaign = Campaign(work, bin_dir, args.timeout, args.verbose or args.index is not None)
         campaign.setup()
         indexes = [args.index] if args.index is not None else list(range(args.count))
-        print(f"fuzz_plugins: seed {args.seed}, {len(indexes)} inputs over {len(plugins)} plugin types", flush=True)
+        if args.worker:
+            k, jobs = (int(n) for n in args.worker.split("/"))
+            indexes = [i for i in indexes if i % jobs == k]
+        label = f" (worker {args.worker})" if args.worker else ""
+        print(f"fuzz_plugins: seed {args.seed}, {len(indexes)} inputs over {len(plugins)} plugin types{label}")
         start = time.monotonic()
         ran = 0
         for index in indexes:
             if args.time_limit and time.monotonic() - start > args.time_limit:
-                print(f"fuzz_plugins: time limit reached after {ran} inputs", flush=True)
+                print(f"fuzz_plugins: time limit reached after {ran} inputs{label}", flush=True)
                 break
             campaign.run_case(make_case(str(args.seed), index, plugins, campaign.context(index)))
             ran += 1
-        report = campaign.report(str(args.seed), len(indexes), ran, time.monotonic() - start)
+        return campaign.report(str(args.seed), len(indexes), ran, time.monotonic() - start)
     finally:
         shutil.rmtree(work, ignore_errors=True)
-    if args.json:
-        with open(args.json, "w") as handle:
-            json.dump(report, handle, indent=2, ensure_ascii=False)
-    print_summary(report)
-    return 1 if report["crash_classes"] else 0
 
 
 def print_summary(report: dict[str, Any]) -> None:
