@@ -27,6 +27,8 @@ from hypothesis import given, settings  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
 from hypothesis.stateful import RuleBasedStateMachine, invariant, rule  # noqa: E402
 
+from tests.support import strategies  # noqa: E402, F401 - loads pycni's profile (fast and fixed, or a campaign)
+
 KEYS = st.sampled_from(["/a", "/a/", "/a/x", "/a/x/y", "/ab", "/b", "/\u00e9", "/a/\U0001f680"])
 PREFIXES = st.sampled_from(["", "/", "/a", "/a/", "/a/x", "/b", "/z", "/\u00e9"])
 VALUES = st.text(max_size=12)
@@ -185,9 +187,9 @@ class SqliteMachine(StoreMachine):
 
 
 TestMemoryAgainstModel = MemoryMachine.TestCase
-TestMemoryAgainstModel.settings = settings(max_examples=60, stateful_step_count=40, deadline=None)
+TestMemoryAgainstModel.settings = settings(max_examples=max(settings.default.max_examples, 60), stateful_step_count=40)
 TestSqliteAgainstModel = SqliteMachine.TestCase
-TestSqliteAgainstModel.settings = settings(max_examples=20, stateful_step_count=30, deadline=None)
+TestSqliteAgainstModel.settings = settings(stateful_step_count=30)
 
 
 # -- key ranges ------------------------------------------------------------------
