@@ -7,7 +7,10 @@ etcd. The mapping:
 * config: ``<prefix>/config``; a lease: ``<prefix>/subnets/<key>`` = ``LeaseAttrs`` JSON;
 * TTL: an etcd lease (``lease/grant``) attached to the put; etcd deletes the key
   itself when it expires. No TTL (a reservation) is a put without a lease;
-* create: ``kv/txn`` ``If(Version(key) == 0) Then(Put)``; renewal: a put with a fresh lease;
+* create: ``kv/txn`` ``If(Version(key) == 0) Then(Put)``; renewal: the key's etcd lease
+  refreshed (``lease/keepalive``) and the value put under it (``kv/txn``
+  ``If(Lease(key) == id) Then(Put ignore_lease)``); a put with a fresh lease
+  only when the TTL changed or the key has none (Flannel always grants anew);
 * watch: a ``/v3/watch`` stream from ``since + 1`` with ``prev_kv``, so a DELETE
   (also a lease expiry) still carries the attributes of what went away.
 
@@ -196,11 +199,17 @@ class EtcdStore(KeyLayout):
         return succeeded
 
     def update_lease(self, lease: Lease, ttl: int | None) -> None:
-        put: dict[str, Any] = {
-            "key": _b64(self.lease_key(lease)),
-            "value": _b64(lease.attrs.to_json()),
-            "prev_kv": True,
-        }
+        """Write the lease again with a fresh TTL, under the key's own etcd lease when it can be kept.
+
+        Granting a new etcd lease, putting the key under it and revoking the
+        old one leaves an etcd lease attached to nothing (for a day: the TTL)
+        if the agent dies between two of those requests, so a restart or
+        renewal refreshes the lease the key already has instead.
+        """
+        key, value = _b64(self.lease_key(lease)), _b64(lease.attrs.to_json())
+        if ttl and self._renew_in_place(key, value, ttl):
+            return
+        put: dict[str, Any] = {"key": key, "value": value, "prev_kv": True}
         lease_id = None
         if ttl:
             lease_id = self._grant(ttl)
@@ -212,6 +221,31 @@ class EtcdStore(KeyLayout):
                 self._revoke(lease_id)
             raise
         self._revoke_orphan(result.get("prev_kv"))
+
+    def _renew_in_place(self, key: str, value: str, ttl: int) -> bool:
+        """Refresh the etcd lease ``key`` is under and put ``value`` keeping it; False where it cannot be kept.
+
+        It cannot be kept when the key is gone or has no etcd lease (a
+        reservation becoming a lease), when its lease was granted for
+        another TTL, or when the lease ran out meanwhile (the txn's compare
+        then fails and nothing is written).
+        """
+        kvs = self._call("kv/range", {"key": key}).get("kvs") or []
+        lease_id = str(kvs[0].get("lease", "0")) if kvs else "0"
+        if lease_id == "0":
+            return False
+        granted = self._call("lease/timetolive", {"ID": lease_id})
+        if int(granted.get("grantedTTL", 0)) != ttl or int(granted.get("TTL", -1)) <= 0:
+            return False
+        refreshed = self._call("lease/keepalive", {"ID": lease_id})
+        if int((refreshed.get("result") or {}).get("TTL", -1)) <= 0:
+            return False
+        txn = {
+            "compare": [{"key": key, "result": "EQUAL", "target": "LEASE", "lease": lease_id}],
+            "success": [{"request_put": {"key": key, "value": value, "ignore_lease": True}}],
+            "failure": [],
+        }
+        return bool(self._call("kv/txn", txn).get("succeeded"))
 
     def delete_lease(self, lease: Lease) -> None:
         result = self._call("kv/deleterange", {"key": _b64(self.lease_key(lease)), "prev_kv": True})
