@@ -73,6 +73,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from tests.campaigns import sigkill_syscalls as syscalls
 from tests.campaigns.sigkill_chain import ChainCampaign
 from tests.campaigns.sigkill_common import Kill, bench
 from tests.campaigns.sigkill_flannel import FlannelCampaign
@@ -139,11 +140,25 @@ def summarize(kills: list[Kill]) -> list[dict[str, Any]]:
         row["call_failed"] += kill.call_rc not in (0, None)
         row["kill_ms"].append(kill.kill_ms)
         row["window_ms"].append(kill.window_ms)
+        if kill.effects:
+            row.setdefault("effects", []).append(kill.effect)
     for row in rows.values():
-        for key in ("kill_ms", "window_ms"):
-            values = row.pop(key)
+        for key in ("kill_ms", "window_ms", "effects"):
+            values = row.pop(key, [])
             row[f"{key}_range"] = [min(values), max(values)] if values else []
+        row["kill_at"] = where_killed(row)
     return sorted(rows.values(), key=lambda r: (TARGETS.index(r["target"]), ("ADD", "DEL", "start").index(r["phase"])))
+
+
+def where_killed(row: dict[str, Any]) -> str:
+    """The span of kill points of a row: milliseconds into the call (time in workers for the daemon), or effects."""
+    if row["effects_range"]:
+        first, last = row["effects_range"]
+        return f"effect {first}-{last}"
+    if row["kill_ms_range"]:
+        first, last = row["kill_ms_range"]
+        return f"{first:.0f}-{last:.0f} ms of {max(row['window_ms_range']):.0f}"
+    return ""
 
 
 def leak_classes(kills: list[Kill]) -> dict[str, dict[str, Any]]:
@@ -170,6 +185,7 @@ def run_campaign(
     replay: int | None = None,
     progress: bool = False,
     frozen: bool = False,
+    aim: tuple[str, syscalls.Aim] | None = None,
 ) -> dict[str, Any]:
     """Kill until ``kills`` kills landed (or ``time_limit`` seconds passed); the report as a dict."""
     started = time.monotonic()
@@ -199,17 +215,21 @@ def run_campaign(
                 if time.monotonic() - started > time_limit:
                     stopped = f"time limit of {time_limit:.0f} s reached"
                     break
-                kill = schedule(seed, index, targets)
+                kill = schedule(seed, index, targets) if aim is None else Kill(0, "syscall", aim[0], 0.0)
                 began = time.monotonic()
                 try:
-                    campaigns["flanneld" if kill.target == "flanneld" else "chain"].run(kill)
+                    chain = campaigns.get("chain")
+                    if aim is not None and isinstance(chain, ChainCampaign):
+                        chain.run(kill, aim[1])
+                    else:
+                        campaigns["flanneld" if kill.target == "flanneld" else "chain"].run(kill)
                 except Exception as exc:  # noqa: BLE001 - a harness fault is the kill's problem; the campaign goes on
                     kill.problems.append(f"campaign harness: {type(exc).__name__}: {exc}")
                 kill.seconds = round(time.monotonic() - began, 2)
                 done.append(kill)
                 if progress:
                     print(progress_line(kill), file=sys.stderr, flush=True)
-                if replay is not None:
+                if replay is not None or aim is not None:
                     break
                 index += 1
             for name, campaign in campaigns.items():
@@ -259,15 +279,14 @@ def rerun_command(seed: int, targets: tuple[str, ...], index: int) -> str:
 def render_table(report: dict[str, Any]) -> str:
     lines = [
         "| kill target | phase | kills | left after DEL | cleaned by GC | leaks after GC | other problems | "
-        "call failed | kill at (ms) |",
+        "call failed | kill points |",
         "|---|---|---:|---:|---:|---:|---:|---:|---|",
     ]
     for row in report["summary"]:
-        span = row["kill_ms_range"]
         lines.append(
             f"| {row['target']} | {row['phase']} | {row['kills']} | {row['left_after_del']} | {row['cleaned_by_gc']} | "
-            f"{row['leaks']} | {row['problems']} | {row['call_failed']} | {span[0]:.0f}-{span[1]:.0f} |"
-            if span
+            f"{row['leaks']} | {row['problems']} | {row['call_failed']} | {row['kill_at']} |"
+            if row["kills"]
             else f"| {row['target']} | {row['phase']} | 0 | | | | | | |"
         )
     lines.append("")
@@ -296,12 +315,32 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--time-limit", type=float, default=1500.0, help="seconds; no kill starts after (default 1500)")
     parser.add_argument("--gc-every", type=int, default=10, help="run pycni gc at least every N kills (default 10)")
     parser.add_argument("--replay", type=int, metavar="INDEX", help="run only kill INDEX of this seed's schedule")
+    parser.add_argument(
+        "--aim",
+        metavar="PROCESS:SYSCALL:K:VERB",
+        help="one syscall kill exactly there, e.g. host-local:rename:1:ADD (process: runtime or a plugin type)",
+    )
     parser.add_argument("--json", metavar="FILE", help="write the full report here")
+    parser.add_argument("--render", metavar="FILE", help="print the table of a report written with --json, and exit")
     parser.add_argument(
         "--frozen", action="store_true", help="run a copy of the source taken at the start (others edit the checkout)"
     )
     opts = parser.parse_args(argv)
+    if opts.render:
+        report = json.loads(Path(opts.render).read_text())
+        kills = [Kill(**entry) for entry in report["kill_log"]]
+        report |= {"summary": summarize(kills), "leak_classes": leak_classes(kills)}
+        print(render_table(report))
+        return 0
     targets = tuple(t for t in opts.targets.split(",") if t)
+    aim = None
+    if opts.aim:
+        try:
+            process, syscall, occurrence, verb = opts.aim.split(":")
+            aim = (verb.upper(), syscalls.Aim(process, 0, 0, syscall, int(occurrence)))
+        except ValueError:
+            parser.error(f"--aim wants PROCESS:SYSCALL:K:VERB, e.g. host-local:rename:1:ADD, not {opts.aim!r}")
+        targets = ("syscall",)
     unknown = [t for t in targets if t not in TARGETS]
     if unknown or not targets:
         parser.error(f"unknown targets {unknown}; choose from {', '.join(TARGETS)}")
@@ -310,7 +349,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     print(f"sigkill campaign: seed {opts.seed}, targets {','.join(targets)}", file=sys.stderr)
     report = run_campaign(
-        opts.kills, opts.seed, targets, opts.time_limit, opts.gc_every, opts.replay, progress=True, frozen=opts.frozen
+        opts.kills, opts.seed, targets, opts.time_limit, opts.gc_every, opts.replay, True, opts.frozen, aim
     )
     report["command"] = " ".join(["python -m tests.campaigns.sigkill", *(argv if argv is not None else sys.argv[1:])])
     if opts.json:

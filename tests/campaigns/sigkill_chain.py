@@ -244,15 +244,16 @@ class ChainCampaign:
             drop_namespace(self.node.pool, ctr.netns)
         return problems
 
-    def killed_call(self, kill: Kill, ctr: Container, rng: random.Random) -> Call:
+    def killed_call(self, kill: Kill, ctr: Container, rng: random.Random, aim: syscalls.Aim | None) -> Call:
         """The call the kill is for, with the kill."""
         verb = kill.phase.lower()
         if kill.target == "syscall":
-            aim = syscalls.choose(self.effects[verb], kill.fraction)
+            aim = aim or syscalls.choose(self.effects[verb], kill.fraction)
             kill.process, kill.effect, kill.effects = aim.process, aim.n, aim.total
             cut = self.node.traced(verb, ctr, aim.process, aim)
             where = syscalls.killed_at(self.node.trace_dir, kill.process)
-            cut.killed = f"{kill.process} at effect {kill.effect}/{kill.effects}: {where}" if where else ""
+            point = f"effect {aim.n}/{aim.total}" if aim.total else f"{aim.syscall} #{aim.occurrence}"
+            cut.killed = f"{kill.process} at {point}: {where}" if where else ""
             return cut
         killer, delay = self.killer(kill, rng)
         cut = self.node.pycni(verb, ctr, kill.target in ("worker", "supervisor"), killer, delay)
@@ -275,12 +276,13 @@ class ChainCampaign:
             return self.daemon.kill_worker(rng, kill.fraction * window), 0.0
         return self.daemon.kill_supervisor(kill.fraction * window), 0.0
 
-    def run(self, kill: Kill) -> None:
+    def run(self, kill: Kill, aim: syscalls.Aim | None = None) -> None:
+        """One kill (for the syscall target, at ``aim`` if given, else drawn from ``kill.fraction``)."""
         node = self.node
         via_daemon = kill.target in ("worker", "supervisor")
         self.runs += 1
         if kill.target == "syscall":
-            if not self.effects:
+            if not self.effects and aim is None:
                 kill.problems += self.count_effects()
         elif via_daemon not in self.paths:
             self.paths.add(via_daemon)
@@ -296,7 +298,7 @@ class ChainCampaign:
                 calls.append(("ADD before the kill", pre))
                 if pre.rc != 0:
                     kill.problems.append(f"the ADD before the killed DEL failed: {first_line(pre.stderr)}")
-            cut = self.killed_call(kill, ctr, rng)
+            cut = self.killed_call(kill, ctr, rng, aim)
             calls.append((f"killed {kill.phase}", cut))
             kill.killed, kill.kill_ms, kill.call_rc = cut.killed, cut.kill_ms, cut.rc
             kill.call_error = first_line(cut.stderr) if cut.rc else ""

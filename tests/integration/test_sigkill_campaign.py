@@ -15,14 +15,17 @@ from tests.campaigns.sigkill import TARGETS, render_table, run_campaign
 from tests.campaigns.sigkill_common import Kill, bench
 from tests.campaigns.sigkill_flannel import FlannelCampaign
 
+TIMED = tuple(t for t in TARGETS if t != "syscall")  # the syscall target's own tests are below
+
 
 def test_sigkill_campaign_short() -> None:
+    """One kill of each timed target (plugin, runtime, worker, supervisor, flanneld), phases as seed 1 draws them."""
     if not os.access("/usr/bin/etcd", os.X_OK):
         pytest.skip("etcd is not installed (apt-get install etcd-server etcd-client)")
-    report = run_campaign(len(TARGETS), seed=1, targets=TARGETS, time_limit=150)
+    report = run_campaign(len(TIMED), seed=1, targets=TIMED, time_limit=150)
     table = render_table(report)
-    assert {row["target"] for row in report["summary"]} == set(TARGETS), table
-    assert report["kills"] == len(TARGETS), table  # a call that ended before its kill came is retried, not counted
+    assert {row["target"] for row in report["summary"]} == set(TIMED), table
+    assert report["kills"] == len(TIMED), table  # a call that ended before its kill came is retried, not counted
     assert report["leaks"] == 0, table
     assert report["problems"] == 0, table
     for name, final in report["final"].items():
