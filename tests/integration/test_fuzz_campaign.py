@@ -33,8 +33,10 @@ KNOWN: list[tuple[str, str, str]] = [
     # A NUL in dataDir reaches os.makedirs/open (tuning), in a bridge name the attachment records.
     ("unexpected-exception", r"^ValueError: embedded null byte", "/pycni/plugins/meta/tuning.py"),
     ("unexpected-exception", r"^ValueError: embedded null byte", "/pycni/nft/attachments.py"),
-    # flannel's subnetFile too long to open: OSError (ENAMETOOLONG) from the reader.
+    # flannel's subnetFile too long to open: OSError (ENAMETOOLONG) from the reader...
     ("unexpected-exception", r"^OSError: ", "/pycni/fabric/subnetenv.py"),
+    # flannel's dataDir too long for os.makedirs (ENAMETOOLONG), likewise unmapped.
+    ("unexpected-exception", r"^OSError: ", "/pycni/plugins/meta/flannel.py"),
     # bridge takes CNI_ARGS MAC=zz:zz:... unparsed to the veth code.
     ("unexpected-exception", r"^ValueError: invalid literal for int", "/pycni/net/veth.py"),
 ]
