@@ -37,24 +37,11 @@ from typing import Any
 from tests.support.daemon import DaemonProcess, call_direct
 from tests.support.netns import NetnsPool, netns_pool, run
 from tests.support.node import differences, process_usage, snapshot
+from tests.support.seed import case1
 
 CLIENTS = 2
 SETTLE_SECONDS = 1.0
 RSS_GROWTH_LIMIT_KIB = 8 * 1024  # over 10,000 cycles after warm-up; a leak of one object per call shows as far more
-
-
-def case1(data_dir: Path) -> dict[str, Any]:
-    return {
-        "cniVersion": "1.0.0",
-        "name": "mynet",
-        "type": "bridge",
-        "bridge": "mynet0",
-        "isDefaultGateway": True,
-        "forceAddress": False,
-        "ipMasq": True,
-        "hairpinMode": True,
-        "ipam": {"type": "host-local", "subnet": "10.10.0.0/16", "dataDir": str(data_dir)},
-    }
 
 
 class Soak:
@@ -64,7 +51,7 @@ class Soak:
         self.work = work
         self.plugin_dir = plugin_dir
         self.socket_path = work / "run" / "pycni.sock"
-        self.bridge = case1(work / "ipam")
+        self.bridge = case1(work / "ipam", cniVersion="1.0.0")
         self.failures: list[str] = []
         self.calls = 0
         self.lock = threading.Lock()

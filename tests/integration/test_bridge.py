@@ -20,19 +20,10 @@ import pytest
 from pycni.spec import ALL_VERSIONS
 from tests.support.cni import Call, exec_plugin, normalize
 from tests.support.netns import NetnsPool, run
+from tests.support.seed import case1
 
 # The seed article's Case 1 config, verbatim.
-SEED_CASE1: dict[str, Any] = {
-    "cniVersion": "0.4.0",
-    "name": "mynet",
-    "type": "bridge",
-    "bridge": "mynet0",
-    "isDefaultGateway": True,
-    "forceAddress": False,
-    "ipMasq": True,
-    "hairpinMode": True,
-    "ipam": {"type": "host-local", "subnet": "10.10.0.0/16"},
-}
+SEED_CASE1: dict[str, Any] = case1()
 HOST_LOCAL_DEFAULT = Path("/var/lib/cni/networks")
 
 

@@ -28,23 +28,11 @@ import pytest
 
 from tests.support.daemon import DaemonProcess, SocketUnit
 from tests.support.netns import NetnsPool, run
+from tests.support.seed import case1
 
 RESTARTS = int(os.environ.get("PYCNI_RESTARTS", "10"))  # per mode; two modes make the 20
 LOOPS = 4
 WARM_WITHIN = 1.0  # seconds from a daemon's start until it serves every call
-
-# The seed's bridge.json, with its host-local state kept in the test's directory.
-CASE1 = {
-    "cniVersion": "0.4.0",
-    "name": "mynet",
-    "type": "bridge",
-    "bridge": "mynet0",
-    "isDefaultGateway": True,
-    "forceAddress": False,
-    "ipMasq": True,
-    "hairpinMode": True,
-    "ipam": {"type": "host-local", "subnet": "10.10.0.0/16"},
-}
 
 
 @dataclass
@@ -79,7 +67,7 @@ class Loops:
         self.containers = containers
         self.plugin_dir = plugin_dir
         self.socket_path = socket_path
-        self.config = json.dumps({**CASE1, "ipam": {**CASE1["ipam"], "dataDir": str(data_dir)}}).encode()  # type: ignore[dict-item]
+        self.config = json.dumps(case1(data_dir)).encode()
         self.calls: list[Call] = []
         self.stop = threading.Event()
         self.threads = [threading.Thread(target=self._loop, args=(i,), daemon=True) for i in range(LOOPS)]
