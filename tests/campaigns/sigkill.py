@@ -70,6 +70,7 @@ import os
 import random
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -185,9 +186,12 @@ def run_campaign(
     replay: int | None = None,
     progress: bool = False,
     frozen: bool = False,
-    aim: tuple[str, syscalls.Aim] | None = None,
+    aims: Sequence[tuple[str, syscalls.Aim]] = (),
 ) -> dict[str, Any]:
-    """Kill until ``kills`` kills landed (or ``time_limit`` seconds passed); the report as a dict."""
+    """Kill until ``kills`` kills landed (or ``time_limit`` seconds passed); the report as a dict.
+
+    ``aims`` are syscall kills on the chain at exact points, (phase, aim), run after those.
+    """
     started = time.monotonic()
     campaigns: dict[str, ChainCampaign | FlannelCampaign] = {}
     done: list[Kill] = []
@@ -196,42 +200,47 @@ def run_campaign(
     setup_seconds = 0.0
     with bench(frozen) as env:
         try:
-            if any(t in CHAIN_TARGETS for t in targets):
-                campaigns["chain"] = ChainCampaign(env.pool, env.dir("chain"), env.pycni, env.plugin_dir, gc_every)
-                campaigns["chain"].start()
+            chain = flannel = None
+            if aims or any(t in CHAIN_TARGETS for t in targets):
+                chain = ChainCampaign(env.pool, env.dir("chain"), env.pycni, env.plugin_dir, gc_every)
+                campaigns["chain"] = chain
+                chain.start()
             if "flanneld" in targets:
-                campaigns["flanneld"] = FlannelCampaign(
-                    env.pool, env.dir("fabric"), env.pycni, env.plugin_dir, gc_every
-                )
-                campaigns["flanneld"].start()
+                flannel = FlannelCampaign(env.pool, env.dir("fabric"), env.pycni, env.plugin_dir, gc_every)
+                campaigns["flanneld"] = flannel
+                flannel.start()
             setup_seconds = time.monotonic() - started
-            index = replay if replay is not None else 0
-            while True:
-                if replay is None and sum(k.counted for k in done) >= kills:
-                    break
-                if replay is None and index >= 3 * kills:
-                    stopped = f"only {sum(k.counted for k in done)} of {index} attempts killed something"
-                    break
-                if time.monotonic() - started > time_limit:
-                    stopped = f"time limit of {time_limit:.0f} s reached"
-                    break
-                kill = schedule(seed, index, targets) if aim is None else Kill(0, "syscall", aim[0], 0.0)
+
+            def one(kill: Kill, aim: syscalls.Aim | None = None) -> None:
                 began = time.monotonic()
                 try:
-                    chain = campaigns.get("chain")
-                    if aim is not None and isinstance(chain, ChainCampaign):
-                        chain.run(kill, aim[1])
+                    if kill.target == "flanneld":
+                        assert flannel is not None
+                        flannel.run(kill)
                     else:
-                        campaigns["flanneld" if kill.target == "flanneld" else "chain"].run(kill)
+                        assert chain is not None
+                        chain.run(kill, aim)
                 except Exception as exc:  # noqa: BLE001 - a harness fault is the kill's problem; the campaign goes on
                     kill.problems.append(f"campaign harness: {type(exc).__name__}: {exc}")
                 kill.seconds = round(time.monotonic() - began, 2)
                 done.append(kill)
                 if progress:
                     print(progress_line(kill), file=sys.stderr, flush=True)
-                if replay is not None or aim is not None:
+
+            if replay is not None:
+                one(schedule(seed, replay, targets))
+            index = 0
+            while replay is None and sum(k.counted for k in done) < kills:
+                if index >= 3 * kills:
+                    stopped = f"only {sum(k.counted for k in done)} of {index} attempts killed something"
                     break
+                if time.monotonic() - started > time_limit:
+                    stopped = f"time limit of {time_limit:.0f} s reached"
+                    break
+                one(schedule(seed, index, targets))
                 index += 1
+            for number, (phase, aim) in enumerate(aims, start=len(done)):
+                one(Kill(number, "syscall", phase, 0.0), aim)
             for name, campaign in campaigns.items():
                 final[name] = campaign.finish()
         finally:
@@ -317,8 +326,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--replay", type=int, metavar="INDEX", help="run only kill INDEX of this seed's schedule")
     parser.add_argument(
         "--aim",
+        action="append",
         metavar="PROCESS:SYSCALL:K:VERB",
-        help="one syscall kill exactly there, e.g. host-local:rename:1:ADD (process: runtime or a plugin type)",
+        help="only a syscall kill exactly there (repeatable), e.g. host-local:rename:1:ADD: before host-local's "
+        "first rename(2) in ADD (process: runtime or a plugin type)",
     )
     parser.add_argument("--json", metavar="FILE", help="write the full report here")
     parser.add_argument("--render", metavar="FILE", help="print the table of a report written with --json, and exit")
@@ -333,14 +344,15 @@ def main(argv: list[str] | None = None) -> int:
         print(render_table(report))
         return 0
     targets = tuple(t for t in opts.targets.split(",") if t)
-    aim = None
-    if opts.aim:
+    aims = []
+    for text in opts.aim or []:
         try:
-            process, syscall, occurrence, verb = opts.aim.split(":")
-            aim = (verb.upper(), syscalls.Aim(process, 0, 0, syscall, int(occurrence)))
+            process, syscall, occurrence, verb = text.split(":")
+            aims.append((verb.upper(), syscalls.Aim(process, 0, 0, syscall, int(occurrence))))
         except ValueError:
-            parser.error(f"--aim wants PROCESS:SYSCALL:K:VERB, e.g. host-local:rename:1:ADD, not {opts.aim!r}")
-        targets = ("syscall",)
+            parser.error(f"--aim wants PROCESS:SYSCALL:K:VERB, e.g. host-local:rename:1:ADD, not {text!r}")
+    if aims:
+        targets, opts.kills = ("syscall",), 0
     unknown = [t for t in targets if t not in TARGETS]
     if unknown or not targets:
         parser.error(f"unknown targets {unknown}; choose from {', '.join(TARGETS)}")
@@ -349,7 +361,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     print(f"sigkill campaign: seed {opts.seed}, targets {','.join(targets)}", file=sys.stderr)
     report = run_campaign(
-        opts.kills, opts.seed, targets, opts.time_limit, opts.gc_every, opts.replay, True, opts.frozen, aim
+        opts.kills, opts.seed, targets, opts.time_limit, opts.gc_every, opts.replay, True, opts.frozen, aims
     )
     report["command"] = " ".join(["python -m tests.campaigns.sigkill", *(argv if argv is not None else sys.argv[1:])])
     if opts.json:

@@ -1,4 +1,4 @@
-"""The SIGKILL campaign (tests/campaigns/sigkill.py) with a small count: one kill per target, nothing left.
+"""The SIGKILL campaign (tests/campaigns/sigkill.py) with small counts: a kill per target, nothing left behind.
 
 The full run (at least 200 kills) is the script: ``.venv/bin/python -m
 tests.campaigns.sigkill --kills 200 --seed 1 --json sigkill.json``.
@@ -11,21 +11,22 @@ import re
 
 import pytest
 
-from tests.campaigns.sigkill import TARGETS, render_table, run_campaign
+from tests.campaigns.sigkill import render_table, run_campaign
 from tests.campaigns.sigkill_common import Kill, bench
 from tests.campaigns.sigkill_flannel import FlannelCampaign
+from tests.campaigns.sigkill_syscalls import Aim
 
-TIMED = tuple(t for t in TARGETS if t != "syscall")  # the syscall target's own tests are below
+TIMED = ("plugin", "runtime", "worker", "supervisor")  # on the chain; flanneld has its own test below
+# bandwidth killed right before it brings its new ifb up (made, down, no alias yet), and before its DEL's one change
+AIMS = [("ADD", Aim("bandwidth", 0, 0, "sendto", 6)), ("DEL", Aim("bandwidth", 0, 0, "sendto", 1))]
 
 
 def test_sigkill_campaign_short() -> None:
-    """One kill of each timed target (plugin, runtime, worker, supervisor, flanneld), phases as seed 1 draws them."""
-    if not os.access("/usr/bin/etcd", os.X_OK):
-        pytest.skip("etcd is not installed (apt-get install etcd-server etcd-client)")
-    report = run_campaign(len(TIMED), seed=1, targets=TIMED, time_limit=150)
+    """One kill of each timed target on the chain, phases as seed 1 draws them, and two syscall kills of bandwidth."""
+    report = run_campaign(len(TIMED), seed=1, targets=TIMED, time_limit=150, aims=AIMS)
     table = render_table(report)
-    assert {row["target"] for row in report["summary"]} == set(TIMED), table
-    assert report["kills"] == len(TIMED), table  # a call that ended before its kill came is retried, not counted
+    assert {row["target"] for row in report["summary"]} == {*TIMED, "syscall"}, table
+    assert report["kills"] == len(TIMED) + len(AIMS), table  # a miss (the call ended first) is retried, not counted
     assert report["leaks"] == 0, table
     assert report["problems"] == 0, table
     for name, final in report["final"].items():
@@ -35,7 +36,8 @@ def test_sigkill_campaign_short() -> None:
 
 def test_flanneld_killed_before_each_etcd_request_of_its_restart_leaves_no_orphaned_lease() -> None:
     """The agent's restart renews its lease in etcd; a kill between two of those requests used to leave an
-    etcd lease attached to no key for a day (grant, put, revoke); now the key's own lease is refreshed."""
+    etcd lease attached to no key for a day (grant, put, revoke); now the key's own lease is refreshed.
+    Every kill is followed by a restart that must reconverge both nodes (routes, FDB, rules, leases)."""
     if not os.access("/usr/bin/etcd", os.X_OK):
         pytest.skip("etcd is not installed (apt-get install etcd-server etcd-client)")
     with bench() as env:
@@ -52,6 +54,9 @@ def test_flanneld_killed_before_each_etcd_request_of_its_restart_leaves_no_orpha
                 assert kill.killed, f"the kill before effect {n} ({calls[n - 1][:80]}) did not land"
                 assert kill.leaks == [] and kill.left_after_del == [], f"{kill.killed}: {kill.leaks}"
                 assert kill.problems == [], kill.problems
+            pod = Kill(len(calls) + 1, "flanneld", "ADD", 0.5)  # and once while a pod is being added on its node
+            campaign.run(pod)
+            assert pod.killed and pod.call_rc == 0 and pod.leaks == [] and pod.problems == [], pod
             assert campaign.finish()["left_after_gc_all"] == []
         finally:
             campaign.close()
