@@ -29,6 +29,7 @@ KEYS = ("ingressRate", "ingressBurst", "egressRate", "egressBurst")
 MAX_BURST_BYTES = 2**32 - 1
 MAX_RATE_BYTES = 2**32 - 1  # the TBF rate field is 32 bits of bytes/s (~34 Gbit/s)
 ALIAS_PREFIX = "pycni-bandwidth"
+MAX_ALIAS_BYTES = 255  # IFALIASZ - 1
 
 
 @dataclass(frozen=True)
@@ -70,7 +71,24 @@ def ifb_name(network: str, container_id: str) -> str:
 
 
 def ifb_alias(network: str, container_id: str, ifname: str) -> str:
-    return f"{ALIAS_PREFIX}:{network}:{container_id}:{ifname}"
+    """``pycni-bandwidth:<network>:<container ID>:<ifname>``, what GC finds an ifb's attachment by.
+
+    The kernel takes at most 255 bytes (longer is ERANGE, and over 64 KiB netlink cannot even
+    carry it), while container IDs and network names have no length limit: a long attachment
+    is a digest after the network's prefix, a long network a digest itself.
+    """
+    alias = f"{alias_prefix(network)}{container_id}:{ifname}"
+    if len(alias.encode()) <= MAX_ALIAS_BYTES:
+        return alias
+    return f"{alias_prefix(network)}#{hashlib.sha256(f'{container_id}:{ifname}'.encode()).hexdigest()}"
+
+
+def alias_prefix(network: str) -> str:
+    """The part of :func:`ifb_alias` shared by one network's ifbs."""
+    prefix = f"{ALIAS_PREFIX}:{network}:"
+    if len(prefix) <= MAX_ALIAS_BYTES // 2:
+        return prefix
+    return f"{ALIAS_PREFIX}:#{hashlib.sha256(network.encode()).hexdigest()[:32]}:"
 
 
 def host_interface(args: CmdArgs, result: Result, host: IPRoute) -> link.LinkInfo:
@@ -153,7 +171,7 @@ def gc(args: CmdArgs) -> None:
     if listed is None:
         return
     keep = {ifb_alias(args.name, cid, ifname) for cid, ifname in listed}
-    prefix = f"{ALIAS_PREFIX}:{args.name}:"
+    prefix = alias_prefix(args.name)
     with netns.iproute_here() as host:
         for msg in host.get_links():
             alias = str(msg.get("ifalias") or "")
