@@ -59,7 +59,11 @@ ALL_VERSIONS = ("0.1.0", "0.2.0", "0.3.0", "0.3.1", "0.4.0", "1.0.0", "1.1.0")
 # Host fixtures: a parent link for macvlan/ipvlan/vlan and a device for host-device to take.
 MASTER, MASTER_PEER, DEVICE, DEVICE_PEER = "fzmaster0", "fzmaster1", "fzdev0", "fzdev1"
 CHAINED = ("bandwidth", "firewall", "portmap", "sbr", "tuning", "vrf")
-EXCEPTION_MESSAGE = re.compile(r"^([A-Za-z_][\w.]*(?:Error|Exception|Exit|Interrupt|Iteration|Warning)):")
+# The SDK's catch-all message "<ExceptionType>: ...", possibly behind delegating plugins' "<name>: "
+# prefixes; struct.error and socket.timeout/gaierror have lower-case names.
+EXCEPTION_MESSAGE = re.compile(
+    r"^(?:[\w-]+: )*([A-Za-z_][\w.]*(?:Error|Exception|Exit|Interrupt|Iteration|Warning)|error|timeout|gaierror):"
+)
 
 
 # ---------------------------------------------------------------------------
@@ -934,6 +938,7 @@ class Campaign:
     executions: int = 0
     pending_debug: list[tuple[str, Case]] = field(default_factory=list)
     internal: Counter[str] = field(default_factory=Counter)  # code 999 replies that are not crashes
+    internal_example: dict[str, int] = field(default_factory=dict)
 
     def setup(self) -> None:
         for directory in ("data", "cwd", "empty"):
@@ -1041,7 +1046,9 @@ class Campaign:
             for finding in findings:
                 self.record(case, finding)
             if error is not None and error["code"] == 999 and not findings:
-                self.internal[f"{case.plugin}: {signature(Finding('999', str(error['msg'])))[5:]}"] += 1
+                key = f"{case.plugin}: {signature(Finding('999', str(error['msg'])))[5:]}"
+                self.internal[key] += 1
+                self.internal_example.setdefault(key, case.index)
             if run.exit_code == 0 and case.command == "ADD":
                 self.codes["ADD succeeded"] += 1
                 delete = execute(
@@ -1097,7 +1104,7 @@ class Campaign:
             "findings": dict(self.counts.most_common()),
             "crash_classes": sorted(self.classes.values(), key=lambda c: (c["class"], -c["count"])),
             "residue": dict(self.residue.most_common()),
-            "internal_errors": dict(self.internal.most_common(40)),
+            "internal_errors": {k: [n, self.internal_example[k]] for k, n in self.internal.most_common(40)},
         }
 
 
@@ -1108,7 +1115,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--time-limit", type=float, default=0, help="stop starting inputs after this many seconds")
     parser.add_argument("--timeout", type=float, default=30, help="seconds one plugin execution may take")
     parser.add_argument("--plugins", default="", help="comma-separated plugin types (default: all)")
-    parser.add_argument("--index", type=int, default=None, help="run only this input of the seed (replay)")
+    parser.add_argument("--index", default=None, help="run only these inputs of the seed (replay): I or I,J,...")
     parser.add_argument("--jobs", type=int, default=1, help="workers, each with its own host namespace")
     parser.add_argument("--worker", default="", help=argparse.SUPPRESS)  # "k/J": run inputs i with i % J == k
     parser.add_argument("--json", default="", help="write the report here")
@@ -1133,7 +1140,7 @@ def worker_argv(args: argparse.Namespace, worker: str, json_path: str) -> list[s
     argv = ["--count", str(args.count), "--seed", str(args.seed), "--time-limit", str(args.time_limit)]
     argv += ["--timeout", str(args.timeout), "--plugins", args.plugins, "--json", json_path]
     argv += ["--worker", worker] if worker else []
-    argv += ["--index", str(args.index)] if args.index is not None else []
+    argv += ["--index", args.index] if args.index is not None else []
     return argv + (["-v"] if args.verbose else [])
 
 
@@ -1173,6 +1180,11 @@ def merge_reports(parts: list[dict[str, Any]]) -> dict[str, Any]:
             total.update(part[key])
         return dict(total.most_common())
 
+    internal: dict[str, list[int]] = {}  # message -> [count, first input]
+    for part in parts:
+        for key, (count, index) in part["internal_errors"].items():
+            seen = internal.setdefault(key, [0, index])
+            seen[0], seen[1] = seen[0] + count, min(seen[1], index)
     classes: dict[str, dict[str, Any]] = {}
     for part in parts:
         for entry in part["crash_classes"]:
@@ -1198,7 +1210,7 @@ def merge_reports(parts: list[dict[str, Any]]) -> dict[str, Any]:
         "findings": summed("findings"),
         "crash_classes": sorted(classes.values(), key=lambda c: (c["class"], -c["count"])),
         "residue": summed("residue"),
-        "internal_errors": summed("internal_errors"),
+        "internal_errors": internal,
     }
 
 
@@ -1216,7 +1228,7 @@ def run_inner(args: argparse.Namespace) -> dict[str, Any]:
         plugins = [p for p in args.plugins.split(",") if p] or sorted(PLUGIN_MODULES)
         campaign = Campaign(work, bin_dir, args.timeout, args.verbose or args.index is not None)
         campaign.setup()
-        indexes = [args.index] if args.index is not None else list(range(args.count))
+        indexes = [int(i) for i in args.index.split(",")] if args.index is not None else list(range(args.count))
         if args.worker:
             k, jobs = (int(n) for n in args.worker.split("/"))
             indexes = [i for i in indexes if i % jobs == k]
