@@ -1,0 +1,387 @@
+"""Calico's v3 resources on a pycni datastore, stored exactly where and as libcalico-go stores them.
+
+Keys (``libcalico-go/lib/backend/model/resource.go``):
+``/calico/resources/v3/projectcalico.org/<plural>/<name>``, or
+``.../<plural>/<namespace>/<name>`` for namespaced kinds (WorkloadEndpoint).
+The value is the whole object as Go's compact JSON, with ``resourceVersion``
+and ``selfLink`` blanked (``clientv3/resources.go`` ``resourceToKVPair``); on
+read, ``metadata.resourceVersion`` is the key's ``mod_revision`` as a decimal
+string (``etcdv3/conversion.go``).
+
+Semantics are clientv3's: :meth:`ResourceClient.create` rejects a
+resourceVersion, fills ``uid`` and ``creationTimestamp``, and fails with
+:class:`ResourceAlreadyExists` (etcd: ``If(Version(key)==0)``);
+:meth:`~ResourceClient.update` needs resourceVersion, uid and
+creationTimestamp and is a compare-and-swap on the revision
+(:class:`UpdateConflict`); :meth:`~ResourceClient.apply` is calicoctl's
+create-or-replace. IPPools keep clientv3's extra rules: no overlap with
+another pool, no block size that contradicts blocks already in the range,
+``cidr`` and ``blockSize`` never change, and delete first disables the pool
+and releases its block affinities.
+
+One exception to the layout, by design: ``IPAMConfiguration`` (always named
+``default``) is stored as the ``/calico/ipam/v2/config`` value IPAM reads
+(``{"strict_affinity":…,"auto_allocate_blocks":…,"maxBlocksPerHost":…}``), so
+applying it changes what IPAM does. Real Calico in etcd mode keeps the v3
+resource and that key apart and only ``calicoctl ipam configure`` writes the
+key; here the two are one.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ipaddress
+import json
+import logging
+import time
+import uuid
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import Any
+
+from pycni.datastore import AlreadyExists, Conflict, Datastore, KeyValue, NotFound
+from pycni.fabric.calico import gojson
+from pycni.fabric.calico.errors import (
+    ErroredField,
+    ResourceAlreadyExists,
+    ResourceNotFound,
+    UpdateConflict,
+    ValidationError,
+)
+from pycni.fabric.calico.kinds import IPAMCONFIG_SPEC, SEEDED_TIERS, pool_network
+from pycni.fabric.calico.model import (
+    API_VERSION,
+    apply_defaults,
+    from_json,
+    kind_spec,
+    new_resource,
+    to_json,
+    validate_resource,
+)
+from pycni.fabric.calico.resource import Resource
+
+log = logging.getLogger(__name__)
+
+RESOURCES_PREFIX = "/calico/resources/v3/projectcalico.org/"
+IPAM_CONFIG_KEY = "/calico/ipam/v2/config"
+BLOCKS_PREFIX = "/calico/ipam/v2/assignment/"
+CLUSTER_INFO_NAME = "default"
+
+# model.IPAMConfig's JSON names for IPAMConfiguration's spec fields (all omitempty there).
+_IPAM_CONFIG_FIELDS = {
+    "strictAffinity": "strict_affinity",
+    "autoAllocateBlocks": "auto_allocate_blocks",
+    "maxBlocksPerHost": "maxBlocksPerHost",
+    "kubeVirtVMAddressPersistence": "kubeVirtVMAddressPersistence",
+    "ipCooldownSeconds": "ipCooldownSeconds",
+}
+
+
+def resource_key(kind: str, name: str, namespace: str = "") -> str:
+    """The etcd key of a resource (raises DecodeError for a kind pycni does not know)."""
+    info = kind_spec(kind)
+    if kind == "IPAMConfiguration":
+        return IPAM_CONFIG_KEY
+    if info.namespaced:
+        return f"{RESOURCES_PREFIX}{info.plural}/{namespace}/{name}"
+    return f"{RESOURCES_PREFIX}{info.plural}/{name}"
+
+
+def resource_prefix(kind: str, namespace: str = "") -> str:
+    """The prefix listing a kind (within ``namespace`` if given, for namespaced kinds)."""
+    info = kind_spec(kind)
+    if kind == "IPAMConfiguration":
+        return IPAM_CONFIG_KEY
+    if info.namespaced and namespace:
+        return f"{RESOURCES_PREFIX}{info.plural}/{namespace}/"
+    return f"{RESOURCES_PREFIX}{info.plural}/"
+
+
+def _timestamp(moment: datetime) -> str:
+    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def ipam_config_value(spec: dict[str, Any]) -> str:
+    """IPAMConfiguration's spec as the ``/calico/ipam/v2/config`` value (model.IPAMConfig, omitempty)."""
+    out = {stored: spec[name] for name, stored in _IPAM_CONFIG_FIELDS.items() if spec.get(name)}
+    return gojson.marshal(out)
+
+
+def ipam_config_spec(value: str) -> dict[str, Any]:
+    """The ``/calico/ipam/v2/config`` value read as IPAMConfiguration's spec (a key that is absent: false)."""
+    try:
+        stored = json.loads(value) if value else {}
+    except ValueError:
+        stored = {}
+    if not isinstance(stored, dict):
+        stored = {}
+    raw = {name: stored.get(key) for name, key in _IPAM_CONFIG_FIELDS.items() if stored.get(key) is not None}
+    raw.setdefault("strictAffinity", False)
+    raw.setdefault("autoAllocateBlocks", False)
+    decoded: dict[str, Any] = IPAMCONFIG_SPEC.decode(raw, "IPAMConfiguration.spec", [])
+    return decoded
+
+
+class ResourceClient:
+    """create/update/apply/delete/get/list of v3 resources on ``store`` (clientv3's rules, etcd's keys)."""
+
+    def __init__(
+        self,
+        store: Datastore,
+        *,
+        now: Callable[[], datetime] = lambda: datetime.now(UTC),
+        new_uid: Callable[[], str] = lambda: str(uuid.uuid4()),
+    ) -> None:
+        self.store = store
+        self.now = now
+        self.new_uid = new_uid
+
+    # -- reads ---------------------------------------------------------------
+
+    def decode(self, kv: KeyValue) -> Resource:
+        """A stored key as a resource, with resourceVersion from its revision (as libcalico-go reads it)."""
+        if kv.key == IPAM_CONFIG_KEY:
+            resource = Resource(
+                "IPAMConfiguration", {"name": "default", "creationTimestamp": None}, ipam_config_spec(kv.value)
+            )
+        else:
+            resource = from_json(kv.value, kv.key)
+        resource.set_meta("resourceVersion", str(kv.mod_revision))
+        if resource.kind == "IPPool":
+            apply_defaults(resource)  # convertIpPoolFromStorage: pools written before a field existed
+        return resource
+
+    def get(self, kind: str, name: str, namespace: str = "") -> Resource:
+        kv = self.store.get(resource_key(kind, name, namespace))
+        if kv is None:
+            raise ResourceNotFound(_identifier(kind, name, namespace))
+        return self.decode(kv)
+
+    def find(self, kind: str, name: str, namespace: str = "") -> Resource | None:
+        try:
+            return self.get(kind, name, namespace)
+        except ResourceNotFound:
+            return None
+
+    def list(self, kind: str, namespace: str = "") -> tuple[list[Resource], int]:
+        """Every resource of ``kind`` (in ``namespace``, or all), sorted by key, and the revision read at."""
+        prefix = resource_prefix(kind, namespace)
+        if kind == "IPAMConfiguration":
+            kv = self.store.get(prefix)
+            return ([self.decode(kv)] if kv else []), self.store.revision()
+        kvs, revision = self.store.list(prefix)
+        return [self.decode(kv) for kv in kvs], revision
+
+    # -- writes --------------------------------------------------------------
+
+    def _stored_value(self, resource: Resource) -> str:
+        if resource.kind == "IPAMConfiguration":
+            return ipam_config_value(resource.spec)
+        stored = resource.copy()
+        stored.set_meta("resourceVersion", None)
+        stored.set_meta("selfLink", None)
+        return to_json(stored)
+
+    def _prepare(self, resource: Resource, current: Resource | None) -> Resource:
+        resource = resource.copy()
+        resource.api_version = API_VERSION
+        validate_resource(resource)
+        if resource.kind == "IPPool":
+            self._check_pool(resource, current)
+        apply_defaults(resource)
+        return resource
+
+    def create(self, resource: Resource) -> Resource:
+        """Create ``resource``; :class:`ResourceAlreadyExists` if its key is taken."""
+        if resource.resource_version:
+            raise ValidationError(
+                [
+                    ErroredField(
+                        "Metadata.ResourceVersion",
+                        "field must not be set for a Create request",
+                        resource.resource_version,
+                    )
+                ]
+            )
+        resource = self._prepare(resource, None)
+        if resource.kind != "IPAMConfiguration":
+            if not resource.metadata.get("creationTimestamp"):
+                resource.set_meta("creationTimestamp", _timestamp(self.now()))
+            if not resource.metadata.get("uid"):
+                resource.set_meta("uid", self.new_uid())
+        key = resource_key(resource.kind, resource.name, resource.namespace)
+        try:
+            kv = self.store.create(key, self._stored_value(resource))
+        except AlreadyExists:
+            raise ResourceAlreadyExists(resource.identifier) from None
+        log.debug("created %s at revision %d", resource.identifier, kv.mod_revision)
+        return self.decode(kv)
+
+    def update(self, resource: Resource) -> Resource:
+        """Replace ``resource`` if its resourceVersion is still the stored one (compare-and-swap)."""
+        if not resource.resource_version:
+            raise ValidationError([ErroredField("Metadata.ResourceVersion", "field must be set for an Update request")])
+        if resource.kind != "IPAMConfiguration":
+            for meta, label in (("creationTimestamp", "Metadata.CreationTimestamp"), ("uid", "Metadata.UID")):
+                if not resource.metadata.get(meta):
+                    raise ValidationError([ErroredField(label, "field must be set for an Update request")])
+        current = self.find(resource.kind, resource.name, resource.namespace) if resource.kind == "IPPool" else None
+        revision = _revision(resource)
+        prepared = self._prepare(resource, current)
+        key = resource_key(prepared.kind, prepared.name, prepared.namespace)
+        try:
+            kv = self.store.update(key, self._stored_value(prepared), revision)
+        except Conflict:
+            raise UpdateConflict(prepared.identifier) from None
+        except NotFound:
+            raise ResourceNotFound(prepared.identifier) from None
+        return self.decode(kv)
+
+    def replace(self, resource: Resource, attempts: int = 5) -> Resource:
+        """calicoctl's replace: with a resourceVersion, only if it is current; without, on the latest version."""
+        given = resource.resource_version
+        for attempt in range(attempts):
+            current = self.get(resource.kind, resource.name, resource.namespace)
+            if given and given != current.resource_version:
+                raise UpdateConflict(
+                    resource.identifier,
+                    f"resource version '{given}' is out of date (latest: {current.resource_version}). "
+                    "Update the resource YAML/JSON in order to make changes",
+                )
+            merged = resource.copy()
+            for meta in ("resourceVersion", "uid", "creationTimestamp"):
+                if not merged.metadata.get(meta) or meta == "resourceVersion":
+                    merged.set_meta(meta, current.metadata.get(meta))
+            try:
+                return self.update(merged)
+            except UpdateConflict:
+                if given or attempt == attempts - 1:
+                    raise
+                time.sleep(0.05 * (attempt + 1))
+        raise AssertionError("unreachable")
+
+    def apply(self, resource: Resource) -> Resource:
+        """calicoctl's apply: create, or replace what exists."""
+        fresh = resource.copy()
+        fresh.set_meta("resourceVersion", None)
+        try:
+            return self.create(fresh)
+        except ResourceAlreadyExists:
+            return self.replace(resource)
+
+    def delete(self, kind: str, name: str, namespace: str = "", resource_version: str = "") -> Resource:
+        """Delete and return what was stored; with ``resource_version`` only if still current."""
+        current = self.get(kind, name, namespace)
+        if kind == "IPPool":
+            current = self._retire_pool(current, resource_version)
+            resource_version = ""
+        revision = int(resource_version) if resource_version else None
+        try:
+            kv = self.store.delete(resource_key(kind, name, namespace), revision)
+        except NotFound:
+            raise ResourceNotFound(_identifier(kind, name, namespace)) from None
+        except Conflict:
+            raise UpdateConflict(_identifier(kind, name, namespace)) from None
+        gone = self.decode(kv)
+        gone.set_meta("resourceVersion", current.resource_version)
+        return gone
+
+    # -- clientv3's EnsureInitialized ------------------------------------------
+
+    def ensure_initialized(self, calico_version: str = "", cluster_type: str = "") -> None:
+        """ClusterInformation ``default`` and the tiers default (Deny), kube-admin and kube-baseline (Pass)."""
+        if self.find("ClusterInformation", CLUSTER_INFO_NAME) is None:
+            info = new_resource(
+                "ClusterInformation",
+                CLUSTER_INFO_NAME,
+                {
+                    "clusterGUID": uuid.uuid4().hex,
+                    "clusterType": cluster_type,
+                    "calicoVersion": calico_version,
+                    "datastoreReady": True,
+                },
+            )
+            with contextlib.suppress(ResourceAlreadyExists):  # another node got there first
+                self.create(info)
+        for name, (action, order) in SEEDED_TIERS.items():
+            with contextlib.suppress(ResourceAlreadyExists):
+                self.create(new_resource("Tier", name, {"order": order, "defaultAction": action}))
+
+    # -- IPPool rules ----------------------------------------------------------
+
+    def _check_pool(self, pool: Resource, current: Resource | None) -> None:
+        spec = pool.spec
+        network = pool_network(spec["cidr"])
+        assert network is not None  # validated
+        errors: list[ErroredField] = []
+        if current is not None:
+            old_network = pool_network(current.spec.get("cidr", ""))
+            if old_network != network:
+                errors.append(ErroredField("IPPool.spec.cidr", "IPPool CIDR cannot be modified", spec["cidr"]))
+            if spec.get("blockSize") and spec.get("blockSize") != current.spec.get("blockSize"):
+                errors.append(
+                    ErroredField("IPPool.spec.blockSize", "IPPool BlockSize cannot be modified", spec["blockSize"])
+                )
+            if "LoadBalancer" in (current.spec.get("allowedUses") or []) and any(
+                use != "LoadBalancer" for use in spec.get("allowedUses") or []
+            ):
+                errors.append(
+                    ErroredField(
+                        "IPPool.spec.allowedUses", "IPPool allowed use cannot be changed from LoadBalancer", None
+                    )
+                )
+        else:
+            pools, _ = self.list("IPPool")
+            for other in pools:
+                other_network = pool_network(other.spec.get("cidr", ""))
+                if other.name != pool.name and other_network is not None and other_network.overlaps(network):
+                    errors.append(
+                        ErroredField(
+                            "IPPool.spec.cidr",
+                            f"IPPool({pool.name}) CIDR overlaps with IPPool({other.name}) CIDR {other.spec['cidr']}",
+                            spec["cidr"],
+                        )
+                    )
+            block_size = spec.get("blockSize") or (26 if network.version == 4 else 122)
+            blocks, _ = self.store.list(f"{BLOCKS_PREFIX}ipv{network.version}/block/")
+            for kv in blocks:
+                block = ipaddress.ip_network(kv.key.rsplit("/", 1)[1].replace("-", "/", 1))
+                if block.prefixlen != block_size and block.overlaps(network):
+                    errors.append(
+                        ErroredField(
+                            "IPPool.spec.blockSize",
+                            "IPPool blocksSize conflicts with existing allocations that use a different blockSize",
+                            block_size,
+                        )
+                    )
+                    break
+        if errors:
+            raise ValidationError(errors)
+
+    def _retire_pool(self, pool: Resource, resource_version: str) -> Resource:
+        """clientv3 IPPools().Delete: disable the pool, release its affinities; the caller deletes it."""
+        if not pool.spec.get("disabled"):
+            disabled = pool.copy()
+            disabled.spec["disabled"] = True
+            if resource_version:
+                disabled.set_meta("resourceVersion", resource_version)
+            pool = self.update(disabled)
+        from pycni.fabric.calico.ipam_store import IPAM  # IPAM reads pools through this client
+
+        network = pool_network(pool.spec["cidr"])
+        assert network is not None
+        IPAM(self.store, self).release_pool_affinities(network)
+        return pool
+
+
+def _identifier(kind: str, name: str, namespace: str) -> str:
+    return f"{kind}({namespace}/{name})" if namespace else f"{kind}({name})"
+
+
+def _revision(resource: Resource) -> int:
+    try:
+        return int(resource.resource_version)
+    except ValueError:
+        raise ValidationError(
+            [ErroredField("Metadata.ResourceVersion", "must be a revision number", resource.resource_version)]
+        ) from None

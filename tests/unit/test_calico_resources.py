@@ -1,0 +1,128 @@
+"""The v3 resource client on the in-memory datastore: keys, stored bytes and clientv3's write rules."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+
+import pytest
+
+from pycni.datastore.memory import MemoryDatastore
+from pycni.fabric.calico.errors import ResourceAlreadyExists, ResourceNotFound, UpdateConflict, ValidationError
+from pycni.fabric.calico.model import load_manifest, new_resource
+from pycni.fabric.calico.resources import ResourceClient
+
+POOL = "apiVersion: projectcalico.org/v3\nkind: IPPool\nmetadata: {name: p1}\nspec: {cidr: 10.244.0.0/16}\n"
+
+
+@pytest.fixture
+def client() -> ResourceClient:
+    return ResourceClient(
+        MemoryDatastore(),
+        now=lambda: datetime(2024, 1, 1, tzinfo=UTC),
+        new_uid=lambda: "3f0c0000-0000-4000-8000-000000000001",
+    )
+
+
+def test_create_stores_libcalico_go_bytes(client: ResourceClient) -> None:
+    created = client.create(load_manifest(POOL)[0])
+    kv = client.store.get("/calico/resources/v3/projectcalico.org/ippools/p1")
+    assert kv is not None
+    assert kv.value == (
+        '{"kind":"IPPool","apiVersion":"projectcalico.org/v3","metadata":{"name":"p1",'
+        '"uid":"3f0c0000-0000-4000-8000-000000000001","creationTimestamp":"2024-01-01T00:00:00Z"},'
+        '"spec":{"cidr":"10.244.0.0/16","vxlanMode":"Never","ipipMode":"Never","blockSize":26,'
+        '"nodeSelector":"all()","allowedUses":["Workload","Tunnel"],"assignmentMode":"Automatic"}}'
+    )
+    assert created.resource_version == str(kv.mod_revision)
+    assert client.get("IPPool", "p1").metadata == created.metadata
+    with pytest.raises(ResourceAlreadyExists, match=r"resource already exists: IPPool\(p1\)"):
+        client.create(load_manifest(POOL)[0])
+    with pytest.raises(ValidationError, match="must not be set for a Create"):
+        client.create(created)
+
+
+def test_update_is_compare_and_swap(client: ResourceClient) -> None:
+    created = client.create(new_resource("BGPPeer", "tor", {"peerIP": "198.51.100.9", "asNumber": 64513}))
+    changed = created.copy()
+    changed.spec["asNumber"] = 64514
+    updated = client.update(changed)
+    assert int(updated.resource_version) > int(created.resource_version)
+    stale = created.copy()
+    stale.spec["asNumber"] = 64515
+    with pytest.raises(UpdateConflict):
+        client.update(stale)
+    with pytest.raises(UpdateConflict, match="out of date"):
+        client.replace(stale)
+    stale.set_meta("resourceVersion", None)
+    assert client.replace(stale).spec["asNumber"] == 64515  # without a version: onto the latest
+    assert client.get("BGPPeer", "tor").metadata["uid"] == created.metadata["uid"]
+
+
+def test_apply_creates_then_replaces(client: ResourceClient) -> None:
+    first = client.apply(new_resource("Profile", "net1", {"labelsToApply": {"net1": ""}}))
+    second = client.apply(new_resource("Profile", "net1", {}))
+    assert second.metadata["uid"] == first.metadata["uid"] and second.spec == {}
+    assert second.metadata["creationTimestamp"] == "2024-01-01T00:00:00Z"
+
+
+def test_namespaced_keys_and_list(client: ResourceClient) -> None:
+    for ns, name in (("a", "w1"), ("b", "w2"), ("a", "w3")):
+        client.create(new_resource("WorkloadEndpoint", name, {"interfaceName": "cali1", "node": "n1"}, namespace=ns))
+    assert client.store.get("/calico/resources/v3/projectcalico.org/workloadendpoints/a/w1") is not None
+    assert [r.name for r in client.list("WorkloadEndpoint", "a")[0]] == ["w1", "w3"]
+    assert len(client.list("WorkloadEndpoint")[0]) == 3
+    gone = client.delete("WorkloadEndpoint", "w1", "a")
+    assert gone.name == "w1"
+    with pytest.raises(ResourceNotFound, match=r"WorkloadEndpoint\(a/w1\)"):
+        client.get("WorkloadEndpoint", "w1", "a")
+
+
+def test_pool_rules(client: ResourceClient) -> None:
+    client.create(load_manifest(POOL)[0])
+    with pytest.raises(ValidationError, match=r"IPPool\(p2\) CIDR overlaps with IPPool\(p1\)"):
+        client.create(new_resource("IPPool", "p2", {"cidr": "10.244.128.0/17"}))
+    current = client.get("IPPool", "p1")
+    moved = current.copy()
+    moved.spec["cidr"] = "10.245.0.0/16"
+    with pytest.raises(ValidationError, match="CIDR cannot be modified"):
+        client.update(moved)
+    resized = current.copy()
+    resized.spec["blockSize"] = 28
+    with pytest.raises(ValidationError, match="BlockSize cannot be modified"):
+        client.update(resized)
+    client.store.put("/calico/ipam/v2/assignment/ipv4/block/10.9.0.0-28", "{}")
+    with pytest.raises(ValidationError, match="conflicts with existing allocations"):
+        client.create(new_resource("IPPool", "p3", {"cidr": "10.9.0.0/16"}))
+    gone = client.delete("IPPool", "p1")
+    assert gone.spec["disabled"] is True  # disabled first, as clientv3 does, then deleted
+    assert client.find("IPPool", "p1") is None
+
+
+def test_ipam_configuration_is_the_ipam_config_key(client: ResourceClient) -> None:
+    created = client.create(
+        new_resource("IPAMConfiguration", "default", {"strictAffinity": True, "maxBlocksPerHost": 4})
+    )
+    kv = client.store.get("/calico/ipam/v2/config")
+    assert kv is not None and json.loads(kv.value) == {
+        "strict_affinity": True,
+        "auto_allocate_blocks": True,
+        "maxBlocksPerHost": 4,
+    }
+    assert created.spec == {"strictAffinity": True, "maxBlocksPerHost": 4, "autoAllocateBlocks": True}
+    assert [r.name for r in client.list("IPAMConfiguration")[0]] == ["default"]
+
+
+def test_ensure_initialized_seeds_cluster_info_and_tiers(client: ResourceClient) -> None:
+    client.ensure_initialized()
+    client.ensure_initialized()  # idempotent
+    tiers = {r.name: r.spec for r in client.list("Tier")[0]}
+    assert tiers == {
+        "default": {"order": 1_000_000.0, "defaultAction": "Deny"},
+        "kube-admin": {"order": 1000.0, "defaultAction": "Pass"},
+        "kube-baseline": {"order": 10_000_000.0, "defaultAction": "Pass"},
+    }
+    kv = client.store.get("/calico/resources/v3/projectcalico.org/tiers/default")
+    assert kv is not None and '"spec":{"order":1000000,"defaultAction":"Deny"},"status":{}' in kv.value
+    info = client.get("ClusterInformation", "default")
+    assert info.spec["datastoreReady"] is True and len(info.spec["clusterGUID"]) == 32
