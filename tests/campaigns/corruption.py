@@ -4,6 +4,7 @@ Run as root from the repository (a full round is the whole matrix below)::
 
     .venv/bin/python -m tests.campaigns.corruption --rounds 3 --seed 1 --json corruption.json
     .venv/bin/python -m tests.campaigns.corruption --only tuning:directory --seed 1   # one case
+    .venv/bin/python -m tests.campaigns.corruption --rounds 50 --budget 600           # at most ~10 min
 
 ``make test`` runs a sample of it (``tests/integration/test_corruption_campaign.py``).
 Every case is reproducible from ``--seed``, its round and its name; a failure
@@ -74,8 +75,9 @@ What "clean up" can mean when the state itself is garbage, and so what is checke
   only damage that names nobody, ``reservation`` (the deleted attachment's
   file) applies both.
 * A reservation file whose content no longer says whose it is (empty,
-  garbage, unreadable, a directory, a symlink: host-local never makes those)
-  may be a live attachment's, so its address stays taken ("kept") until a GC
+  garbage, unreadable, a directory, a symlink: host-local never makes those),
+  or that begins a valid attachment's owner line (one cut short), may be a
+  live attachment's, so its address stays taken ("kept") until a GC
   told that nothing is valid (``gc --all``) removes it; the table counts these.
   Its address is never handed out twice.
 * ADD (N, M) either succeeds with a consistent state or fails with an error
