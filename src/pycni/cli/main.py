@@ -190,6 +190,12 @@ def parse_duration(text: str) -> float:
     return seconds
 
 
+def cmd_calicoctl(opts: argparse.Namespace) -> int:
+    from pycni.cli.calicoctl import main as calicoctl_main
+
+    return calicoctl_main(opts.args)
+
+
 def cmd_dhcp_daemon(opts: argparse.Namespace) -> int:
     from pycni.dhcp.server import run
 
@@ -248,6 +254,11 @@ def build_parser() -> argparse.ArgumentParser:
     dhcp.add_argument("--timeout", type=parse_duration, default=10.0, help="per DHCP exchange (default 10s)")
     dhcp.add_argument("--broadcast", action="store_true", help="ask DHCP servers to broadcast their replies")
     dhcp.set_defaults(func=cmd_dhcp_daemon)
+    calicoctl = sub.add_parser(
+        "calicoctl", help="calicoctl's resource and IPAM commands (etcd or embedded store)", add_help=False
+    )
+    calicoctl.add_argument("args", nargs=argparse.REMAINDER)
+    calicoctl.set_defaults(func=cmd_calicoctl)
     plugins = sub.add_parser("plugins", help="manage pycni's plugin executables")
     plugins_sub = plugins.add_subparsers(dest="plugins_command", metavar="ACTION", parser_class=_Parser)
     plugins_sub.required = True
@@ -261,8 +272,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    args = list(sys.argv[1:] if argv is None else argv)
+    if args[:1] == ["calicoctl"]:  # calicoctl parses its own flags (argparse's REMAINDER drops a leading --help)
+        return cmd_calicoctl(argparse.Namespace(args=args[1:]))
     try:
-        opts = build_parser().parse_args(argv)
+        opts = build_parser().parse_args(args)
         result: int = opts.func(opts)
         return result
     except UsageError as exc:

@@ -1,0 +1,563 @@
+"""``pycni calicoctl``: calicoctl's resource and IPAM commands, with calicoctl's output, on pycni's datastores.
+
+    pycni calicoctl apply|create|replace|delete -f FILE|-     (YAML or JSON, several documents, Lists)
+    pycni calicoctl delete KIND NAME...
+    pycni calicoctl get KIND [NAME...] [-o ps|wide|yaml|json] [-n NS | -A]
+    pycni calicoctl ipam show [--ip=IP] [--show-blocks] [--show-configuration]
+    pycni calicoctl ipam check [--show-all-ips] [--show-problem-ips]
+    pycni calicoctl ipam release --ip=IP
+    pycni calicoctl version
+
+The datastore is chosen as calicoctl chooses it: ``-c CONFIG`` (a
+CalicoAPIConfig file; /etc/calico/calicoctl.cfg if it exists), else
+``DATASTORE_TYPE=etcdv3`` with ``ETCD_ENDPOINTS`` (``CALICO_`` prefixes
+accepted), else pycni's embedded store, a sqlite file at
+``$PYCNI_CALICO_STORE`` or ``--store PATH`` (default /var/lib/pycni/calico.db),
+for one machine without etcd. Errors are one line on stderr and exit status 1.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ipaddress
+import os
+import sys
+from collections.abc import Callable, Sequence
+from decimal import Decimal
+from typing import Any, NoReturn
+
+from pycni import __version__
+from pycni.datastore import Datastore, DatastoreError
+from pycni.fabric.calico.config import DEFAULT_STORE_PATH, StoreConfig, load_config, open_store
+from pycni.fabric.calico.errors import CalicoError, OperationNotSupported, ResourceAlreadyExists, ResourceNotFound
+from pycni.fabric.calico.ipam_check import check as ipam_check
+from pycni.fabric.calico.ipam_store import IPAM, NotAssigned
+from pycni.fabric.calico.kinds import DEFAULT_AS_NUMBER, KINDS, kind_for_alias
+from pycni.fabric.calico.model import API_VERSION, dump_json, dump_yaml, load_manifest
+from pycni.fabric.calico.resource import KindSpec, Resource
+from pycni.fabric.calico.resources import ResourceClient
+
+PAST = {"create": "created", "apply": "applied", "replace": "replaced", "delete": "deleted"}
+
+
+class CtlError(Exception):
+    """A failure to report on one line (exit status 1)."""
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:
+        raise CtlError(f"{message} (see `{self.prog} --help`)")
+
+
+# -- formatting helpers -----------------------------------------------------------
+
+
+def go_g(value: float) -> str:
+    """Go's ``%v`` of a float64: shortest digits; exponent form below 1e-4 and from 1e+06 (``1e+06``, ``1000``)."""
+    number = Decimal(repr(float(value))).normalize()
+    sign, numerals, exponent = number.as_tuple()
+    assert isinstance(exponent, int)
+    x = len(numerals) + exponent - 1
+    if x < -4 or x >= 6:
+        text = "".join(map(str, numerals))
+        mantissa = text[0] + ("." + text[1:] if len(text) > 1 else "")
+        return f"{'-' if sign else ''}{mantissa}e{'+' if x >= 0 else '-'}{abs(x):02d}"
+    return format(number, "f")
+
+
+def go_bool(value: Any) -> str:
+    return "true" if value else "false"
+
+
+def tabwriter(rows: list[list[str]], minwidth: int = 5, padding: int = 3) -> str:
+    """Go's text/tabwriter as calicoctl configures it (minwidth 5, padding 3, every cell tab-terminated)."""
+    widths = [max(minwidth, max(len(r[i]) for r in rows) + padding) for i in range(len(rows[0]))]
+    return "".join("".join(cell.ljust(widths[i]) for i, cell in enumerate(row)) + "\n" for row in rows)
+
+
+def pretty_table(header: list[str], rows: list[list[str]], right: frozenset[int] = frozenset()) -> str:
+    """go-pretty's default box style: centred headings, right-aligned number columns."""
+    widths = [max(len(header[i]), *(len(r[i]) for r in rows)) if rows else len(header[i]) for i in range(len(header))]
+    rule = "+" + "+".join("-" * (w + 2) for w in widths) + "+\n"
+
+    def line(cells: list[str], head: bool) -> str:
+        out = []
+        for i, cell in enumerate(cells):
+            if head:  # centred, the odd space on the right (go-pretty)
+                left = (widths[i] - len(cell)) // 2
+                out.append((" " * left + cell).ljust(widths[i]))
+            else:
+                out.append(cell.rjust(widths[i]) if i in right else cell.ljust(widths[i]))
+        return "| " + " | ".join(out) + " |\n"
+
+    return rule + line(header, True) + rule + "".join(line(r, False) for r in rows) + rule
+
+
+# -- calicoctl's table columns (calicoctl/calicoctl/resourcemgr/*.go) ---------------------------------------
+
+
+def _join(items: Any) -> str:
+    if isinstance(items, dict):
+        return ",".join(sorted(f"{k}={v}" for k, v in items.items()))
+    return ",".join(str(i) for i in items or [])
+
+
+def _peer_node(spec: dict[str, Any]) -> str:
+    return spec.get("node") or spec.get("nodeSelector") or "(global)"
+
+
+def _mesh(spec: dict[str, Any]) -> str:
+    return go_bool(spec["nodeToNodeMeshEnabled"]) if "nodeToNodeMeshEnabled" in spec else "-"
+
+
+Column = Callable[[Resource], str]
+COLUMNS: dict[str, dict[str, Column]] = {
+    "IPPool": {
+        "NAME": lambda r: r.name,
+        "CIDR": lambda r: r.spec.get("cidr", ""),
+        "SELECTOR": lambda r: r.spec.get("nodeSelector", ""),
+        "NAT": lambda r: go_bool(r.spec.get("natOutgoing")),
+        "IPIPMODE": lambda r: r.spec.get("ipipMode") or "Never",
+        "VXLANMODE": lambda r: r.spec.get("vxlanMode") or "Never",
+        "DISABLED": lambda r: go_bool(r.spec.get("disabled")),
+        "DISABLEBGPEXPORT": lambda r: go_bool(r.spec.get("disableBGPExport")),
+        "ASSIGNMENTMODE": lambda r: r.spec.get("assignmentMode", ""),
+    },
+    "Node": {
+        "NAME": lambda r: r.name,
+        "ASN": lambda r: str(r.spec["bgp"].get("asNumber", f"({DEFAULT_AS_NUMBER})")) if r.spec.get("bgp") else "",
+        "IPV4": lambda r: (r.spec.get("bgp") or {}).get("ipv4Address", ""),
+        "IPV6": lambda r: (r.spec.get("bgp") or {}).get("ipv6Address", ""),
+    },
+    "WorkloadEndpoint": {
+        "NAME": lambda r: r.name,
+        "NAMESPACE": lambda r: r.namespace,
+        "WORKLOAD": lambda r: r.spec.get("workload") or r.spec.get("pod", ""),
+        "NODE": lambda r: r.spec.get("node", ""),
+        "NETWORKS": lambda r: _join(r.spec.get("ipNetworks")),
+        "INTERFACE": lambda r: r.spec.get("interfaceName", ""),
+        "PROFILES": lambda r: _join(r.spec.get("profiles")),
+        "NATS": lambda r: _join(f"{{{n['internalIP']} {n['externalIP']}}}" for n in r.spec.get("ipNATs") or []),
+    },
+    "BGPPeer": {
+        "NAME": lambda r: r.name,
+        "PEERIP": lambda r: r.spec.get("peerIP", ""),
+        "NODE": lambda r: _peer_node(r.spec),
+        "ASN": lambda r: str(r.spec.get("asNumber", 0)),
+    },
+    "BGPConfiguration": {
+        "NAME": lambda r: r.name,
+        "LOGSEVERITY": lambda r: r.spec.get("logSeverityScreen", ""),
+        "MESHENABLED": lambda r: _mesh(r.spec),
+        "ASNUMBER": lambda r: str(r.spec["asNumber"]) if "asNumber" in r.spec else "-",
+    },
+    "FelixConfiguration": {"NAME": lambda r: r.name},
+    "IPAMConfiguration": {
+        "NAME": lambda r: r.name,
+        "STRICTAFFINITY": lambda r: go_bool(r.spec.get("strictAffinity")),
+        "AUTOALLOCATEBLOCKS": lambda r: go_bool(r.spec.get("autoAllocateBlocks")),
+        "MAXBLOCKSPERHOST": lambda r: str(r.spec.get("maxBlocksPerHost", 0)),
+    },
+    "Profile": {"NAME": lambda r: r.name, "LABELS": lambda r: _join(r.spec.get("labelsToApply"))},
+    "Tier": {"NAME": lambda r: r.name, "ORDER": lambda r: go_g(r.spec["order"]) if "order" in r.spec else "<nil>"},
+    "ClusterInformation": {
+        "NAME": lambda r: r.name,
+        "CLUSTERGUID": lambda r: r.spec.get("clusterGUID", ""),
+        "CLUSTERTYPE": lambda r: r.spec.get("clusterType", ""),
+        "CALICOVERSION": lambda r: r.spec.get("calicoVersion", ""),
+        "DATASTOREREADY": lambda r: go_bool(r.spec.get("datastoreReady")) if "datastoreReady" in r.spec else "<nil>",
+    },
+}
+HEADINGS: dict[str, tuple[list[str], list[str]]] = {
+    "IPPool": (
+        ["NAME", "CIDR", "SELECTOR"],
+        ["NAME", "CIDR", "NAT", "IPIPMODE", "VXLANMODE", "DISABLED", "DISABLEBGPEXPORT", "SELECTOR", "ASSIGNMENTMODE"],
+    ),
+    "Node": (["NAME"], ["NAME", "ASN", "IPV4", "IPV6"]),
+    "WorkloadEndpoint": (
+        ["WORKLOAD", "NODE", "NETWORKS", "INTERFACE"],
+        ["NAME", "WORKLOAD", "NODE", "NETWORKS", "INTERFACE", "PROFILES", "NATS"],
+    ),
+    "BGPPeer": (["NAME", "PEERIP", "NODE", "ASN"], ["NAME", "PEERIP", "NODE", "ASN"]),
+    "BGPConfiguration": (
+        ["NAME", "LOGSEVERITY", "MESHENABLED", "ASNUMBER"],
+        ["NAME", "LOGSEVERITY", "MESHENABLED", "ASNUMBER"],
+    ),
+    "FelixConfiguration": (["NAME"], ["NAME"]),
+    "IPAMConfiguration": (
+        ["NAME", "STRICTAFFINITY", "AUTOALLOCATEBLOCKS"],
+        ["NAME", "STRICTAFFINITY", "AUTOALLOCATEBLOCKS", "MAXBLOCKSPERHOST"],
+    ),
+    "Profile": (["NAME"], ["NAME", "LABELS"]),
+    "Tier": (["NAME", "ORDER"], ["NAME", "ORDER"]),
+    "ClusterInformation": (
+        ["NAME", "CLUSTERGUID", "CLUSTERTYPE", "CALICOVERSION", "DATASTOREREADY"],
+        ["NAME", "CLUSTERGUID", "CLUSTERTYPE", "CALICOVERSION", "DATASTOREREADY"],
+    ),
+}
+
+
+def render_table(kind: str, resources: list[Resource], wide: bool, namespace_column: bool) -> str:
+    headings = list(HEADINGS[kind][1 if wide else 0])
+    if namespace_column and "NAMESPACE" in COLUMNS[kind]:
+        headings.insert(0, "NAMESPACE")
+    rows = [headings] + [[COLUMNS[kind][h](r) for h in headings] for r in resources]
+    return tabwriter(rows) + "\n"
+
+
+# -- the datastore --------------------------------------------------------------------------
+
+
+class Session:
+    """The datastore opened once per command, with the resource and IPAM clients on it."""
+
+    def __init__(self, opts: argparse.Namespace) -> None:
+        self.config: StoreConfig = load_config(opts.config, store_path=opts.store)
+        self.store: Datastore = open_store(self.config)
+        self.resources = ResourceClient(self.store)
+        self.ipam = IPAM(self.store, self.resources)
+
+    def close(self) -> None:
+        self.store.close()
+
+
+# -- resource commands -----------------------------------------------------------------------
+
+
+def _read_manifest(path: str) -> list[Resource]:
+    if path == "-":
+        text, source = sys.stdin.read(), "stdin"
+    else:
+        try:
+            with open(path, encoding="utf-8") as handle:
+                text, source = handle.read(), path
+        except OSError as exc:
+            raise CtlError(f"failed to execute command: open {path}: {(exc.strerror or str(exc)).lower()}") from None
+    try:
+        return load_manifest(text, source)
+    except CalicoError as exc:
+        raise CtlError(f"failed to execute command: {_one_line(exc)}") from None
+
+
+def _namespace(resource: Resource, info: KindSpec, cli_namespace: str) -> None:
+    """calicoctl's handleNamespace: -n fills a namespaced resource's namespace, "default" otherwise."""
+    if info.namespaced:
+        if not resource.namespace:
+            resource.set_meta("namespace", cli_namespace or "default")
+        elif cli_namespace and cli_namespace != resource.namespace:
+            raise CalicoError(
+                f"resource namespace does not match client namespace. {resource.namespace} != {cli_namespace}"
+            )
+    elif resource.namespace:
+        raise CalicoError(
+            f"namespace should not be specified for a non-namespaced resource. {resource.kind} is not a namespaced "
+            "resource"
+        )
+    elif cli_namespace:
+        raise CalicoError(f"{resource.kind} is not namespaced")
+
+
+def _act(session: Session, action: str, resource: Resource, opts: argparse.Namespace) -> None:
+    info = KINDS[resource.kind]
+    _namespace(resource, info, getattr(opts, "namespace", "") or "")
+    if info.read_only:
+        operation = {"create": "create or apply", "apply": "apply", "replace": "apply or replace"}.get(action, action)
+        raise OperationNotSupported(operation, resource.kind, "resource is readonly")
+    client = session.resources
+    try:
+        if action == "create":
+            client.create(resource)
+        elif action == "apply":
+            client.apply(resource)
+        elif action == "replace":
+            client.replace(resource)
+        else:
+            client.delete(resource.kind, resource.name, resource.namespace, resource.resource_version)
+    except ResourceAlreadyExists:
+        if not getattr(opts, "skip_exists", False):
+            raise
+    except ResourceNotFound:
+        if not getattr(opts, "skip_not_exists", False):
+            raise
+
+
+def _one_line(exc: BaseException) -> str:
+    return str(exc).replace("\n-  ", "; ").replace(":\n", ": ").replace("\n", " ").strip()
+
+
+def cmd_crud(opts: argparse.Namespace) -> int:
+    action = opts.verb
+    if opts.filename is not None:
+        resources = _read_manifest(opts.filename)
+        if not resources:
+            if opts.skip_empty:
+                return 0
+            raise CtlError(
+                f"no resources specified in file {opts.filename}" if action != "delete" else "No resources specified"
+            )
+        single = len({r.kind for r in resources}) == 1
+    elif action == "delete" and opts.kind:
+        info = kind_for_alias(opts.kind)
+        if info is None:
+            raise CtlError(f"resource type '{opts.kind}' is not supported")
+        if not opts.names:
+            raise CtlError("resource name may not be empty")
+        resources = [Resource(info.kind, {"name": n, "creationTimestamp": None}, {}) for n in opts.names]
+        single = True
+    else:
+        raise CtlError(f"{action} needs -f FILE (or KIND NAME for delete)")
+    kind = resources[0].kind
+    session = Session(opts)
+    try:
+        if action in ("create", "apply", "replace"):
+            session.resources.ensure_initialized()
+        done, errors = 0, []
+        for resource in resources:
+            try:
+                _act(session, action, resource, opts)
+                done += 1
+            except (CalicoError, DatastoreError) as exc:
+                errors.append(_one_line(exc))
+                if action == "replace":
+                    break
+    finally:
+        session.close()
+    what = f"'{kind}' resource(s)" if single else "resource(s)"
+    if done and not errors:
+        print(f"Successfully {PAST[action]} {done} {what}")
+        return 0
+    listed = "[" + " ".join(errors) + "]"
+    if action == "delete":
+        for error in errors:
+            print(f"Failed to delete {repr(kind) + ' ' if single else ''}resource: {error}", file=sys.stderr)
+        if done:
+            print(f"Successfully deleted {done} {what}")
+        return 1
+    if done:
+        print(f"Partial success: {PAST[action]} the first {done} out of {len(resources)} {what.replace('(s)', 's')}:")
+        raise CtlError(f"hit error: {listed}")
+    if len(resources) == 1:
+        raise CtlError(f"failed to {action} '{kind}' resource: {listed}")
+    if single:
+        raise CtlError(f"failed to {action} any '{kind}' resources: {listed}")
+    raise CtlError(f"failed to {action} any resources: {listed}")
+
+
+def cmd_get(opts: argparse.Namespace) -> int:
+    info = kind_for_alias(opts.kind)
+    if info is None:
+        raise CtlError(f"resource type '{opts.kind}' is not supported")
+    if opts.all_namespaces and opts.namespace:
+        raise CtlError("cannot use both --namespace and --all-namespaces flags at the same time")
+    if not info.namespaced and (opts.namespace or opts.all_namespaces):
+        raise CtlError(f"{info.kind} is not namespaced")
+    namespace = "" if opts.all_namespaces else (opts.namespace or "default") if info.namespaced else ""
+    session = Session(opts)
+    try:
+        if opts.names:
+            found, errors = [], []
+            for name in opts.names:
+                try:
+                    found.append(session.resources.get(info.kind, name, namespace))
+                except ResourceNotFound as exc:
+                    errors.append(str(exc))
+            listing = None
+            if errors:
+                raise CtlError(f"Failed to get resources: {errors[0]}")
+        else:
+            found, revision = session.resources.list(info.kind, namespace)
+            listing = {
+                "kind": f"{info.kind}List",
+                "apiVersion": API_VERSION,
+                "metadata": {"resourceVersion": str(revision)},
+                "items": [r.to_dict() for r in found],
+            }
+    finally:
+        session.close()
+    output = opts.output
+    if output in ("ps", "wide"):
+        sys.stdout.write(render_table(info.kind, found, output == "wide", bool(opts.namespace or opts.all_namespaces)))
+        return 0
+    data: Any = (
+        listing if listing is not None else (found[0].to_dict() if len(found) == 1 else [r.to_dict() for r in found])
+    )
+    sys.stdout.write(dump_yaml(data) if output == "yaml" else dump_json(data) + "\n")
+    return 0
+
+
+# -- ipam ------------------------------------------------------------------------------------
+
+
+def _address(text: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address:
+    try:
+        return ipaddress.ip_address(text)
+    except ValueError:
+        raise CtlError(f"invalid IP address specified: {text!r}") from None
+
+
+def cmd_ipam_show(opts: argparse.Namespace) -> int:
+    session = Session(opts)
+    try:
+        if opts.ip:
+            address = _address(opts.ip)
+            try:
+                attribute = session.ipam.attributes_for(address)
+            except NotAssigned:
+                print(f"{address} is not assigned")
+                return 0
+            print(f"IP {address} is in use")
+            print(f"Handle ID: {attribute.handle_id}" if attribute.handle_id is not None else "Handle ID: <none>")
+            if attribute.secondary:
+                print("Active Owner Attributes:")
+                for key in sorted(attribute.secondary):
+                    print(f"  {key}: {attribute.secondary[key]}")
+            else:
+                print("No Active Owner attributes defined")
+            if attribute.alternate:
+                print("Alternate Owner Attributes:")
+                for key in sorted(attribute.alternate):
+                    print(f"  {key}: {attribute.alternate[key]}")
+            return 0
+        if opts.show_configuration:
+            config = session.ipam.config()
+            rows = [
+                ["StrictAffinity", go_bool(config.strict_affinity)],
+                ["AutoAllocateBlocks", go_bool(config.auto_allocate_blocks)],
+                ["MaxBlocksPerHost", str(config.max_blocks_per_host)],
+                ["IPCooldownSeconds", str(config.ip_cooldown_seconds)],
+            ]
+            sys.stdout.write(pretty_table(["PROPERTY", "VALUE"], rows))
+            return 0
+        usage = session.ipam.usage()
+    finally:
+        session.close()
+
+    def row(grouping: str, cidr: str, total: int, used: int) -> list[str]:
+        def share(n: int) -> str:
+            return f"{n:.5g} ({100 * n / total:.0f}%)"
+
+        return [grouping, cidr, f"{total:.5g}", share(used), share(0), share(total - used)]
+
+    rows = []
+    for pool in usage:
+        if pool.pool is not None:
+            rows.append(row("IP Pool", str(pool.cidr), pool.total, pool.in_use))
+        if opts.show_blocks:
+            rows += [row("Block", str(cidr), size, used) for cidr, size, used in pool.blocks]
+    header = ["GROUPING", "CIDR", "IPS TOTAL", "IPS IN USE", "IPS RESERVED", "IPS FREE"]
+    sys.stdout.write(pretty_table(header, rows, right=frozenset({2, 3, 4, 5})))
+    return 0
+
+
+def cmd_ipam_check(opts: argparse.Namespace) -> int:
+    session = Session(opts)
+    try:
+        lines, _ = ipam_check(session.ipam, show_problem_ips=opts.show_problem_ips, show_all_ips=opts.show_all_ips)
+    finally:
+        session.close()
+    print("\n".join(lines))
+    return 0
+
+
+def cmd_ipam_release(opts: argparse.Namespace) -> int:
+    if not opts.ip:
+        raise CtlError("ipam release needs --ip=IP")
+    address = _address(opts.ip)
+    session = Session(opts)
+    try:
+        if session.ipam.release_ips([address]):
+            raise CtlError(f"IP address {address} is not assigned")
+    finally:
+        session.close()
+    print(f"Successfully released IP address {address}")
+    return 0
+
+
+def cmd_version(opts: argparse.Namespace) -> int:
+    print(f"Client Version:    pycni {__version__}")
+    return 0
+
+
+# -- parser ----------------------------------------------------------------------------------
+
+
+def build_parser() -> argparse.ArgumentParser:
+    common = _Parser(add_help=False)
+    common.add_argument(
+        "-c", "--config", help="CalicoAPIConfig file (YAML or JSON; default /etc/calico/calicoctl.cfg if it exists)"
+    )
+    common.add_argument(
+        "--store",
+        help=f"the embedded store's sqlite file when no etcd is configured (default $PYCNI_CALICO_STORE or "
+        f"{DEFAULT_STORE_PATH})",
+    )
+    parser = _Parser(
+        prog="pycni calicoctl",
+        description="calicoctl's resource and IPAM commands on etcd (DATASTORE_TYPE=etcdv3, ETCD_ENDPOINTS) or "
+        f"pycni's embedded store (a sqlite file: --store, $PYCNI_CALICO_STORE, default {DEFAULT_STORE_PATH}).",
+    )
+    sub = parser.add_subparsers(dest="verb", metavar="COMMAND", parser_class=_Parser)
+    sub.required = True
+    for verb, text in (
+        ("create", "create resources from a file (fails if one exists)"),
+        ("apply", "create or replace resources from a file"),
+        ("replace", "replace existing resources from a file"),
+        ("delete", "delete resources from a file, or KIND NAME..."),
+    ):
+        p = sub.add_parser(verb, help=text, parents=[common])
+        p.add_argument("-f", "--filename", help="YAML or JSON file of resources; - for stdin")
+        p.add_argument("-n", "--namespace", default="", help="namespace of namespaced resources")
+        p.add_argument("--skip-empty", action="store_true", help="do not fail on a file with no resources")
+        if verb == "create":
+            p.add_argument("--skip-exists", action="store_true", help="skip resources that already exist")
+        if verb == "delete":
+            p.add_argument("-s", "--skip-not-exists", action="store_true", help="skip resources that do not exist")
+            p.add_argument("kind", nargs="?", metavar="KIND")
+            p.add_argument("names", nargs="*", metavar="NAME")
+        p.set_defaults(func=cmd_crud)
+    get = sub.add_parser("get", help="show resources", parents=[common])
+    get.add_argument("kind", metavar="KIND", help="e.g. ippool (ipp, pool), node, wep, bgppeer, bgpconfig, ...")
+    get.add_argument("names", nargs="*", metavar="NAME")
+    get.add_argument("-o", "--output", default="ps", choices=["ps", "wide", "yaml", "json"])
+    get.add_argument("-n", "--namespace", default="")
+    get.add_argument("-A", "--all-namespaces", action="store_true")
+    get.set_defaults(func=cmd_get)
+    ipam = sub.add_parser("ipam", help="IP address management")
+    ipam_sub = ipam.add_subparsers(dest="ipam_verb", metavar="ACTION", parser_class=_Parser)
+    ipam_sub.required = True
+    show = ipam_sub.add_parser("show", help="pool and block usage, one IP, or the IPAM configuration", parents=[common])
+    show.add_argument("--ip", help="who holds this address")
+    show.add_argument("--show-blocks", action="store_true")
+    show.add_argument("--show-configuration", action="store_true")
+    show.set_defaults(func=cmd_ipam_show)
+    chk = ipam_sub.add_parser("check", help="find leaked addresses and handles", parents=[common])
+    chk.add_argument("--show-all-ips", action="store_true")
+    chk.add_argument("--show-problem-ips", action="store_true", default=True)
+    chk.set_defaults(func=cmd_ipam_check)
+    release = ipam_sub.add_parser("release", help="release one address", parents=[common])
+    release.add_argument("--ip", help="the address to release")
+    release.set_defaults(func=cmd_ipam_release)
+    version = sub.add_parser("version", help="print the version")
+    version.set_defaults(func=cmd_version)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    try:
+        opts = build_parser().parse_args(argv)
+        result: int = opts.func(opts)
+        return result
+    except CtlError as exc:
+        print(str(exc), file=sys.stderr)
+        return 1
+    except (CalicoError, DatastoreError) as exc:
+        print(_one_line(exc), file=sys.stderr)
+        return 1
+    except OSError as exc:
+        print(f"pycni calicoctl: {exc}", file=sys.stderr)
+        return 1
+    except Exception as exc:  # one line, never a traceback (unless PYCNI_DEBUG asks for it)
+        if os.environ.get("PYCNI_DEBUG"):
+            raise
+        print(f"pycni calicoctl: internal error: {type(exc).__name__}: {exc}", file=sys.stderr)
+        return 1
