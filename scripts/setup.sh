@@ -8,8 +8,9 @@ cd "$(dirname "$0")/.."
 # OS packages: what pycni drives (iproute2, nftables) and the real peers its
 # tests and demo use (the Go reference plugins, busybox httpd, curl, iperf3,
 # etcd for the pod network's leases and etcdctl to inspect them, iputils ping for
-# DF-bit probes: busybox ping has no -M).
-PACKAGES="python3 python3-venv iproute2 nftables iptables containernetworking-plugins busybox-static curl iperf3 procps dnsmasq-base podman runc uidmap iputils-ping etcd-server etcd-client"
+# DF-bit probes: busybox ping has no -M), BIRD 2 for the Calico-style fabric's BGP, systemd for
+# systemd-socket-activate (the daemon's socket-activation test).
+PACKAGES="python3 python3-venv iproute2 nftables iptables containernetworking-plugins busybox-static curl iperf3 procps dnsmasq-base podman runc uidmap iputils-ping etcd-server etcd-client bird2 systemd"
 
 missing=""
 for pkg in $PACKAGES; do
