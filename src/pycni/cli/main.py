@@ -27,6 +27,7 @@ from pycni.daemon import wire
 from pycni.runtime.api import CNIRuntime, RuntimeConf
 from pycni.runtime.cache import DEFAULT_CACHE_DIR
 from pycni.runtime.conf import DEFAULT_CONF_DIR, load_network
+from pycni.spec import jsonutil
 from pycni.spec.config import NetworkConfigList
 from pycni.spec.errors import CNIError, ErrorCode
 from pycni.spec.version import ALL_VERSIONS
@@ -58,7 +59,7 @@ def parse_cap_args(text: str) -> dict[str, object]:
     if not text:
         return {}
     try:
-        value = json.loads(text)
+        value = jsonutil.loads(text)
     except ValueError as exc:
         raise UsageError(f"CAP_ARGS is not valid JSON: {exc}") from None
     if not isinstance(value, dict):

@@ -12,6 +12,7 @@ import os
 
 from pycni.fabric.model import IPv4Net, IPv6Net
 from pycni.fsutil import write_atomic
+from pycni.spec.errors import CNIError, ErrorCode
 
 DEFAULT_PATH = "/run/flannel/subnet.env"
 
@@ -34,12 +35,14 @@ def write(path: str, text: str) -> None:
 
 
 def read(path: str) -> dict[str, str]:
-    """``KEY=VALUE`` lines; a missing file is an empty dict."""
+    """``KEY=VALUE`` lines; a missing file is an empty dict; one that cannot be read is code 5 naming it."""
     try:
-        with open(path) as handle:
+        with open(path, encoding="utf-8", errors="replace") as handle:
             text = handle.read()
     except FileNotFoundError:
         return {}
+    except OSError as exc:
+        raise CNIError(ErrorCode.IO_FAILURE, f"cannot read {path}: {exc.strerror}") from None
     values = {}
     for line in text.splitlines():
         key, sep, value = line.strip().partition("=")

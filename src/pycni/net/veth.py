@@ -58,8 +58,13 @@ def create_pair(
                     raise InterfaceExists(ifname) from None
                 continue
             raise NetError(f"failed to make veth pair for {ifname}", int(exc.code)) from None
-        host_link = link.get(host, host_name)
-        link.set_attrs(host, host_link, state="up")
-        host_link.flags |= link.IFF_UP
-        return host_link, link.get(container, ifname)
+        try:
+            host_link = link.get(host, host_name)
+            link.set_attrs(host, host_link, state="up")
+            host_link.flags |= link.IFF_UP
+            return host_link, link.get(container, ifname)
+        except BaseException:
+            # Made but not handed back: the caller cannot roll back what it never got.
+            link.delete(host, host_name)
+            raise
     raise CNIError(ErrorCode.INTERNAL, f"failed to find a free host veth name after {NAME_ATTEMPTS} attempts")

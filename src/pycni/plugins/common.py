@@ -80,21 +80,37 @@ class Ipam:
             delegate.delegate_status(self.type, self.args.stdin, self.args.env, self.args.path)
 
 
+# The largest MTU a veth or tap takes (the kernel's ETH_MAX_MTU); above it netlink cannot even carry some values.
+MAX_MTU = 65535
+
+
 def requested_mac(args: CmdArgs, config_key: str = "") -> str:
-    """The container MAC: runtimeConfig.mac > args.cni.mac > CNI_ARGS MAC (> the config key)."""
+    """The container MAC: runtimeConfig.mac > args.cni.mac > CNI_ARGS MAC (> the config key).
+
+    Checked here, whichever source it came from, so a bad one is code 7 naming
+    its source before anything is made (not a netlink error after the veth is).
+    """
     runtime_mac = args.runtime_config("mac")
     if runtime_mac:
         if not isinstance(runtime_mac, str):
             raise CNIError(ErrorCode.INVALID_NETWORK_CONFIG, "runtimeConfig.mac must be a string")
-        return runtime_mac
+        return _checked_mac(runtime_mac, "runtimeConfig.mac")
     conf = args.fields
     args_mac = conf.obj("args").obj("cni").string("mac")
     if args_mac:
-        return args_mac
+        return _checked_mac(args_mac, "args.cni.mac")
     env_mac = args.cni_args(("MAC",)).get("MAC", "")
     if env_mac:
-        return env_mac
-    return conf.string(config_key) if config_key else ""
+        return _checked_mac(env_mac, "CNI_ARGS MAC")
+    return _checked_mac(conf.string(config_key), config_key) if config_key and conf.string(config_key) else ""
+
+
+def _checked_mac(mac: str, source: str) -> str:
+    try:
+        sublink.parse_mac(mac)
+    except CNIError as error:
+        raise CNIError(ErrorCode.INVALID_NETWORK_CONFIG, f"{source}: {error.msg}") from None
+    return mac
 
 
 def config_dns(conf: Fields) -> DNS | None:

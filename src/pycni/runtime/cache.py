@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from pycni.fsutil import read_state, remove, write_atomic
+from pycni.spec import jsonutil
 from pycni.spec.errors import CNIError, ErrorCode
 from pycni.spec.result import Result
 from pycni.spec.validate import validate_container_id, validate_interface_name, validate_network_name
@@ -95,7 +96,7 @@ class ResultCache:
         except OSError as exc:
             raise CNIError(ErrorCode.IO_FAILURE, f"cannot read cached result {path}: {exc.strerror or exc}") from None
         try:
-            data = json.loads(raw)
+            data = jsonutil.loads(raw)
         except (ValueError, UnicodeDecodeError):
             raise CNIError(ErrorCode.DECODING_FAILURE, f"cached result {path} is not JSON") from None
         payload = data.get("result") if isinstance(data, dict) and data.get("kind") == CACHE_KIND else data
@@ -156,7 +157,7 @@ def _decode_attachment(name: str, raw: bytes) -> Attachment | None:
     turn into a DEL of something else.
     """
     try:
-        data = json.loads(raw)
+        data = jsonutil.loads(raw)
     except (ValueError, UnicodeDecodeError):
         return None
     if not isinstance(data, dict) or data.get("kind") != CACHE_KIND:

@@ -19,6 +19,7 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING
 
 from pycni.skel.plugin import CmdArgs, Deferred, Reply
+from pycni.spec import jsonutil
 from pycni.spec.errors import CNIError, ErrorCode
 from pycni.spec.validate import validate_container_id, validate_interface_name, validate_network_name
 from pycni.spec.version import (
@@ -114,7 +115,7 @@ def _require_env(command: str, env: Mapping[str, str]) -> None:
 
 def _decode_config(stdin: bytes) -> dict[str, object]:
     try:
-        config = json.loads(stdin)
+        config = jsonutil.loads(stdin)
     except (ValueError, UnicodeDecodeError) as exc:
         raise CNIError(ErrorCode.DECODING_FAILURE, f"error unmarshall network config: {exc}") from None
     if not isinstance(config, dict):

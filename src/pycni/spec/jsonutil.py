@@ -15,7 +15,7 @@ _SURROGATE = re.compile("[\ud800-\udfff]")
 _ESCAPED_SURROGATE = re.compile(rb"\\u[dD][89a-fA-F]")
 
 
-def loads(data: str | bytes | bytearray) -> Any:
+def loads(data: str | bytes | bytearray, **options: Any) -> Any:
     """``json.loads`` as Go decodes: every failure a ``ValueError`` (or ``UnicodeDecodeError``),
     and a lone UTF-16 surrogate escape (``"\\ud800"``) read as U+FFFD.
 
@@ -24,9 +24,10 @@ def loads(data: str | bytes | bytearray) -> Any:
     surrogate is valid JSON that no UTF-8 encoder takes: Go's decoder replaces it
     ("invalid UTF-16 surrogate pairs are not treated as an error"), Python keeps it, and it
     would fail as ``UnicodeEncodeError`` wherever the string reaches the OS or netlink.
+    ``options`` go to ``json.loads`` (e.g. ``object_pairs_hook``).
     """
     try:
-        decoded = json.loads(data)
+        decoded = json.loads(data, **options)
     except RecursionError:
         raise ValueError("JSON nested too deeply") from None
     raw = data.encode("utf-8", "surrogatepass") if isinstance(data, str) else bytes(data)

@@ -42,7 +42,7 @@ class HostLocalConfig:
 
 
 def store_for(args: CmdArgs, ipam: Fields) -> Store:
-    return Store(args.name, ipam.string("dataDir"))
+    return Store(args.name, ipam.os_string("dataDir"))
 
 
 def load_config(args: CmdArgs) -> HostLocalConfig:
@@ -52,7 +52,7 @@ def load_config(args: CmdArgs) -> HostLocalConfig:
     range_sets = load_range_sets(args, ipam)
     return HostLocalConfig(
         name=args.name,
-        data_dir=ipam.string("dataDir"),
+        data_dir=ipam.os_string("dataDir"),
         range_sets=range_sets,
         routes=parse_routes(ipam),
         resolv_conf=ipam.string("resolvConf"),

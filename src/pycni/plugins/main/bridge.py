@@ -22,6 +22,7 @@ from pycni.net import addr, bridge, link, netns, sysctl, veth
 from pycni.net.link import LinkInfo
 from pycni.nft import masquerade, spoofcheck
 from pycni.plugins.common import (
+    MAX_MTU,
     Ipam,
     Rollback,
     check_addresses_and_routes,
@@ -72,12 +73,7 @@ class BridgeConf:
 
 def load_conf(args: CmdArgs) -> BridgeConf:
     conf = args.fields
-    name = conf.string("bridge", DEFAULT_BRIDGE) or DEFAULT_BRIDGE
-    if len(name.encode()) > 15:
-        raise CNIError(
-            ErrorCode.INVALID_NETWORK_CONFIG,
-            f"bridge: name {name!r} is too long: a Linux interface name has at most 15 characters",
-        )
+    name = conf.link_name("bridge", DEFAULT_BRIDGE)
     vlan = conf.integer("vlan")
     if not 0 <= vlan <= 4094:
         raise CNIError(ErrorCode.INVALID_NETWORK_CONFIG, f"invalid VLAN ID {vlan} (must be between 0 and 4094)")
@@ -88,7 +84,7 @@ def load_conf(args: CmdArgs) -> BridgeConf:
         is_default_gateway=conf.boolean("isDefaultGateway"),
         force_address=conf.boolean("forceAddress"),
         ip_masq=conf.boolean("ipMasq"),
-        mtu=conf.integer("mtu", minimum=0),
+        mtu=conf.integer("mtu", minimum=0, maximum=MAX_MTU),
         hairpin=conf.boolean("hairpinMode"),
         promisc=conf.boolean("promiscMode"),
         vlan=vlan,

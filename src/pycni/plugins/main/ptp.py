@@ -19,6 +19,7 @@ from pycni.net import addr, link, netns, sysctl, veth
 from pycni.net.link import LinkInfo
 from pycni.nft import masquerade
 from pycni.plugins.common import (
+    MAX_MTU,
     Ipam,
     Rollback,
     check_addresses_and_routes,
@@ -39,7 +40,7 @@ plugin = Plugin("ptp")
 @plugin.add
 def add(args: CmdArgs) -> Result:
     conf = args.fields
-    mtu = conf.integer("mtu", minimum=0)
+    mtu = conf.integer("mtu", minimum=0, maximum=MAX_MTU)
     ip_masq = conf.boolean("ipMasq")
     dns = config_dns(conf)
     ipam = Ipam.required(args, "ptp")

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from pycni.net import addr, link, netns, sublink
 from pycni.plugins.common import (
+    MAX_MTU,
     Ipam,
     Rollback,
     config_dns,
@@ -28,7 +29,6 @@ from pycni.spec import DNS, CNIError, ErrorCode, Interface, Result
 plugin = Plugin("tap")
 
 UINT32_MAX = 2**32 - 1
-MAX_MTU = 65535  # the kernel's ETH_MAX_MTU for a tap; above it netlink cannot even carry some values
 
 
 def load_tap(args: CmdArgs) -> sublink.Tap:

@@ -20,6 +20,7 @@ from pycni.nft import firewall as table
 from pycni.plugins.common import prev_result_required
 from pycni.skel import CmdArgs, Plugin
 from pycni.spec import CNIError, ErrorCode, Result, versions_from
+from pycni.spec.validate import link_name_problem
 
 plugin = Plugin("firewall", versions=versions_from("0.4.0"))
 
@@ -58,6 +59,12 @@ def add(args: CmdArgs) -> Result:
         raise CNIError(ErrorCode.INVALID_NETWORK_CONFIG, "missing prevResult from earlier plugin")
     result = prev_result_required(args)
     bridge = result.interfaces[0].name if result.interfaces else ""
+    problem = link_name_problem(bridge) if bridge else ""
+    if problem:  # it names the bridge's rules and its record file: never a path, a NUL or a template
+        raise CNIError(
+            ErrorCode.INVALID_NETWORK_CONFIG,
+            f"prevResult.interfaces[0].name {bridge!r} is not an interface name: {problem}",
+        )
     if policy != "open" and not bridge:
         raise CNIError(ErrorCode.INVALID_NETWORK_CONFIG, f"ingressPolicy {policy} needs a bridge in prevResult")
     table.add([ip.address for ip in result.ips], comment_for(args.name, args.container_id, args.ifname), bridge, policy)

@@ -12,24 +12,29 @@ from __future__ import annotations
 
 import ipaddress
 import json
+import logging
 import os
 from typing import Any
 
+from pycni import fsutil
 from pycni.fabric import subnetenv
 from pycni.fsutil import write_atomic
 from pycni.runtime import delegate
 from pycni.skel import CmdArgs, Plugin
-from pycni.spec import CNIError, ErrorCode, Result
+from pycni.spec import CNIError, ErrorCode, Result, jsonutil
 
 plugin = Plugin("flannel")
 
 DEFAULT_DATA_DIR = "/var/lib/cni/flannel"
 
 
+log = logging.getLogger(__name__)
+
+
 def _settings(args: CmdArgs) -> tuple[str, str, dict[str, Any]]:
     conf = args.fields
-    subnet_file = conf.string("subnetFile", subnetenv.DEFAULT_PATH) or subnetenv.DEFAULT_PATH
-    data_dir = conf.string("dataDir", DEFAULT_DATA_DIR) or DEFAULT_DATA_DIR
+    subnet_file = conf.os_string("subnetFile", subnetenv.DEFAULT_PATH) or subnetenv.DEFAULT_PATH
+    data_dir = conf.os_string("dataDir", DEFAULT_DATA_DIR) or DEFAULT_DATA_DIR
     return subnet_file, data_dir, dict(conf.obj("delegate").data)
 
 
@@ -75,8 +80,12 @@ def add(args: CmdArgs) -> Result:
         )
     conf = delegate_config(args, env, user)
     stdin = json.dumps(conf).encode()
-    os.makedirs(data_dir, mode=0o700, exist_ok=True)
-    write_atomic(_scratch(data_dir, args.container_id), stdin)
+    try:
+        os.makedirs(data_dir, mode=0o700, exist_ok=True)
+        write_atomic(_scratch(data_dir, args.container_id), stdin)
+    except OSError as exc:
+        message = f"flannel: cannot save the delegate config in {data_dir}: {exc.strerror}"
+        raise CNIError(ErrorCode.IO_FAILURE, message) from None
     try:
         return delegate.delegate_add(conf["type"], stdin, args.env, args.path, args.cni_version)
     except CNIError:
@@ -86,26 +95,39 @@ def add(args: CmdArgs) -> Result:
 
 @plugin.delete
 def delete(args: CmdArgs) -> None:
-    _subnet_file, data_dir, _user = _settings(args)
+    subnet_file, data_dir, user = _settings(args)
     path = _scratch(data_dir, args.container_id)
     try:
-        with open(path, "rb") as handle:
-            stdin = handle.read()
+        stdin = fsutil.read_state(path)
+        plugin_type = str(jsonutil.loads(stdin)["type"])
     except FileNotFoundError:
         return  # never added, or already deleted
-    conf = json.loads(stdin)
-    delegate.delegate_del(str(conf["type"]), stdin, args.env, args.path)
-    os.unlink(path)
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        # Damaged: DEL what ADD would have saved from subnet.env (Go fails every DEL after this);
+        # without subnet.env nothing can be rebuilt, and the delegate's GC releases its address.
+        log.warning("flannel: saved delegate config %s is unusable (%s); deleting with a rebuilt one", path, exc)
+        env = subnetenv.read(subnet_file)
+        if env:
+            conf = delegate_config(args, env, user)
+            delegate.delegate_del(str(conf["type"]), json.dumps(conf).encode(), args.env, args.path)
+        fsutil.remove(path)
+        return
+    delegate.delegate_del(plugin_type, stdin, args.env, args.path)
+    fsutil.remove(path)
 
 
 @plugin.check
 def check(args: CmdArgs) -> None:
     _subnet_file, data_dir, _user = _settings(args)
+    path = _scratch(data_dir, args.container_id)
     try:
-        with open(_scratch(data_dir, args.container_id), "rb") as handle:
-            saved = json.loads(handle.read())
+        saved = jsonutil.loads(fsutil.read_state(path))
     except FileNotFoundError:
         raise CNIError(ErrorCode.INTERNAL, f"flannel: no saved delegate config for {args.container_id}") from None
+    except (OSError, ValueError) as exc:
+        raise CNIError(ErrorCode.IO_FAILURE, f"flannel: saved delegate config {path} is unusable: {exc}") from None
+    if not isinstance(saved, dict) or not isinstance(saved.get("type"), str):
+        raise CNIError(ErrorCode.DECODING_FAILURE, f"flannel: saved delegate config {path} has no plugin type")
     if "prevResult" in args.config:
         saved["prevResult"] = args.config["prevResult"]
     delegate.delegate_check(str(saved["type"]), json.dumps(saved).encode(), args.env, args.path)
@@ -121,11 +143,11 @@ def gc(args: CmdArgs) -> None:
     valid = {cid for cid, _ifname in listed}
     try:
         names = os.listdir(data_dir)
-    except FileNotFoundError:
+    except OSError:  # none yet, or not a directory: nothing saved to forget
         names = []
     for name in names:
         if name not in valid and not name.startswith("."):
-            os.unlink(os.path.join(data_dir, name))
+            fsutil.remove(os.path.join(data_dir, name))
     env = subnetenv.read(subnet_file)
     if env:
         conf = delegate_config(args, env, user)

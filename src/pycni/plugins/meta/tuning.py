@@ -60,7 +60,7 @@ from pycni.net.link import LinkInfo
 from pycni.net.sublink import parse_mac
 from pycni.plugins.common import Rollback, prev_result_required
 from pycni.skel import CmdArgs, Plugin
-from pycni.spec import CNIError, ErrorCode, Fields, Result
+from pycni.spec import CNIError, ErrorCode, Fields, Result, jsonutil
 from pycni.spec.jsonutil import get_key
 
 if TYPE_CHECKING:
@@ -116,7 +116,7 @@ def _remember_duplicates(pairs: list[tuple[str, Any]]) -> _Object:
 def reject_duplicate_sysctls(stdin: bytes) -> None:
     """Go decodes ``sysctl`` into a map, where a repeated key silently wins; refuse it instead."""
     try:
-        config = json.loads(stdin, object_pairs_hook=_remember_duplicates)
+        config = jsonutil.loads(stdin, object_pairs_hook=_remember_duplicates)
     except ValueError:
         return  # the dispatcher has decoded it already; nothing else to find here
     holders = [config]
@@ -162,7 +162,7 @@ def load_conf(args: CmdArgs) -> TuningConf:
         mtu=conf.integer("mtu", minimum=0),
         allmulti=conf.boolean("allmulti") if conf.has("allmulti") else None,
         txqlen=conf.integer("txQLen", minimum=0, maximum=2**32 - 1) if conf.has("txQLen") else None,
-        data_dir=conf.string("dataDir") or DEFAULT_DATA_DIR,
+        data_dir=conf.os_string("dataDir") or DEFAULT_DATA_DIR,
     )
     parsed.mac = args.cni_args(("MAC",)).get("MAC") or parsed.mac
     parsed.mac = _runtime_mac(args) or parsed.mac
@@ -263,7 +263,7 @@ class Saved:
         A field of the wrong type is dropped and named in ``problems``, so the
         rest can still be put back; ``ValueError`` if it is no JSON object.
         """
-        data = json.loads(text)
+        data = jsonutil.loads(text)
         if not isinstance(data, dict):
             raise ValueError("not a JSON object")
         fields = Fields(data, "saved values")
@@ -454,7 +454,7 @@ def _undo(ipr: IPRoute, ifname: str, saved: Saved, path: str, existed: bool) -> 
 
 @plugin.delete
 def delete(args: CmdArgs) -> None:
-    data_dir = args.fields.string("dataDir") or DEFAULT_DATA_DIR
+    data_dir = args.fields.os_string("dataDir") or DEFAULT_DATA_DIR
     path = saved_path(data_dir, args.container_id, args.ifname)
     try:
         saved = load_saved(path)
@@ -567,7 +567,7 @@ def gc(args: CmdArgs) -> None:
     listed = args.valid_attachments()
     if listed is None:
         return  # no list: nothing is known to be stale
-    data_dir = args.fields.string("dataDir") or DEFAULT_DATA_DIR
+    data_dir = args.fields.os_string("dataDir") or DEFAULT_DATA_DIR
     valid = {os.path.basename(saved_path(data_dir, cid, ifname)) for cid, ifname in listed}
     try:
         names = os.listdir(data_dir)
