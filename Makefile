@@ -4,7 +4,7 @@
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: setup demo test lint unit integration e2e bench bench-fabric clean
+.PHONY: setup demo test lint unit integration e2e bench bench-fabric reliability campaign-sigkill campaign-corruption campaign-fuzz campaign-properties campaign-concurrency campaign-soak campaign-restarts clean
 
 setup:
 	@scripts/setup.sh
@@ -34,6 +34,32 @@ bench: setup
 
 bench-fabric: setup
 	$(BIN)/python benchmarks/fabric_bench.py --nodes 30 --json benchmarks/last-fabric-run.json
+
+# The fault campaigns of RELIABILITY.md, in full (make test runs each with a small count).
+# Each writes its report to reliability/last-<name>.json; all of them take about 2 hours here.
+reliability: campaign-sigkill campaign-corruption campaign-fuzz campaign-concurrency campaign-soak campaign-restarts
+
+campaign-sigkill: setup
+	$(BIN)/python -m tests.campaigns.sigkill --kills 200 --seed 1 --json reliability/last-sigkill.json
+
+campaign-corruption: setup
+	$(BIN)/python -m tests.campaigns.corruption --rounds 3 --seed 9 --json reliability/last-corruption.json
+
+campaign-fuzz: setup
+	$(BIN)/python tests/campaigns/fuzz_plugins.py --count 1500 --seed 20261203 --jobs 2 --json reliability/last-fuzz.json
+
+# The property tests with 2000 examples each (about an hour); make test runs 25.
+campaign-properties: setup
+	HYPOTHESIS_PROFILE=campaign $(BIN)/pytest -q tests/unit/test_spec_properties.py tests/unit/test_ipam_properties.py
+
+campaign-concurrency: setup
+	$(BIN)/python -m tests.campaigns.concurrency --adds 200 --pairs 50 --json reliability/last-concurrency.json
+
+campaign-soak: setup
+	$(BIN)/python -m tests.campaigns.soak --cycles 10000 --json reliability/last-soak.json
+
+campaign-restarts: setup
+	PYCNI_RESTARTS=20 $(BIN)/pytest -q -s tests/integration/test_daemon_restart.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info src/*.egg-info .pytest_cache .mypy_cache .ruff_cache
