@@ -52,7 +52,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from pycni.datastore import KeyValue
-from pycni.fabric.calico.ipam import STATE_CONFIRMED, parse_affinity_key
+from pycni.fabric.calico.ipam import AFFINITY_HOST, STATE_CONFIRMED, parse_affinity_key
 from pycni.fabric.calico.kinds import DEFAULT_AS_NUMBER, split_ip_port
 from pycni.fabric.calico.model import IPPoolInfo, NodeInfo
 from pycni.fabric.calico.resource import Resource
@@ -195,7 +195,7 @@ def block_states(kvs: Iterable[KeyValue], node: str, version: int = 4) -> dict[N
     states: dict[Network, str] = {}
     for kv in kvs:
         parsed = parse_affinity_key(kv.key)
-        if parsed is None or parsed[0] != node or parsed[2].version != version:
+        if parsed is None or parsed[:2] != (AFFINITY_HOST, node) or parsed[2].version != version:
             continue
         try:
             data = json.loads(kv.value) if kv.value else {}
