@@ -8,6 +8,8 @@ so it must stay importable with the standard library alone.
 PLUGIN_MODULES: dict[str, str] = {
     "bandwidth": "pycni.plugins.meta.bandwidth",
     "bridge": "pycni.plugins.main.bridge",
+    "calico": "pycni.plugins.main.calico",
+    "calico-ipam": "pycni.plugins.ipam.calico_ipam",
     "dhcp": "pycni.plugins.ipam.dhcp",
     "dummy": "pycni.plugins.main.dummy",
     "firewall": "pycni.plugins.meta.firewall",
