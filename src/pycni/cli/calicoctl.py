@@ -6,6 +6,7 @@
     pycni calicoctl ipam show [--ip=IP] [--show-blocks] [--show-configuration]
     pycni calicoctl ipam check [--show-all-ips] [--show-problem-ips]
     pycni calicoctl ipam release --ip=IP
+    pycni calicoctl node status [--bird-socket PATH] [--agent-pid-file PATH]
     pycni calicoctl version
 
 The datastore is chosen as calicoctl chooses it: ``-c CONFIG`` (a
@@ -14,6 +15,13 @@ CalicoAPIConfig file; /etc/calico/calicoctl.cfg if it exists), else
 accepted), else pycni's embedded store, a sqlite file at
 ``$PYCNI_CALICO_STORE`` or ``--store PATH`` (default /var/lib/pycni/calico.db),
 for one machine without etcd. Errors are one line on stderr and exit status 1.
+
+``node status`` reads this node's BIRD through its control socket
+(``--bird-socket``, ``$PYCNI_CALICO_BIRD_SOCKET``, else calicoctl's
+/var/run/calico/bird.ctl then /var/run/bird/bird.ctl); the pycni
+``calico-node`` agent stands for calico-felix (``--agent-pid-file`` or
+``$PYCNI_CALICO_NODE_PIDFILE`` names its pid file, else any running
+``calico-node`` or ``calico-felix`` process counts, as calicoctl looks).
 """
 
 from __future__ import annotations
@@ -21,6 +29,7 @@ from __future__ import annotations
 import argparse
 import ipaddress
 import os
+import re
 import sys
 from collections.abc import Callable, Sequence
 from decimal import Decimal
@@ -28,6 +37,15 @@ from typing import Any, NoReturn
 
 from pycni import __version__
 from pycni.datastore import Datastore, DatastoreError
+from pycni.fabric.calico.bird import (
+    DEFAULT_CONTROL_SOCKET,
+    FALLBACK_CONTROL_SOCKET,
+    BirdControl,
+    BirdError,
+    BirdNotRunning,
+    ProtocolStatus,
+    parse_protocols,
+)
 from pycni.fabric.calico.config import DEFAULT_STORE_PATH, StoreConfig, load_config, open_store
 from pycni.fabric.calico.errors import CalicoError, OperationNotSupported, ResourceAlreadyExists, ResourceNotFound
 from pycni.fabric.calico.ipam_check import check as ipam_check
@@ -478,6 +496,104 @@ def cmd_version(opts: argparse.Namespace) -> int:
     return 0
 
 
+# -- node status -------------------------------------------------------------------------------
+
+BGP_PEER_NAME = re.compile(r"^(Global|Node|Mesh)_(.+)$")
+PEER_TYPES = {"Global": "global", "Mesh": "node-to-node mesh", "Node": "node specific"}
+AGENT_NAMES = frozenset({"calico-node", "calico-felix"})
+
+
+def _process_alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as handle:
+            return handle.read().rsplit(")", 1)[-1].split()[0] != "Z"
+    except (OSError, IndexError):
+        return False
+
+
+def agent_running(pid_file: str | None) -> bool:
+    """The pycni calico-node agent (calico-felix's stand-in): its pid file's process, else any such process."""
+    if pid_file:
+        try:
+            with open(pid_file) as handle:
+                return _process_alive(int(handle.read().strip()))
+        except (OSError, ValueError):
+            return False
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/cmdline", "rb") as handle:
+                argv = [a.decode(errors="replace") for a in handle.read().split(b"\0") if a]
+        except OSError:
+            continue
+        if argv and (os.path.basename(argv[0]) in AGENT_NAMES or "calico-node" in argv[1:]):
+            return True
+    return False
+
+
+def _family(name_address: str) -> int | None:
+    """4 or 6 for the address part of a protocol name (``10_0_0_2``, ``fd00__2``, ``10_0_0_2_port_1790``)."""
+    base = name_address.partition("_port_")[0]
+    for version, separator in ((4, "."), (6, ":")):
+        try:
+            ipaddress.ip_address(base.replace("_", separator))
+        except ValueError:
+            continue
+        return version
+    return None
+
+
+def bgp_peer_rows(protocols: Sequence[ProtocolStatus], version: int) -> list[list[str]]:
+    """calicoctl's unmarshalBIRD: BGP protocols named Global_/Node_/Mesh_<address with _>, one row each.
+
+    The address is calicoctl's text, so a port-suffixed name shows as calicoctl
+    shows it (``10.0.0.2.port.1790``).
+    """
+    rows = []
+    for protocol in protocols:
+        match = BGP_PEER_NAME.match(protocol.name)
+        if protocol.proto != "BGP" or match is None or not protocol.info or _family(match.group(2)) != version:
+            continue
+        address = match.group(2).replace("_", "." if version == 4 else ":")
+        rows.append([address, PEER_TYPES[match.group(1)], protocol.state, protocol.since, protocol.info])
+    return rows
+
+
+def _bird_socket(opts: argparse.Namespace) -> str:
+    chosen: str | None = opts.bird_socket or os.environ.get("PYCNI_CALICO_BIRD_SOCKET")
+    if chosen:
+        return chosen
+    return DEFAULT_CONTROL_SOCKET if os.path.exists(DEFAULT_CONTROL_SOCKET) else FALLBACK_CONTROL_SOCKET
+
+
+def cmd_node_status(opts: argparse.Namespace) -> int:
+    if os.geteuid() != 0:
+        print("Need super user privileges: Operation not permitted")
+        return 1
+    if not agent_running(opts.agent_pid_file or os.environ.get("PYCNI_CALICO_NODE_PIDFILE")):
+        raise CtlError("Calico process is not running.")
+    print("Calico process is running.")
+    path = _bird_socket(opts)
+    try:
+        protocols = parse_protocols(BirdControl(path, timeout=2.0).request("show protocols"))
+    except BirdNotRunning:
+        print("\nThe BGP backend process (BIRD) is not running.\n")
+        return 0
+    except BirdError as exc:
+        raise CtlError(f"error executing command: {exc}") from None
+    header = ["PEER ADDRESS", "PEER TYPE", "STATE", "SINCE", "INFO"]
+    for version in (4, 6):  # one BIRD 2 serves both families (Calico runs bird and bird6)
+        print(f"\nIPv{version} BGP status")
+        rows = bgp_peer_rows(protocols, version)
+        if rows:
+            sys.stdout.write(pretty_table(header, rows))
+        else:
+            print(f"No IPv{version} peers found.")
+    print()
+    return 0
+
+
 # -- parser ----------------------------------------------------------------------------------
 
 
@@ -537,6 +653,19 @@ def build_parser() -> argparse.ArgumentParser:
     release = ipam_sub.add_parser("release", help="release one address", parents=[common])
     release.add_argument("--ip", help="the address to release")
     release.set_defaults(func=cmd_ipam_release)
+    node = sub.add_parser("node", help="this node's BGP status")
+    node_sub = node.add_subparsers(dest="node_verb", metavar="ACTION", parser_class=_Parser)
+    node_sub.required = True
+    status = node_sub.add_parser("status", help="BGP peers of this node's BIRD, as calicoctl node status prints them")
+    status.add_argument(
+        "--bird-socket",
+        help=f"BIRD's control socket (default $PYCNI_CALICO_BIRD_SOCKET, {DEFAULT_CONTROL_SOCKET}, "
+        f"{FALLBACK_CONTROL_SOCKET})",
+    )
+    status.add_argument(
+        "--agent-pid-file", help="the calico-node agent's pid file (default $PYCNI_CALICO_NODE_PIDFILE)"
+    )
+    status.set_defaults(func=cmd_node_status)
     version = sub.add_parser("version", help="print the version")
     version.set_defaults(func=cmd_version)
     return parser

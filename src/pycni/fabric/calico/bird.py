@@ -45,6 +45,7 @@ from dataclasses import dataclass
 
 from pycni.fabric.calico.bgp import BGPPlan, KernelRoutes, Session, SessionKind
 from pycni.fabric.calico.errors import CalicoError
+from pycni.fsutil import write_atomic
 
 log = logging.getLogger(__name__)
 
@@ -450,22 +451,6 @@ def parse_protocols(reply: Sequence[Reply]) -> list[ProtocolStatus]:
 # -- the process --------------------------------------------------------------------------------
 
 
-def _atomic_write(path: str, text: str) -> None:
-    directory = os.path.dirname(os.path.abspath(path))
-    os.makedirs(directory, exist_ok=True)
-    fd, temp = tempfile.mkstemp(prefix=".bird-", dir=directory)
-    try:
-        with os.fdopen(fd, "w") as handle:
-            handle.write(text)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.rename(temp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(temp)
-        raise
-
-
 def _alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
@@ -550,7 +535,8 @@ class BirdProcess:
         if self.current_config() == text:
             return False
         check_config(text, self.bird)
-        _atomic_write(self.config_path, text)
+        os.makedirs(os.path.dirname(self.config_path), exist_ok=True)
+        write_atomic(self.config_path, text.encode(), mode=0o644)
         return True
 
     def apply(self, text: str) -> bool:
