@@ -163,6 +163,7 @@ def route_links(ipr: IPRoute, dst: ipaddress.IPv4Interface | ipaddress.IPv6Inter
         for msg in ipr.get_routes(family=family, table=254):
             if int(msg["dst_len"]) != dst.network.prefixlen:
                 continue
-            if msg.get("dst") == str(dst.ip) and msg.get("oif"):
-                found.append(int(msg["oif"]))
+            oif = msg.get_attr("RTA_OIF")
+            if msg.get_attr("RTA_DST") == str(dst.ip) and oif:
+                found.append(int(oif))
     return found
