@@ -384,8 +384,75 @@ def test_route_reflector_with_two_clients(netns: NetnsPool) -> None:
             print(
                 f"\nroute reflector + 2 clients: all blocks in all kernels {time.monotonic() - start:.2f} s after start"
             )
+            pid_file = fab.home / "agent.pid"
+            pid_file.write_text(str(os.getpid()))
+            rows = [line for line in node_status(rr, pid_file).stdout.splitlines() if line.startswith("| 198.51.100.")]
+            assert [[cell.strip() for cell in row.split("|")[1:5:2]] for row in rows] == [
+                [one.address, "up"],
+                [two.address, "up"],
+            ]
+            assert all("| node specific |" in row and row.endswith("| Established |") for row in rows)
             # A client leaves: the reflector withdraws its block from the other client.
             two.bird.stop()
             wait_for("client-2's block withdrawn", lambda: str(two.block) not in learnt(one), PROPAGATED_WITHIN)
     finally:
         shutil.rmtree(store_dir, ignore_errors=True)
+
+
+TOR_CONFIG = """\
+router id 198.51.100.1;
+protocol device { scan time 2; }
+protocol direct { ipv4; interface "br0"; }
+protocol kernel { ipv4 { import none; export where source = RTS_BGP; }; }
+template bgp node { local 198.51.100.1 as 64600; ipv4 { import all; export none; }; }
+protocol bgp node_a from node { neighbor 198.51.100.11 as 64512; }
+protocol bgp node_b from node { neighbor 198.51.100.12 as 64512; }
+"""
+
+
+def test_global_peer_to_a_tor(netns: NetnsPool) -> None:
+    """A global BGPPeer (eBGP, AS 64600) to a plain BIRD in the underlay namespace: it learns every block."""
+    names = ["node-a", "node-b"]
+    with fabric(netns, open_datastore(memory=True), names) as fab:
+        fab.register()
+        fab.resources.create(new_resource("BGPPeer", "tor", {"peerIP": "198.51.100.1", "asNumber": 64600}))
+        run("ip", "addr", "add", "198.51.100.1/24", "dev", "br0", netns=fab.underlay)
+        tor_bird = BirdProcess(
+            "tor", str(fab.home / "tor" / "bird.conf"), str(fab.home / "tor" / "bird.ctl"), fab.underlay
+        )
+        tor = BgpNode("tor", fab.underlay, "198.51.100.1", tor_bird)
+        fab.nodes["tor"] = tor  # so close() stops it too
+        tor.bird.apply(TOR_CONFIG)
+        for name in names:
+            fab.apply(name)
+        a, b = fab.nodes["node-a"], fab.nodes["node-b"]
+        session = a.plans[-1].session("Global_198_51_100_1")
+        assert session is not None and not session.internal and not session.passive
+        expected = {"node-a": {mesh_name(b), "Global_198_51_100_1"}, "node-b": {mesh_name(a), "Global_198_51_100_1"}}
+        wait_for(
+            "node and ToR sessions", lambda: all(fab.established(n, expected[n]) for n in names), ESTABLISHED_WITHIN
+        )
+
+        def prefixes_from(protocol: str) -> set[str]:
+            reply = tor.bird.control.request(f"show route protocol {protocol}")
+            return {r.text.split()[0] for r in reply if r.code == 1007 and r.text and "/" in r.text.split()[0]}
+
+        blocks = {str(a.block), str(b.block)}
+        # As Calico's export filter does over eBGP (calico#3810), each node also re-advertises the blocks it
+        # learnt from its mesh peers, with itself as next hop: the ToR holds every block from every node.
+        wait_for(
+            "the ToR learns every block",
+            lambda: (
+                prefixes_from("node_a") == blocks == prefixes_from("node_b")
+                and set(tor.routes("bird")) == blocks
+                and {str(r.get("gateway")) for r in tor.routes("bird").values()} <= {a.address, b.address}
+            ),
+            PROPAGATED_WITHIN,
+        )
+        pid_file = fab.home / "agent.pid"
+        pid_file.write_text(str(os.getpid()))
+        rows = [line for line in node_status(a, pid_file).stdout.splitlines() if line.startswith("| 198.51.100.")]
+        assert [[cell.strip() for cell in row.split("|")[1:3]] for row in rows] == [
+            ["198.51.100.12", "node-to-node mesh"],
+            ["198.51.100.1", "global"],
+        ]
