@@ -22,6 +22,7 @@ import sys
 from collections.abc import Sequence
 
 from pycni import __version__
+from pycni.cli.calico_node import add_parsers as add_calico_node_parsers
 from pycni.cli.flanneld import add_parsers as add_fabric_parsers
 from pycni.daemon import wire
 from pycni.runtime.api import CNIRuntime, RuntimeConf
@@ -248,6 +249,7 @@ def build_parser() -> argparse.ArgumentParser:
     daemon.add_argument("--workers", type=int, default=0, help="worker processes (default: one per CPU)")
     daemon.set_defaults(func=cmd_daemon)
     add_fabric_parsers(sub)
+    add_calico_node_parsers(sub)
     demo = sub.add_parser("demo", help="run the seed article's Cases 1 and 2 and its Flannel set-up end to end (root)")
     demo.set_defaults(func=cmd_demo)
     dhcp = sub.add_parser("dhcp-daemon", help="run the DHCP lease daemon of the dhcp IPAM plugin (foreground)")

@@ -136,7 +136,7 @@ def ensure_pools(resources: ResourceClient, pools: Sequence[Resource]) -> list[s
             spec.get("blockSize"),
             spec.get("ipipMode"),
             spec.get("vxlanMode"),
-            spec.get("natOutgoing"),
+            str(bool(spec.get("natOutgoing"))).lower(),
             spec.get("nodeSelector"),
         )
     return created

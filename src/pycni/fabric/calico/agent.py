@@ -1,0 +1,345 @@
+"""``pycni calico-node``: one node's agent of the Calico-compatible fabric (calico/node's start-up + Felix + confd).
+
+Start-up, as calico/node's ``startup`` does it:
+
+1. open the datastore (waiting while it is away) and ``EnsureInitialized``;
+2. this node's IPv4 address: ``IP`` as given, the Node's current one, or
+   autodetected (:mod:`.autodetect`); the interface holding it is the VXLAN
+   device's parent;
+3. register or refresh the Node; create the default pool(s) when the cluster
+   has none; FelixConfiguration ``default``; write the node-name file.
+
+Then, as Felix (``felix/DESIGN.md``): the :class:`~.syncer.Syncer` lists and
+watches the datastore; each change (and each periodic resync, every
+``routeRefreshInterval``, 90 s by default) runs the pure
+:func:`~.calculation.calculate` on the latest snapshot, the tunnel addresses
+the result asks for are obtained from IPAM and published in the Node
+(:class:`~.startup.TunnelAddresses`), the :class:`~.managers.Dataplane` hands
+each manager its part (drivers diff against the kernel and write only the
+delta; a resync re-reads the kernel and on a node in order writes nothing),
+the MTU file is refreshed, and the routing backend (BIRD for ``bird``,
+:mod:`.routing`) is reconfigured if its config changed. Nothing is applied
+before the first complete listing, so a restarted agent never removes routes
+it has not yet seen the datastore ask for.
+
+While the datastore is away the dataplane stays exactly as it is (resyncs
+keep repairing drift against the last state); when it is back the syncer
+re-lists and the next calculation catches up. Link events of the node's
+namespace (a device deleted or brought down) wake the agent at once.
+
+Its own Node deleted (an administrator removed the node) stops the agent
+with status 1. A clean exit (SIGTERM, SIGINT) removes the agent's nftables
+table; devices, routes, neighbours and FDB entries stay, as Felix leaves
+them, so pods keep their paths and a restarted agent takes them over without
+a write; BIRD keeps running for the next agent unless ``stop_bird`` is set.
+
+Logging: one line per event that matters (node joined or left, block claimed
+or released, pool added or removed, device created, addresses assigned,
+rules installed, store lost and back), nothing for a resync that found
+nothing to do.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import logging
+import signal
+import threading
+import time
+from collections.abc import Callable
+from types import FrameType
+from typing import TYPE_CHECKING, TypeVar
+
+from pycni import __version__
+from pycni.datastore import Datastore, Unavailable
+from pycni.fabric.calico import autodetect, nodefiles, startup
+from pycni.fabric.calico.calculation import IPIP_DEVICE, VXLAN_DEVICE, Desired, FelixParams, LocalNode, calculate
+from pycni.fabric.calico.ipam_store import IPAM
+from pycni.fabric.calico.managers import Dataplane
+from pycni.fabric.calico.model import NodeInfo
+from pycni.fabric.calico.nodeconfig import NodeConfig
+from pycni.fabric.calico.resources import ResourceClient
+from pycni.fabric.calico.routing import NoRouting, Routing, routing_for
+from pycni.fabric.calico.syncer import ClusterState, Syncer
+from pycni.net import netns, sysctl
+from pycni.net.linkevents import LinkEvents
+from pycni.spec.errors import CNIError
+
+if TYPE_CHECKING:
+    from pyroute2 import IPRoute
+
+log = logging.getLogger("pycni.fabric.calico.agent")
+T = TypeVar("T")
+MAX_BACKOFF = 5.0
+
+
+def describe_pool(pool: object) -> str:
+    cidr = getattr(pool, "cidr", "")
+    vxlan, ipip = getattr(pool, "vxlan_mode", ""), getattr(pool, "ipip_mode", "")
+    nat = getattr(pool, "nat_outgoing", False)
+    return f"{cidr} (vxlanMode {vxlan}, ipipMode {ipip}, natOutgoing {str(nat).lower()})"
+
+
+def log_changes(old: ClusterState | None, new: ClusterState, nodename: str) -> None:
+    """One line per event that matters between two snapshots."""
+    if old is None:
+        log.info(
+            "datastore in sync at revision %d: %d node(s), %d pool(s), %d block(s)",
+            new.revision,
+            len(new.nodes),
+            len(new.pools),
+            len(new.blocks),
+        )
+        for block in new.confirmed_blocks(nodename):
+            log.info("block %s is this node's", block)
+        return
+    for name in sorted(new.nodes.keys() - old.nodes.keys()):
+        address = new.nodes[name].ipv4_address
+        log.info("node %s joined (%s)", name, address or "no IPv4 address")
+    for name in sorted(old.nodes.keys() - new.nodes.keys()):
+        log.info("node %s left", name)
+    for name in sorted(new.nodes.keys() & old.nodes.keys()):
+        before, after = old.nodes[name].ipv4_address, new.nodes[name].ipv4_address
+        if before != after:
+            log.info("node %s moved: %s -> %s", name, before or "none", after or "none")
+    for name in sorted(new.pools.keys() - old.pools.keys()):
+        log.info("IPPool %s added: %s", name, describe_pool(new.pools[name]))
+    for name in sorted(old.pools.keys() - new.pools.keys()):
+        log.info("IPPool %s removed", name)
+    for name in sorted(new.pools.keys() & old.pools.keys()):
+        if describe_pool(old.pools[name]) != describe_pool(new.pools[name]):
+            log.info("IPPool %s changed: %s", name, describe_pool(new.pools[name]))
+    before_blocks, after_blocks = set(old.confirmed_blocks(nodename)), set(new.confirmed_blocks(nodename))
+    for block in sorted(after_blocks - before_blocks, key=str):
+        log.info("block %s claimed by this node", block)
+    for block in sorted(before_blocks - after_blocks, key=str):
+        log.info("block %s released by this node", block)
+
+
+class CalicoNode:
+    """One node's agent; :meth:`run` until SIGTERM (or its Node is deleted)."""
+
+    def __init__(self, config: NodeConfig, store: Datastore, *, stop_bird: bool = False) -> None:
+        self.config = config
+        self.store = store
+        self.stop_bird = stop_bird
+        self.resources = ResourceClient(store)
+        self.ipam = IPAM(store, self.resources)
+        self.tunnels = startup.TunnelAddresses(self.resources, self.ipam, config.nodename)
+        self.stopping = threading.Event()
+        self.ready = threading.Event()
+        self._wake = threading.Event()
+        self.syncer = Syncer(store, self._wake.set)
+        self.routing: Routing = NoRouting()
+        self.local: LocalNode | None = None
+        self.dataplane: Dataplane | None = None
+        self.address: ipaddress.IPv4Interface | None = None
+        self.exit_code = 0
+        self.steps = 0
+        self._ipr: IPRoute | None = None
+        self._last: ClusterState | None = None
+        self._mtu: int | None = None
+        self._tunnel_problem = ""
+
+    # -- start-up ------------------------------------------------------------------
+
+    def _until_available(self, what: str, fn: Callable[[], T]) -> T:
+        """Run ``fn`` until the datastore answers (calico/node exits and is restarted; the agent waits)."""
+        delay, warned = 0.1, False
+        while True:
+            try:
+                return fn()
+            except Unavailable as exc:
+                if self.stopping.is_set():
+                    raise
+                if not warned:
+                    log.warning("datastore unavailable while %s (%s); waiting for it", what, exc)
+                    warned = True
+                self.stopping.wait(delay)
+                delay = min(delay * 2, MAX_BACKOFF)
+
+    def _host_address(self, ipr: IPRoute) -> autodetect.HostAddress | None:
+        """``IP``: none, as given, the Node's current address (while it is still on an interface), or autodetected."""
+        setting = self.config.ip
+        if setting == "none":
+            return None
+        if setting not in ("", "autodetect"):
+            given = ipaddress.IPv4Interface(setting)
+            found = autodetect.holder(ipr, given.ip)
+            if found is None:
+                log.warning("IP %s is on none of this node's interfaces; using it as given", setting)
+                return autodetect.HostAddress("", 0, 0, given)
+            return (
+                found if "/" not in setting else autodetect.HostAddress(found.interface, found.index, found.mtu, given)
+            )
+        if setting == "":
+            current = self._until_available(
+                "reading the Node", lambda: self.resources.find("Node", self.config.nodename)
+            )
+            if current is not None:
+                address = NodeInfo.from_resource(current).ipv4_address
+                found = autodetect.holder(ipr, address.ip) if address is not None else None
+                if found is not None:
+                    return found
+        found = autodetect.autodetect(ipr, self.config.autodetection)
+        log.info("autodetected IPv4 address %s on %s (%s)", found.address, found.interface, self.config.autodetection)
+        return found
+
+    def start(self) -> None:
+        config = self.config
+        self._ipr = ipr = netns.iproute_here()
+        host = self._host_address(ipr)
+        self.address = host.address if host is not None else None
+        log.info(
+            "node %s: IPv4 address %s%s, backend %s",
+            config.nodename,
+            self.address or "none",
+            f" on {host.interface}" if host is not None and host.interface else "",
+            config.backend,
+        )
+        self._until_available(
+            "initialising the datastore",
+            lambda: self.resources.ensure_initialized(f"pycni-{__version__}", config.cluster_type),
+        )
+        self._until_available(
+            "registering the Node",
+            lambda: startup.register_node(self.resources, config.nodename, self.address, config.as_number),
+        )
+        if config.default_pools:
+            self._until_available(
+                "creating the default pools", lambda: startup.ensure_pools(self.resources, config.default_pools)
+            )
+        self._until_available(
+            "writing FelixConfiguration default", lambda: startup.ensure_felix_defaults(self.resources)
+        )
+        nodefiles.write_nodename(config.nodename_file, config.nodename)
+        sysctl.enable_forwarding(ipv4=True, ipv6=False)
+        self.local = LocalNode(config.nodename, config.backend, host.interface if host is not None else "")
+        self.dataplane = Dataplane(ipr)
+        self.routing = routing_for(config.backend, config.nodename, config.run_dir)
+        self.syncer.start()
+
+    # -- running -------------------------------------------------------------------
+
+    def run(self) -> int:
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(sig, self._on_signal)
+        try:
+            self.start()
+        except CNIError as exc:
+            log.error("cannot start: %s", exc)
+            self.shutdown()
+            return 1
+        threading.Thread(target=self._link_loop, name="link-events", daemon=True).start()
+        self.loop()
+        self.shutdown()
+        return self.exit_code
+
+    def _on_signal(self, signum: int, frame: FrameType | None) -> None:
+        self.stopping.set()
+        self._wake.set()
+
+    def stop(self) -> None:
+        self.stopping.set()
+        self._wake.set()
+
+    def loop(self) -> None:
+        """Calculate and apply on every datastore change; resync every ``routeRefreshInterval``."""
+        next_resync = time.monotonic()
+        while not self.stopping.is_set():
+            self._wake.wait(max(0.0, next_resync - time.monotonic()))
+            self._wake.clear()
+            if self.stopping.is_set():
+                return
+            state = self.syncer.snapshot()
+            if state is None:
+                next_resync = time.monotonic() + 1.0
+                continue
+            resync = time.monotonic() >= next_resync
+            interval = self.step(state, resync=resync)
+            if resync:
+                next_resync = time.monotonic() + interval
+
+    def step(self, state: ClusterState, *, resync: bool = False) -> float:
+        """One calculation and apply for ``state``; returns the resync interval in force."""
+        assert self.local is not None and self.dataplane is not None and self._ipr is not None
+        config = self.config
+        if state is not self._last:
+            log_changes(self._last, state, config.nodename)
+        self._last = state
+        self.steps += 1
+        felix = FelixParams.from_state(state, config.nodename, config.felix_env)
+        interval = config.resync or felix.route_refresh
+        if config.nodename not in state.nodes:
+            if self.syncer.in_sync and self.ready.is_set():
+                log.error("this node's Node resource (%s) was deleted from the datastore; stopping", config.nodename)
+                self.exit_code = 1
+                self.stop()
+            return interval
+        host_mtu = nodefiles.host_mtu(self._ipr, felix.mtu_iface_pattern, self.local.parent)
+        desired = calculate(state, self.local, felix, host_mtu)
+        if self.syncer.in_sync:
+            self._tunnel_addresses(state, desired)
+        if resync:
+            self.dataplane.resync(desired)
+        else:
+            self.dataplane.apply(desired)
+        if self._mtu != desired.pod_mtu:
+            if nodefiles.write_mtu(config.mtu_file, desired.pod_mtu):
+                log.info("pod MTU %d written to %s", desired.pod_mtu, config.mtu_file)
+            self._mtu = desired.pod_mtu
+        self.routing.update(state)
+        if not self.ready.is_set() and self._complete(desired):
+            log.info("ready")
+            self.ready.set()
+        return interval
+
+    def _tunnel_addresses(self, state: ClusterState, desired: Desired) -> None:
+        try:
+            self.tunnels.reconcile(state, desired.needs)
+        except Unavailable:
+            return  # the syncer reports the outage; the next step after it retries
+        except CNIError as exc:
+            if str(exc) != self._tunnel_problem:
+                log.error("tunnel address: %s; retrying at the next change", exc)
+                self._tunnel_problem = str(exc)
+            return
+        self._tunnel_problem = ""
+
+    def _complete(self, desired: Desired) -> bool:
+        """Ready once every tunnel the node needs is up (its address came back through the datastore)."""
+        return not desired.needs.vxlan or desired.vxlan is not None
+
+    def _link_loop(self) -> None:
+        """Forward link events to the drivers; wake the agent when a device it manages changed."""
+        assert self.local is not None and self.dataplane is not None
+        watched = {VXLAN_DEVICE, IPIP_DEVICE, self.local.parent}
+        try:
+            events = LinkEvents()
+        except OSError as exc:
+            log.warning("no link events (%s): devices are checked at each resync only", exc)
+            return
+        with events:
+            while not self.stopping.is_set():
+                batch = events.poll(1.0)
+                if not batch.events and not batch.lost:
+                    continue
+                self.dataplane.link_events(batch)
+                if batch.lost or batch.names & watched:
+                    self._wake.set()
+
+    def shutdown(self) -> None:
+        """Stop following the datastore, remove the nft table; devices and routes stay for the next agent."""
+        self.stopping.set()
+        self.syncer.stop()
+        if self.dataplane is not None:
+            try:
+                if self.dataplane.nat.remove():
+                    log.info("natOutgoing rules removed")
+            except CNIError as exc:
+                log.error("could not remove the natOutgoing rules: %s", exc)
+        self.routing.close(self.stop_bird)
+        if self._ipr is not None:
+            self._ipr.close()
+        self.store.close()
+        log.info("stopped (devices and routes stay)")
