@@ -6,6 +6,11 @@ pycni cannot read as its state there (a directory, a symlink, a FIFO, an
 unreadable file) is garbage that the next writer replaces and DEL removes.
 A symlink is never followed: it is replaced or unlinked itself, so nothing
 outside the state directory is read, written or deleted through it.
+
+A writer killed (SIGKILL) between creating its temporary file and renaming
+it cannot clean up; the temporary names its target and its writer's pid
+(``.<name>.tmp-<pid>-<random>``), so the next write or removal of the same
+target, and :func:`sweep` of the directory, remove those whose writer is gone.
 """
 
 from __future__ import annotations
@@ -28,7 +33,8 @@ def write_atomic(path: str, data: bytes, mode: int = 0o600, replace_directory: b
     it is garbage to remove.
     """
     directory = os.path.dirname(path) or "."
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=directory)
+    remove_orphans(path)
+    fd, tmp = tempfile.mkstemp(prefix=_temporary_prefix(path) + f"{os.getpid()}-", dir=directory)
     try:
         os.fchmod(fd, mode)
         with os.fdopen(fd, "wb") as handle:
@@ -46,6 +52,50 @@ def write_atomic(path: str, data: bytes, mode: int = 0o600, replace_directory: b
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
         raise
+
+
+def _temporary_prefix(path: str) -> str:
+    return f".{os.path.basename(path)}.tmp-"
+
+
+def _writer_gone(pid_text: str) -> bool:
+    if not pid_text.isdigit():
+        return False  # not one of ours (write_atomic always names its pid)
+    try:
+        os.kill(int(pid_text), 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:
+        return False
+    return False
+
+
+def _remove_orphans_in(directory: str, prefix: str) -> int:
+    """Remove the temporaries starting with ``prefix`` ("" for any target) whose writer is gone."""
+    removed = 0
+    try:
+        names = os.listdir(directory or ".")
+    except (FileNotFoundError, NotADirectoryError):
+        return 0
+    for name in names:
+        if not name.startswith(prefix or ".") or ".tmp-" not in name:
+            continue
+        pid_text = name.rsplit(".tmp-", 1)[1].split("-", 1)[0]
+        if _writer_gone(pid_text):
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(os.path.join(directory, name))
+                removed += 1
+    return removed
+
+
+def remove_orphans(path: str) -> int:
+    """Remove what killed writers of ``path`` left (their temporaries); a live writer's stays."""
+    return _remove_orphans_in(os.path.dirname(path), _temporary_prefix(path))
+
+
+def sweep(directory: str) -> int:
+    """Remove every temporary in ``directory`` whose writer is gone (GC, and host-local under its lock)."""
+    return _remove_orphans_in(directory, "")
 
 
 def read_state(path: str) -> bytes:
@@ -74,6 +124,7 @@ def remove(path: str) -> bool:
     A directory is removed without following the symlinks inside it. Returns
     whether something was there; other errors (``EACCES``, ``EROFS``) raise.
     """
+    remove_orphans(path)
     try:
         mode = os.lstat(path).st_mode
     except FileNotFoundError:

@@ -32,7 +32,7 @@ import stat
 from collections.abc import Iterator
 from dataclasses import dataclass
 
-from pycni.fsutil import read_state, remove, write_atomic
+from pycni.fsutil import read_state, remove, sweep, write_atomic
 from pycni.ipam.config import parse_ip
 from pycni.spec import CNIError, ErrorCode
 from pycni.spec.result import IPAddress
@@ -197,19 +197,11 @@ class Store:
         self._require_lock()
         path = self.path_of(ip)
         try:
-            fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
-        except FileExistsError:
-            return False
+            if not _create_whole(path, owner_key(container_id, ifname).encode()):
+                return False
         except OSError as exc:
             raise io_error("cannot create", path, exc) from None
         try:
-            try:
-                data = owner_key(container_id, ifname).encode()
-                while data:
-                    data = data[os.write(fd, data) :]
-                os.fsync(fd)
-            finally:
-                os.close(fd)
             last = os.path.join(self.dir, LAST_RESERVED_PREFIX + range_id)
             try:
                 write_atomic(last, str(ip).encode(), mode=0o600, replace_directory=True)
@@ -220,6 +212,11 @@ class Store:
                 os.unlink(path)
             raise
         return True
+
+    def sweep(self) -> None:
+        """Remove the temporaries of writers killed in this directory (under the lock, none is live)."""
+        self._require_lock()
+        sweep(self.dir)
 
     def release(self, ip: IPAddress) -> None:
         """Drop one reservation this call made (rolling back a failed ADD)."""
@@ -343,3 +340,50 @@ class Store:
             directory = parent
         if not os.access(directory, os.W_OK | os.X_OK):  # also false on a read-only file system
             raise OSError(errno.EACCES, "not writable", directory)
+
+
+def _create_whole(path: str, data: bytes) -> bool:
+    """Create ``path`` holding ``data``, or nothing at all (False if it exists): never an empty file.
+
+    A reservation created empty and written after is an address nobody owns
+    if the writer is killed in between (DEL finds it by content), so the
+    content goes into an unnamed file (``O_TMPFILE``) that is linked into
+    place whole; link fails if the name is taken, as O_EXCL does.
+    """
+    directory, name = os.path.split(path)
+    try:
+        fd = os.open(directory, os.O_TMPFILE | os.O_WRONLY | os.O_CLOEXEC, 0o600)
+    except OSError as exc:
+        if exc.errno not in (errno.EOPNOTSUPP, errno.EISDIR, errno.EINVAL):
+            raise
+        return _create_then_write(path, data)  # a filesystem without O_TMPFILE
+    dir_fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        _write_all(fd, data)
+        try:
+            # linkat(AT_SYMLINK_FOLLOW) of the descriptor's /proc link (a dir_fd makes os.link use linkat)
+            os.link(f"/proc/self/fd/{fd}", name, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
+        except FileExistsError:
+            return False
+    finally:
+        os.close(fd)
+        os.close(dir_fd)
+    return True
+
+
+def _create_then_write(path: str, data: bytes) -> bool:
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+    except FileExistsError:
+        return False
+    try:
+        _write_all(fd, data)
+    finally:
+        os.close(fd)
+    return True
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    while data:
+        data = data[os.write(fd, data) :]
+    os.fsync(fd)

@@ -209,6 +209,7 @@ class CNIRuntime:
             return
         errors: list[CNIError] = []
         keep = set(valid or ())
+        self.cache.sweep()
         try:
             attachments = self.cache.attachments()
         except CNIError as error:  # the plugins' GC below still runs

@@ -21,7 +21,7 @@ import os
 from dataclasses import dataclass, field
 from typing import Any
 
-from pycni.fsutil import read_state, remove, write_atomic
+from pycni.fsutil import read_state, remove, sweep, write_atomic
 from pycni.spec import jsonutil
 from pycni.spec.errors import CNIError, ErrorCode
 from pycni.spec.result import Result
@@ -120,6 +120,10 @@ class ResultCache:
             remove(path)
         except OSError as exc:
             raise CNIError(ErrorCode.IO_FAILURE, f"failed to remove result cache {path}: {exc.strerror}") from None
+
+    def sweep(self) -> None:
+        """Remove the temporaries of cache writers that were killed before their rename (GC)."""
+        sweep(self.results_dir)
 
     def attachments(self, container_id: str = "") -> list[Attachment]:
         """Every readable ``cniCacheV1`` attachment, optionally of one container."""

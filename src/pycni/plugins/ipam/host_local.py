@@ -202,6 +202,7 @@ def delete(args: CmdArgs) -> None:
         return
     with store.locked():
         store.release_by_id(args.container_id, args.ifname)
+        store.sweep()
 
 
 @plugin.check
@@ -238,6 +239,7 @@ def gc(args: CmdArgs) -> None:
         return
     errors: list[str] = []
     with store.locked():
+        store.sweep()
         for reservation in store.reservations():
             verdict = gc_verdict(reservation, valid)
             if verdict == "unknown":

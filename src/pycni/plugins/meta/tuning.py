@@ -54,7 +54,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from pycni.fsutil import read_state, remove, write_atomic
+from pycni.fsutil import read_state, remove, remove_orphans, sweep, write_atomic
 from pycni.net import link, netns, sysctl
 from pycni.net.link import LinkInfo
 from pycni.net.sublink import parse_mac
@@ -456,6 +456,7 @@ def _undo(ipr: IPRoute, ifname: str, saved: Saved, path: str, existed: bool) -> 
 def delete(args: CmdArgs) -> None:
     data_dir = args.fields.os_string("dataDir") or DEFAULT_DATA_DIR
     path = saved_path(data_dir, args.container_id, args.ifname)
+    remove_orphans(path)  # an ADD killed while saving leaves its temporary, and maybe no file at all
     try:
         saved = load_saved(path)
     except ValueError as exc:
@@ -569,6 +570,7 @@ def gc(args: CmdArgs) -> None:
         return  # no list: nothing is known to be stale
     data_dir = args.fields.os_string("dataDir") or DEFAULT_DATA_DIR
     valid = {os.path.basename(saved_path(data_dir, cid, ifname)) for cid, ifname in listed}
+    sweep(data_dir)  # temporaries of killed writers (of any network: none is anyone's state)
     try:
         names = os.listdir(data_dir)
     except FileNotFoundError:
