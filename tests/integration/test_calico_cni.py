@@ -32,6 +32,7 @@ from typing import Any
 import pytest
 
 from pycni.datastore.sqlite import SqliteDatastore
+from pycni.spec import ALL_VERSIONS
 from tests.support.cni import Call
 from tests.support.daemon import Daemon
 from tests.support.etcd import EtcdServer, etcd_server
@@ -224,8 +225,10 @@ class Cluster:
         k8s: tuple[str, str] | None = None,
         daemon: bool = False,
         raw: bool = False,
+        cni_args: str | None = None,
     ) -> Call:
-        cni_args = f"IgnoreUnknown=1;K8S_POD_NAMESPACE={k8s[0]};K8S_POD_NAME={k8s[1]}" if k8s else ""
+        if cni_args is None:
+            cni_args = f"IgnoreUnknown=1;K8S_POD_NAMESPACE={k8s[0]};K8S_POD_NAME={k8s[1]}" if k8s else ""
         env = {
             "PATH": "/usr/sbin:/usr/bin:/sbin:/bin",
             "CNI_COMMAND": command,
@@ -727,4 +730,31 @@ def test_daemon_prints_what_the_in_process_path_prints(cluster: Cluster) -> None
         daemon.kill()
         with contextlib.suppress(FileNotFoundError):
             os.unlink(cluster.socket)
+    node.assert_fresh()
+
+
+@pytest.mark.parametrize("cluster", ["sqlite"], indirect=True)
+@pytest.mark.parametrize("version", ALL_VERSIONS)
+def test_every_spec_version(cluster: Cluster, version: str) -> None:
+    """Results at each version as Go's types print them; kubelet's CNI_ARGS need no IgnoreUnknown for calico."""
+    node = cluster.node("node1")
+    cluster.seed(node)
+    conf = cluster.netconf(node, version=version)
+    pod = cluster.pod()
+    kubelet_args = "K8S_POD_NAMESPACE=v;K8S_POD_NAME=p;K8S_POD_INFRA_CONTAINER_ID=x;K8S_POD_UID=u"
+    added = cluster.call("ADD", node, pod, "ver", conf, cni_args=kubelet_args)
+    assert added.rc == 0, added.out
+    address = f"{pod_ip(added) if 'ips' in added.out else added.out['ip4']['ip'].split('/')[0]}/32"
+    if version in ("0.1.0", "0.2.0"):
+        assert added.out == {"cniVersion": version, "ip4": {"ip": address}, "dns": {}}
+    else:
+        interfaces = added.out["interfaces"]
+        assert [i["name"] for i in interfaces] == [veth_for_pod("v", "p"), "eth0"]
+        assert ("mtu" in interfaces[1]) == version.startswith("1."), "interface mtu exists from 1.0.0"
+        ip = {"interface": 1, "address": address} | ({} if version.startswith("1.") else {"version": "4"})
+        assert added.out["ips"] == [ip]
+    if version >= "0.4.0":
+        checked = cluster.call("CHECK", node, pod, "ver", conf | {"prevResult": added.out}, cni_args=kubelet_args)
+        assert checked.rc == 0, checked.out
+    assert cluster.call("DEL", node, pod, "ver", conf, cni_args=kubelet_args).rc == 0
     node.assert_fresh()

@@ -70,7 +70,7 @@ from pycni.datastore import Datastore, DatastoreError, Unavailable
 from pycni.fabric.calico.config import DEFAULT_STORE_PATH, STORE_ENV, StoreConfig, open_store
 from pycni.fabric.calico.errors import CalicoError
 from pycni.skel import CmdArgs, Plugin
-from pycni.spec import CNIError, ErrorCode, Fields, IPConfig, Result
+from pycni.spec import CNIError, ErrorCode, Fields, IPConfig, Result, load_args
 
 if TYPE_CHECKING:
     from pycni.fabric.calico.ipam import Network
@@ -295,9 +295,15 @@ def split_wep_name(name: str) -> list[str]:
     return parts
 
 
-def identifiers(args: CmdArgs, nodename: str) -> Identifiers:
-    """``GetIdentifiers``: a pod when CNI_ARGS carries K8S_POD_NAMESPACE and K8S_POD_NAME."""
-    known = args.cni_args(K8S_ARGS + TEST_ARGS)
+def identifiers(args: CmdArgs, nodename: str, ignore_unknown: bool = False) -> Identifiers:
+    """``GetIdentifiers``: a pod when CNI_ARGS carries K8S_POD_NAMESPACE and K8S_POD_NAME.
+
+    The calico plugin ignores CNI_ARGS keys it does not know (Calico sets
+    ``IgnoreUnknown=1`` for itself); calico-ipam, as Calico's, refuses them
+    unless the caller set it.
+    """
+    raw = f"IgnoreUnknown=1;{args.args}" if ignore_unknown and args.args else args.args
+    known = load_args(raw, K8S_ARGS + TEST_ARGS)
     namespace, pod = known.get("K8S_POD_NAMESPACE", ""), known.get("K8S_POD_NAME", "")
     if namespace and pod:
         return Identifiers("k8s", nodename, args.container_id, args.ifname, namespace, pod)

@@ -70,6 +70,7 @@ from pycni.datastore import DatastoreError, NotFound
 from pycni.fabric.calico.errors import ResourceAlreadyExists, ResourceNotFound, UpdateConflict
 from pycni.net import addr, link, netns, routed_veth, sysctl
 from pycni.net.link import LinkInfo
+from pycni.net.veth import InterfaceExists
 from pycni.plugins.common import Rollback, delete_container_link, prev_result_required
 from pycni.plugins.ipam.calico_ipam import (
     Identifiers,
@@ -526,7 +527,7 @@ def add(args: CmdArgs) -> Result:
     conf = args.fields
     with call_logger(conf, "calico") as logger:
         settings = load_settings(args, adding=True)
-        ids = identifiers(args, settings.nodename)
+        ids = identifiers(args, settings.nodename, ignore_unknown=True)
         labels = workload_labels(conf, ids)
         build_endpoint(ids, labels, [settings.network], [], None)  # refuse bad labels before anything is made
         with session(settings.store) as client:
@@ -586,6 +587,7 @@ def _add_workload(
         raise config_error("requested feature is not supported for this runtime: ip_addrs_no_ipam")
     routes = pod_routes(args, settings, ids)
     host_name = host_veth_name(ids, settings.interface_prefix)
+    _refuse_taken_ifname(args)
     result = ipam_add(args, settings.ipam_type)
     rollback.push(f"IPAM ({settings.ipam_type}) address", lambda: ipam_delete(args, settings.ipam_type))
     if not result.ips:
@@ -612,6 +614,17 @@ def _add_workload(
     return result
 
 
+def _refuse_taken_ifname(args: CmdArgs) -> None:
+    """A repeated ADD (the container has the interface already) fails before IPAM is asked for anything.
+
+    Its rollback would release the handle, which also holds the first ADD's
+    address: the running container would lose it.
+    """
+    with netns.handle(args.netns, args.netns_fd) as ns_fd, netns.iproute(args.netns, ns_fd) as container:
+        if link.find(container, args.ifname) is not None:
+            raise InterfaceExists(args.ifname)
+
+
 def _validated(endpoint: Resource) -> Resource:
     """The endpoint decoded again, so its spec is in Calico's field order after the late fields were set."""
     from pycni.fabric.calico.model import decode_resource
@@ -627,7 +640,7 @@ def delete(args: CmdArgs) -> None:
     conf = args.fields
     with call_logger(conf, "calico") as logger:
         settings = load_settings(args, adding=False)
-        ids = identifiers(args, settings.nodename)
+        ids = identifiers(args, settings.nodename, ignore_unknown=True)
         workload_labels(conf, ids)  # a Mesos label may name the namespace the endpoint is in
         ids.wep_name()
         with session(settings.store) as client:
@@ -715,7 +728,7 @@ def _fail(message: str) -> CNIError:
 def check(args: CmdArgs) -> None:
     conf = args.fields
     settings = load_settings(args, adding=False)
-    ids = identifiers(args, settings.nodename)
+    ids = identifiers(args, settings.nodename, ignore_unknown=True)
     workload_labels(conf, ids)
     prev = prev_result_required(args)
     delegate.delegate_check(settings.ipam_type, args.stdin, _ipam_env(args), args.path)
