@@ -10,9 +10,11 @@ The tests check what Calico's fabric promises: every session Established,
 each node's kernel routes the other nodes' blocks through BIRD (``proto
 bird``) and never its own, pycni's (protocol 112) and a user's routes are
 left exactly as they were, a block claimed later is advertised without a
-session flap, a node that leaves (BIRD stopped, block released) is
-withdrawn from the others, and ``pycni calicoctl node status`` prints the
-table. A second test runs a route reflector with two clients.
+session flap, a crashed BIRD restarts without a route going missing
+anywhere, a node that leaves (BIRD stopped, block released) is withdrawn
+from the others, a node rejoining while a peer is down routes at once, and
+``pycni calicoctl node status`` prints the table. Other tests run a route
+reflector with two clients, and an eBGP peering with a plain BIRD (a ToR).
 
 Measured times are printed (``-s``) for the report.
 """
@@ -25,6 +27,7 @@ import json
 import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -314,6 +317,28 @@ def test_full_mesh_on_etcd(netns: NetnsPool, etcd: EtcdServer) -> None:
         )
         print(f"block released: withdrawn from the other kernels after {time.monotonic() - moment:.2f} s")
 
+        # b's BIRD crashes (SIGKILL, no Cease): its kernel keeps its routes (persist), its peers keep b's block
+        # (graceful restart), and the BIRD started again recovers (-R, from the pid file left behind) without a
+        # moment where any of those routes is missing.
+        def continuous() -> bool:
+            return (
+                learnt(b) == {str(a.block): a.address, str(c.block): c.address}
+                and learnt(a).get(str(b.block)) == b.address
+                and learnt(c).get(str(b.block)) == b.address
+            )
+
+        os.kill(b.bird.pid or 0, signal.SIGKILL)
+        wait_for("b's BIRD is gone", lambda: not b.bird.running(), 5)
+        assert os.path.exists(b.bird.pid_path), "a crashed BIRD leaves its pid file"
+        moment = time.monotonic()
+        b.bird.start()
+        while not all(fab.established(n, expected[n]) for n in names):
+            assert continuous(), "a route went missing while b's BIRD restarted"
+            assert time.monotonic() - moment < ESTABLISHED_WITHIN, "b's sessions did not come back"
+            time.sleep(0.05)
+        assert continuous()
+        print(f"BIRD crash: restarted and Established after {time.monotonic() - moment:.2f} s, no route missing")
+
         # c leaves: its BIRD stops (a Cease to its peers); its block leaves a's and b's kernels.
         moment = time.monotonic()
         c.bird.stop()
@@ -335,6 +360,14 @@ def test_full_mesh_on_etcd(netns: NetnsPool, etcd: EtcdServer) -> None:
 
         # Nothing of pycni's or the user's was touched at any point.
         assert [line for line in a.route_lines() if "proto bird" not in line] == before
+
+        # c comes back while b is down (but still a registered node): a fresh BIRD programs what its live
+        # peer sends at once, not after a graceful-restart wait for the dead one.
+        b.bird.stop()
+        moment = time.monotonic()
+        assert fab.apply("node-c") is True
+        wait_for("c routes a's block", lambda: learnt(c) == {str(a.block): a.address}, 8.0)
+        print(f"node rejoined with a peer down: routes after {time.monotonic() - moment:.2f} s")
 
 
 def test_route_reflector_with_two_clients(netns: NetnsPool) -> None:

@@ -567,3 +567,23 @@ def test_every_rendered_config_loads_in_bird() -> None:
         check_config(text)
     with pytest.raises(BirdError, match="syntax error"):
         check_config(configs[0] + "\nthis is not bird;\n")
+
+
+def test_node_status_rows() -> None:
+    """calicoctl's row parsing: BGP protocols named Mesh_/Node_/Global_ only, by family, info joined."""
+    from pycni.cli.calicoctl import bgp_peer_rows
+    from pycni.fabric.calico.bird import ProtocolStatus
+
+    protocols = [
+        ProtocolStatus("device1", "Device", "---", "up", "20:42:04.760", ""),
+        ProtocolStatus("Mesh_10_192_0_3", "BGP", "---", "up", "20:42:06.652", "Established"),
+        ProtocolStatus("Node_10_192_0_4_port_500", "BGP", "---", "start", "20:42:18.783", "Active Socket: refused"),
+        ProtocolStatus("Global_fd00__1", "BGP", "---", "up", "2024-01-02", "Established"),
+        ProtocolStatus("Mesh_10_0_0_9", "Static", "master4", "up", "20:42:04.760", ""),
+        ProtocolStatus("tor", "BGP", "---", "up", "20:42:04.760", "Established"),
+    ]
+    assert bgp_peer_rows(protocols, 4) == [
+        ["10.192.0.3", "node-to-node mesh", "up", "20:42:06.652", "Established"],
+        ["10.192.0.4.port.500", "node specific", "start", "20:42:18.783", "Active Socket: refused"],
+    ]
+    assert bgp_peer_rows(protocols, 6) == [["fd00::1", "global", "up", "2024-01-02", "Established"]]

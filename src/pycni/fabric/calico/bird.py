@@ -20,10 +20,12 @@ purpose, both so BIRD and pycni's route driver never fight over a route:
 :class:`BirdProcess` runs ``bird`` in a node's network namespace with that
 node's config, control socket and pid file (several nodes share a machine in
 tests), applies a new config with ``configure`` only when the rendered text
-changed (checked with ``bird -p`` first, written atomically), adopts a BIRD
-left running by a previous agent (BIRD keeps routing while the agent
-restarts), and stops it with SIGTERM (BIRD then closes its sessions with a
-Cease, so peers withdraw its routes at once). :class:`BirdControl` speaks
+changed (checked with ``bird -p`` first, written atomically; no session
+restarts), adopts a BIRD left running by a previous agent (BIRD keeps routing
+while the agent restarts), restarts a crashed BIRD in graceful-restart
+recovery (``-R``: its kernel routes and its peers' copies of its routes stay
+until it is back), and stops it with SIGTERM (BIRD then closes its sessions
+with a Cease, so peers withdraw its routes at once). :class:`BirdControl` speaks
 BIRD's control-socket protocol (what ``birdc`` speaks) and
 :func:`parse_protocols` reads ``show protocols``.
 """
@@ -53,6 +55,11 @@ BIRD = "/usr/sbin/bird"
 DEFAULT_CONTROL_SOCKET = "/var/run/calico/bird.ctl"  # calicoctl node status looks here first
 FALLBACK_CONTROL_SOCKET = "/var/run/bird/bird.ctl"  # ... then here (a non-containerised BIRD)
 KERNEL_METRIC = 32  # BIRD 2's default: never the metric of a pycni (0) route
+# A BIRD restarted after a crash runs with -R (calico-node always does) so it keeps its kernel routes until
+# its sessions are back; BIRD's default wait for that is 240 s, during which it programs nothing new, so a
+# node with one peer down would route nothing for 4 minutes. Live peers are Established within a few
+# seconds (connect delay 2 s, retry 5 s): wait at most this long.
+GRACEFUL_RESTART_WAIT = 10
 
 
 class BirdError(CalicoError):
@@ -314,6 +321,7 @@ def render(plan: BGPPlan) -> str:
     ]
     if plan.router_id is not None:
         out.append(f"router id {plan.router_id};")
+    out.append(f"graceful restart wait {GRACEFUL_RESTART_WAIT};  # recovery after a restart (-R) waits at most this")
     out.append("")
     out += _static_section(plan)
     out += _filters(plan)
@@ -379,6 +387,8 @@ class BirdControl:
             return self._read(reader)
         except TimeoutError:
             raise BirdError(f"BIRD did not answer {command!r} on {self.path} within {self.timeout} s") from None
+        except ConnectionError as exc:  # reset or closed: a BIRD exiting right now
+            raise BirdNotRunning(f"BIRD is not running: {self.path} dropped the connection ({exc})") from None
         finally:
             sock.close()
 
@@ -552,21 +562,32 @@ class BirdProcess:
 
     # -- lifecycle -----------------------------------------------------------------------------
 
-    def _argv(self) -> list[str]:
-        argv = [self.bird, "-R", "-d", "-c", self.config_path, "-s", self.socket_path, "-P", self.pid_path]
+    def _argv(self, recover: bool) -> list[str]:
+        argv = [self.bird, *(["-R"] if recover else []), "-d", "-c", self.config_path, "-s", self.socket_path]
+        argv += ["-P", self.pid_path]
         if self.netns is None:
             return argv
         if "/" in self.netns:
             return ["nsenter", f"--net={self.netns}", "--", *argv]
         return ["ip", "netns", "exec", self.netns, *argv]
 
-    def start(self, timeout: float = 10.0) -> None:
-        """Start BIRD with the written config (or adopt the one already answering on the socket)."""
+    def start(self, timeout: float = 10.0, recover: bool | None = None) -> None:
+        """Start BIRD with the written config (or adopt the one already answering on the socket).
+
+        ``recover`` runs BIRD with ``-R`` (graceful restart recovery: the
+        routes a previous BIRD left in the kernel stay until the sessions are
+        back, at most :data:`GRACEFUL_RESTART_WAIT` s). By default it is used
+        when a previous BIRD of this node died without cleaning up (its pid
+        file is still there); a fresh start programs routes as soon as each
+        session is up, whatever the other peers do.
+        """
         if self.running():
             log.info("BIRD %s already runs (pid %s): adopted", self.name, self.pid)
             return
         if self.current_config() is None:
             raise BirdError(f"no BIRD configuration at {self.config_path}: write one before starting BIRD")
+        if recover is None:
+            recover = os.path.exists(self.pid_path)
         for stale in (self.socket_path, self.pid_path):
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(stale)
@@ -574,7 +595,7 @@ class BirdProcess:
         os.makedirs(os.path.dirname(self.log_path), exist_ok=True)
         with open(self.log_path, "ab") as output:
             self._child = subprocess.Popen(
-                self._argv(), stdin=subprocess.DEVNULL, stdout=output, stderr=output, start_new_session=True
+                self._argv(recover), stdin=subprocess.DEVNULL, stdout=output, stderr=output, start_new_session=True
             )
         deadline = time.monotonic() + timeout
         while not self.running():
@@ -585,7 +606,7 @@ class BirdProcess:
                 self.stop()
                 raise BirdError(f"BIRD {self.name} did not answer on {self.socket_path} within {timeout} s")
             time.sleep(0.02)
-        log.info("BIRD %s started (pid %s)", self.name, self.pid)
+        log.info("BIRD %s started (pid %s%s)", self.name, self.pid, ", recovering" if recover else "")
 
     def stop(self, timeout: float = 10.0) -> None:
         """SIGTERM (BIRD sends its peers a Cease), SIGKILL after ``timeout``; idempotent."""
