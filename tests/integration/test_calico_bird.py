@@ -40,7 +40,7 @@ import pytest
 
 from pycni.datastore import Datastore, open_datastore
 from pycni.fabric.calico.bgp import BGPInputs, BGPPlan, block_states, plan
-from pycni.fabric.calico.bird import BIRD, BirdProcess, render
+from pycni.fabric.calico.bird import BIRD, BirdError, BirdProcess, render
 from pycni.fabric.calico.ipam import affinity_prefix
 from pycni.fabric.calico.ipam_store import IPAM, AutoAssignArgs
 from pycni.fabric.calico.model import IPPoolInfo, NodeInfo, new_resource
@@ -275,6 +275,13 @@ def test_full_mesh_on_etcd(netns: NetnsPool, etcd: EtcdServer) -> None:
         for row in rows:
             assert re.match(r"^\| [\d.]+ +\| node-to-node mesh \| up +\| \d\d:\d\d:\d\d\.\d{3} \| Established \|$", row)
         assert "PEER ADDRESS" in status.stdout and lines[-3:] == ["IPv6 BGP status", "No IPv6 peers found.", ""]
+
+        # A config BIRD would refuse is never written: BIRD keeps running the last good one.
+        good = a.bird.current_config()
+        assert good is not None
+        with pytest.raises(BirdError, match="BIRD rejects the rendered configuration"):
+            a.bird.apply(good + "\nnot bird;\n")
+        assert a.bird.current_config() == good and fab.established("node-a", expected["node-a"])
 
         # An agent restart: a new BirdProcess adopts the running BIRD; unchanged text does nothing.
         since = {n: {k: s.since for k, s in fab.nodes[n].bird.sessions().items()} for n in names}
