@@ -348,7 +348,8 @@ def test_full_mesh_on_etcd(netns: NetnsPool, etcd: EtcdServer) -> None:
 
         # c leaves: its BIRD stops (a Cease to its peers); its block leaves a's and b's kernels.
         moment = time.monotonic()
-        c.bird.stop()
+        c.bird.stop(flush=True)
+        assert learnt(c) == {}, "a node that leaves takes BIRD's kernel routes with it"
         wait_for(
             "node-c's routes withdrawn",
             lambda: str(c.block) not in learnt(a) and str(c.block) not in learnt(b) and f"{borrowed}" in learnt(a),

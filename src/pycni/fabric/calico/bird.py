@@ -12,8 +12,13 @@ purpose, both so BIRD and pycni's route driver never fight over a route:
   table to be advertised, but the node agent programs them in the kernel
   (protocol 112). It keeps BIRD 2's kernel metric 32, so a BIRD route never
   has the kernel key (table, destination, metric 0) of a pycni or a user
-  route: BIRD replaces and deletes only routes of its own protocol (12), and
-  routes of any other protocol it only *learns* (``learn``), never touches.
+  route: BIRD deletes only routes of its own protocol (12) and routes of any
+  other protocol it only *learns* (``learn``), never changes (BIRD v2.0.12
+  ``sysdep/unix/krt.c`` ``krt_got_route``: alien routes go to
+  ``krt_learn_scan``; ``sysdep/linux/netlink.c`` ``nl_parse_route``: protocol
+  12 is BIRD's, kernel-protocol routes are ignored), and its IPv4 in-place
+  replace, which does not check the protocol, is safe "when dedicated
+  priority is used" (``nl_allow_replace``), which metric 32 is.
 * ``reject_tunnel_routes`` also rejects routes through ``tunl0``, so IPIP
   routes the agent programs are not re-advertised as BIRD's own.
 
@@ -54,6 +59,7 @@ log = logging.getLogger(__name__)
 BIRD = "/usr/sbin/bird"
 DEFAULT_CONTROL_SOCKET = "/var/run/calico/bird.ctl"  # calicoctl node status looks here first
 FALLBACK_CONTROL_SOCKET = "/var/run/bird/bird.ctl"  # ... then here (a non-containerised BIRD)
+RTPROT_BIRD = 12  # the kernel route protocol BIRD writes (and the only one it ever deletes)
 KERNEL_METRIC = 32  # BIRD 2's default: never the metric of a pycni (0) route
 # A BIRD restarted after a crash runs with -R (calico-node always does) so it keeps its kernel routes until
 # its sessions are back; BIRD's default wait for that is 240 s, during which it programs nothing new, so a
@@ -608,8 +614,13 @@ class BirdProcess:
             time.sleep(0.02)
         log.info("BIRD %s started (pid %s%s)", self.name, self.pid, ", recovering" if recover else "")
 
-    def stop(self, timeout: float = 10.0) -> None:
-        """SIGTERM (BIRD sends its peers a Cease), SIGKILL after ``timeout``; idempotent."""
+    def stop(self, timeout: float = 10.0, *, flush: bool = False) -> None:
+        """SIGTERM (BIRD sends its peers a Cease), SIGKILL after ``timeout``; idempotent.
+
+        BIRD leaves its kernel routes behind (``persist``, so a BIRD restart
+        loses no traffic); ``flush`` deletes them once it is gone, for a node
+        that leaves the fabric.
+        """
         pid = self.pid
         if pid is not None:
             with contextlib.suppress(ProcessLookupError):
@@ -629,6 +640,28 @@ class BirdProcess:
         for leftover in (self.socket_path, self.pid_path):
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(leftover)
+        if flush:
+            removed = self.flush_routes()
+            log.info("BIRD %s stopped; its %d kernel route(s) removed", self.name, removed)
+
+    def flush_routes(self) -> int:
+        """Delete the kernel routes of protocol 12 (``bird``) in BIRD's namespace: BIRD's own by its rule."""
+        from pycni.net import netns as net_netns
+        from pycni.net import route as net_route
+
+        if self.netns is None:
+            ipr = net_netns.iproute_here()
+        else:
+            ipr = net_netns.iproute(self.netns if "/" in self.netns else f"/run/netns/{self.netns}")
+        try:
+            removed = 0
+            for family in (socket.AF_INET, socket.AF_INET6):
+                for route in list(net_route.dump(ipr, family)):
+                    if route.proto == RTPROT_BIRD and net_route.delete(ipr, route):
+                        removed += 1
+            return removed
+        finally:
+            ipr.close()
 
     def _exited(self, pid: int) -> bool:
         if self._child is not None and self._child.pid == pid:
