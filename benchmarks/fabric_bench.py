@@ -7,6 +7,11 @@
    the overlay costs. Three iperf3 modes (see ``MODES``) are reported side by side.
 2. N nodes running ``pycni flanneld`` join one etcd at once: seconds from the
    first agent's start until every node has a route to every other node's subnet.
+3. Then, on that converged cluster, the netlink writes one agent sends while
+   nothing changes: ``strace`` on node 1's agent for ``--window`` seconds counts
+   every route and neighbour/FDB request that could change the kernel
+   (``RTM_NEWROUTE``, ``RTM_DELROUTE``, ``RTM_NEWNEIGH``, ``RTM_DELNEIGH``), per
+   burst (a resync every 5 s, the agent's default).
 
 Everything runs in namespaces this script makes and removes (see
 ``tests/support/fabric.py``).
@@ -17,7 +22,9 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import shutil
+import signal
 import statistics
 import subprocess
 import sys
@@ -98,7 +105,31 @@ def throughput(
     return results
 
 
-def scale(work: Path, pycni_bin: str, plugin_dir: str, count: int) -> dict[str, Any]:
+RESYNC_PERIOD = 5.0  # the agent's default --iptables-resync, which the scale part leaves as it is
+# strace names the types only for a socket it can identify, which it cannot inside another
+# namespace: RTM_NEWROUTE 0x18, RTM_DELROUTE 0x19, RTM_NEWNEIGH 0x1c, RTM_DELNEIGH 0x1d.
+_WRITE = re.compile(r"nlmsg_type=(RTM_(NEW|DEL)(ROUTE|NEIGH)\b|0x1[89cd]\b)")
+
+
+def idle_writes(pid: int, window: float) -> tuple[int, int]:
+    """Route/neighbour/FDB netlink requests ``pid`` (all its threads) sends in ``window`` s, and in how many bursts.
+
+    A burst is writes less than a second apart: one resync's, or one event's.
+    """
+    with tempfile.NamedTemporaryFile("r", prefix="fabric-bench-strace-") as trace:
+        tracer = subprocess.Popen(
+            ["strace", "-f", "-qq", "-ttt", "-e", "trace=sendto,sendmsg", "-o", trace.name, "-p", str(pid)],
+            stderr=subprocess.DEVNULL,
+        )
+        time.sleep(window)
+        tracer.send_signal(signal.SIGINT)
+        tracer.wait(timeout=30)
+        times = [float(line.split()[1]) for line in trace for _ in _WRITE.findall(line)]
+    bursts = sum(1 for before, after in zip([-10.0, *times], times, strict=False) if after - before > 1.0)
+    return len(times), bursts
+
+
+def scale(work: Path, pycni_bin: str, plugin_dir: str, count: int, window: float) -> dict[str, Any]:
     with netns_pool("scale") as pool:
         cluster = Cluster(pool, work / "scale", pycni_bin, plugin_dir, f"http://{UNDERLAY_GATEWAY}:2379")
         (work / "scale").mkdir(exist_ok=True)
@@ -143,9 +174,20 @@ def scale(work: Path, pycni_bin: str, plugin_dir: str, count: int) -> dict[str, 
                     if time.monotonic() - started > 300:
                         raise RuntimeError(f"not converged after 300 s: {counts}")
                     time.sleep(0.2)
+                time.sleep(2 * RESYNC_PERIOD)  # past the join: what follows is the steady state
+                assert nodes[0].agent is not None
+                writes, bursts = idle_writes(nodes[0].agent.pid, window)
         finally:
             cluster.close()
-    return {"nodes": count, "leased_s": leased if leased is not None else converged, "converged_s": converged}
+    return {
+        "nodes": count,
+        "leased_s": leased if leased is not None else converged,
+        "converged_s": converged,
+        "idle_window_s": window,
+        "idle_writes": writes,
+        "idle_bursts": bursts,
+        "writes_per_burst": writes / bursts if bursts else 0.0,
+    }
 
 
 def main() -> int:
@@ -154,6 +196,7 @@ def main() -> int:
     parser.add_argument("--seconds", type=int, default=5, help="length of one iperf3 run")
     parser.add_argument("--repeats", type=int, default=3, help="runs per mode; the median is reported")
     parser.add_argument("--part", choices=("all", "throughput", "scale"), default="all")
+    parser.add_argument("--window", type=float, default=20.0, help="seconds of idle writes counted after the join")
     parser.add_argument("--json", help="also write the numbers to this file")
     opts = parser.parse_args()
     if os.geteuid() != 0:
@@ -169,7 +212,7 @@ def main() -> int:
             for backend in ("vxlan", "host-gw"):
                 data[backend] = throughput(work, pycni_bin, plugin_dir, backend, opts.seconds, opts.repeats)
         if opts.part in ("all", "scale"):
-            data["scale"] = scale(work, pycni_bin, plugin_dir, opts.nodes)
+            data["scale"] = scale(work, pycni_bin, plugin_dir, opts.nodes, opts.window)
     finally:
         shutil.rmtree(work, ignore_errors=True)
     for backend in ("vxlan", "host-gw"):
@@ -184,6 +227,12 @@ def main() -> int:
         print(
             f"scale: {nodes} agents started at once; every node leased a subnet after {leased:.1f} s,"
             f" every node routes to every other after {converged:.1f} s"
+        )
+        idle = data["scale"]
+        print(
+            f"idle: node 1's agent sent {idle['idle_writes']} route/neighbour/FDB writes in"
+            f" {idle['idle_window_s']:.0f} s ({idle['idle_bursts']} bursts of {idle['writes_per_burst']:.1f};"
+            f" resync every {RESYNC_PERIOD:.0f} s, {nodes - 1} peers)"
         )
     if opts.json:
         Path(opts.json).write_text(json.dumps(data, indent=2))
