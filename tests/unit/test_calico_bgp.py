@@ -562,7 +562,7 @@ def test_every_rendered_config_loads_in_bird() -> None:
     if shutil.which("bird") is None and not os.path.exists("/usr/sbin/bird"):
         pytest.skip("BIRD 2 is not installed (apt-get install bird2)")
     configs = list(dict.fromkeys(_configs()))
-    assert len(configs) >= 20, "the plan tests above should have rendered their configs first"
+    assert len(configs) >= 8, "the golden files at least (run with the plan tests, every config they rendered)"
     for text in configs:
         check_config(text)
     with pytest.raises(BirdError, match="syntax error"):
