@@ -1,0 +1,510 @@
+"""``pycni calico-node`` on nodes in namespaces, two underlay subnets joined by a router, a real etcd.
+
+Pods come from the real ``calico`` CNI plugin (with calico-ipam) through
+``pycni add``, as calico/node's DaemonSet serves the CNI plugin. The pool is
+the seed article's operator Installation (10.244.0.0/16, blockSize 26,
+VXLANCrossSubnet, natOutgoing Enabled, nodeSelector all()); the agents run
+with ``--backend vxlan`` (no BIRD) unless a test says otherwise.
+
+Evidence is the kernel's own account: ``ip route``/``ip neigh``/``bridge
+fdb``, packet counters of vxlan.calico (a same-subnet pair sends nothing
+through it under CrossSubnet, a cross-subnet pair does), ``ip monitor`` and
+``nft monitor`` (a resync on a node in order causes no event), and TCP
+between pods (curl to busybox httpd, iperf3 across an agent restart).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.support.calico_cluster import (
+    ETCD_IP,
+    OUTSIDE_IP,
+    CalicoCluster,
+    Node,
+    Pod,
+    wait_until,
+)
+from tests.support.etcd import EtcdServer, etcd_server
+from tests.support.netns import NetnsPool, run
+
+VXLAN = ("--backend", "vxlan")
+Make = Callable[..., tuple[CalicoCluster, EtcdServer]]
+
+
+@pytest.fixture
+def calico(netns: NetnsPool, tmp_path: Path, pycni_bin: str, pycni_plugin_dir: str) -> Iterator[Make]:
+    made: list[tuple[CalicoCluster, Any]] = []
+
+    def make(**kwargs: Any) -> tuple[CalicoCluster, EtcdServer]:
+        kwargs.setdefault("agent_args", VXLAN)
+        cluster = CalicoCluster(netns, tmp_path, pycni_bin, pycni_plugin_dir, **kwargs)
+        context = etcd_server(host=ETCD_IP, netns=cluster.underlay)
+        made.append((cluster, context))
+        return cluster, context.__enter__()
+
+    try:
+        yield make
+    finally:
+        for cluster, context in made:
+            try:
+                cluster.close()
+            finally:
+                context.__exit__(None, None, None)
+
+
+def block_of(cluster: CalicoCluster, node: Node) -> str:
+    """The block holding the node's VXLAN tunnel address (the first block the node claimed)."""
+    tunnel = cluster.resource("node", node.nodename)["spec"]["ipv4VXLANTunnelAddr"]
+    base = tunnel.rsplit(".", 1)
+    return f"{base[0]}.{int(base[1]) // 64 * 64}/26"
+
+
+def route_via(cluster: CalicoCluster, node: Node, dst: str) -> tuple[str, str, str] | None:
+    """(device, gateway, protocol) of the node's route to ``dst``, or None."""
+    route = cluster.route_to(node, dst)
+    if route is None:
+        return None
+    return str(route.get("dev", "")), str(route.get("gateway", "")), str(route.get("protocol", ""))
+
+
+def pool_spec(cluster: CalicoCluster) -> dict[str, Any]:
+    spec: dict[str, Any] = cluster.resource("ippool", "default-ipv4-ippool")["spec"]
+    return spec
+
+
+def apply_pool(cluster: CalicoCluster, **changes: Any) -> None:
+    pool = cluster.resource("ippool", "default-ipv4-ippool")
+    pool["spec"].update(changes)
+    pool["metadata"] = {"name": "default-ipv4-ippool"}
+    cluster.calicoctl("apply", "-f", "-", stdin=json.dumps(pool))
+
+
+def nft_table(node: Node) -> str:
+    return run("nft", "list", "table", "ip", "calico-node", netns=node.ns, check=False).stdout
+
+
+def fresh_ruleset(netns: NetnsPool) -> str:
+    fresh = netns.new("fresh")
+    return run("nft", "list", "ruleset", netns=fresh).stdout
+
+
+def vxlan_state(cluster: CalicoCluster, node: Node) -> dict[str, Any]:
+    """What the agent programs on a node, for before/after comparisons (no counters)."""
+    link = cluster.link(node, "vxlan.calico")
+    assert link is not None
+    return {
+        "routes": sorted(json.dumps(r, sort_keys=True) for r in cluster.routes(node)),
+        "neigh": run("ip", "neigh", "show", "dev", "vxlan.calico", netns=node.ns).stdout,
+        "fdb": run("bridge", "fdb", "show", "dev", "vxlan.calico", netns=node.ns).stdout,
+        "ifindex": link["ifindex"],
+        "mac": link["address"],
+    }
+
+
+# -- the seed's VXLANCrossSubnet, then vxlanMode Always ------------------------------------
+
+
+def test_seed_installation_cross_subnet_then_always(calico: Make) -> None:
+    cluster, _ = calico()
+    n1, n2, n3 = cluster.add_node(1), cluster.add_node(1), cluster.add_node(2)
+    for node in (n1, n2, n3):
+        cluster.add_pod(node)
+        cluster.add_pod(node)
+
+    for pod in cluster.pods():  # the calico plugin took the MTU the agent wrote
+        assert json.loads(run("ip", "-j", "link", "show", "eth0", netns=pod.name).stdout)[0]["mtu"] == 1450
+    pool = pool_spec(cluster)
+    assert pool["cidr"] == "10.244.0.0/16" and pool["blockSize"] == 26 and pool["vxlanMode"] == "CrossSubnet"
+    assert pool["natOutgoing"] is True and pool["nodeSelector"] == "all()" and pool["ipipMode"] == "Never"
+    for node in (n1, n2, n3):
+        spec = cluster.resource("node", node.nodename)["spec"]
+        link = cluster.link(node, "vxlan.calico")
+        assert link is not None
+        info = link["linkinfo"]["info_data"]
+        assert spec["bgp"]["ipv4Address"] == f"{node.address}/24"
+        assert spec["vxlanTunnelMACAddr"] == link["address"]
+        assert (info["id"], info["port"], info["local"], link["mtu"]) == (4096, 4789, node.address, 1450)
+        assert node.mtu_file.read_text() == "1450\n" and node.nodename_file.read_text() == node.nodename
+        assert route_via(cluster, node, block_of(cluster, node)) == ("", "", "112")  # the blackhole
+        assert cluster.route_to(node, block_of(cluster, node))["type"] == "blackhole"  # type: ignore[index]
+
+    b2, b3 = block_of(cluster, n2), block_of(cluster, n3)
+    tunnel3 = cluster.resource("node", n3.nodename)["spec"]["ipv4VXLANTunnelAddr"]
+    assert route_via(cluster, n1, b2) == ("eth0", n2.address, "112"), "same subnet: routed directly"
+    assert route_via(cluster, n1, b3) == ("vxlan.calico", tunnel3, "112"), "across the router: over VXLAN"
+    assert "onlink" in cluster.route_to(n1, b3)["flags"]  # type: ignore[index]
+    neigh = run("ip", "neigh", "show", "dev", "vxlan.calico", netns=n1.ns).stdout
+    fdb = run("bridge", "fdb", "show", "dev", "vxlan.calico", netns=n1.ns).stdout
+    mac3 = cluster.resource("node", n3.nodename)["spec"]["vxlanTunnelMACAddr"]
+    assert f"{tunnel3} lladdr {mac3} PERMANENT" in neigh
+    assert f"{mac3} dst {n3.address} self permanent" in fdb
+
+    mesh = cluster.wait_full_mesh(within=15)
+    # No tcpdump needed: the tunnel's own counters say which pairs were encapsulated.
+    a, b, c = n1.pods[0], n2.pods[0], n3.pods[0]
+    before = cluster.tx_packets(n1)
+    for _ in range(5):
+        assert cluster.reaches(a, b)
+    assert cluster.tx_packets(n1) == before, "same-subnet pod traffic never entered vxlan.calico"
+    for _ in range(5):
+        assert cluster.reaches(a, c)
+    assert cluster.tx_packets(n1) >= before + 5, "cross-subnet pod traffic went through vxlan.calico"
+
+    tunnel2 = cluster.resource("node", n2.nodename)["spec"]["ipv4VXLANTunnelAddr"]
+    started = time.monotonic()
+    apply_pool(cluster, vxlanMode="Always")  # a calicoctl process: most of the time measured is its start
+    took = time.monotonic() - started
+    took += wait_until(
+        lambda: route_via(cluster, n1, b2) == ("vxlan.calico", tunnel2, "112"),
+        within=5,
+        what="n1 routes n2's block over VXLAN once the pool says Always",
+    )
+    assert route_via(cluster, n2, block_of(cluster, n1))[0] == "vxlan.calico"  # type: ignore[index]
+    cluster.wait_full_mesh(within=10)
+    before = cluster.tx_packets(n1)
+    assert cluster.reaches(a, b)
+    assert cluster.tx_packets(n1) > before, "with Always even same-subnet pairs are encapsulated"
+    print(f"\nfull mesh after start: {mesh:.2f} s; CrossSubnet -> Always on n1: {took:.2f} s")
+
+
+# -- natOutgoing ------------------------------------------------------------------------------
+
+ECHO_SOURCE = """
+import http.server
+class Echo(http.server.BaseHTTPRequestHandler):
+    def do_GET(self):
+        body = self.client_address[0].encode()
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+    def log_message(self, *args):
+        pass
+http.server.HTTPServer(("0.0.0.0", 8080), Echo).serve_forever()
+"""
+
+
+def test_nat_outgoing_masquerades_pods_to_outside_and_goes_with_the_pool_setting(calico: Make) -> None:
+    cluster, _ = calico()
+    n1, n2 = cluster.add_node(1), cluster.add_node(2)
+    p1, p2 = cluster.add_pod(n1), cluster.add_pod(n2)
+    server = subprocess.Popen(
+        ["ip", "netns", "exec", cluster.outside, "/usr/bin/python3", "-c", ECHO_SOURCE],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        url = f"http://{OUTSIDE_IP}:8080/"
+        wait_until(lambda: cluster.fetch(p1.name, url) is not None, within=10, what="the outside server answers")
+        assert cluster.fetch(p1.name, url) == n1.address, "the outside host sees the node's address, not the pod's"
+        assert cluster.fetch(p2.name, url) == n2.address
+        assert "masquerade fully-random" in nft_table(n1)
+        assert cluster.reaches(p1, p2), "pod-to-pod traffic is not translated"
+        assert run("curl", "-s", "-m", "2", f"http://{p2.ip}/", netns=n1.ns).stdout == f"{p2.name}\n"
+
+        apply_pool(cluster, natOutgoing=False)
+        wait_until(lambda: not nft_table(n1) and not nft_table(n2), within=5, what="the table goes with natOutgoing")
+        assert cluster.fetch(p1.name, url, timeout=1) is None, "unmasqueraded, the outside host cannot answer a pod"
+        assert cluster.reaches(p1, p2)
+    finally:
+        server.kill()
+        server.wait()
+
+
+# -- nodes joining and leaving ----------------------------------------------------------------
+
+
+def test_a_node_joining_is_routed_everywhere_and_a_node_leaving_is_forgotten(calico: Make) -> None:
+    cluster, _ = calico()
+    nodes = [cluster.add_node(1), cluster.add_node(1), cluster.add_node(2)]
+    for node in nodes:
+        cluster.add_pod(node)
+    cluster.wait_full_mesh(within=15)
+
+    started = time.monotonic()
+    n4 = cluster.add_node(2)
+    ready = time.monotonic() - started
+    b4 = block_of(cluster, n4)
+    routed = wait_until(lambda: all(cluster.route_to(n, b4) for n in nodes), within=5, what="n4's block everywhere")
+    pod4 = cluster.add_pod(n4)
+    reachable = wait_until(lambda: all(cluster.reaches(n.pods[0], pod4) for n in nodes), within=5, what="n4's pod")
+    assert route_via(cluster, nodes[0], b4)[0] == "vxlan.calico"  # type: ignore[index]
+    assert route_via(cluster, nodes[2], b4)[0] == "eth0", "n3 and n4 share a subnet"  # type: ignore[index]
+    assert "node node4 joined (203.0.113.14/24)" in nodes[0].log.read_text()
+
+    leaving = nodes[2]
+    b3 = block_of(cluster, leaving)
+    mac3 = cluster.resource("node", leaving.nodename)["spec"]["vxlanTunnelMACAddr"]
+    started = time.monotonic()
+    cluster.calicoctl("delete", "node", leaving.nodename)  # decommissioned while its agent runs
+    stayers = [nodes[0], nodes[1], n4]
+    wait_until(lambda: not any(cluster.route_to(n, b3) for n in stayers), within=5, what="n3's routes gone")
+    gone = time.monotonic() - started
+    assert leaving.agent is not None
+    wait_until(lambda: leaving.agent is not None and leaving.agent.poll() is not None, within=10, what="n3 stops")
+    assert leaving.agent.returncode == 1 and "Node resource (node3) was deleted" in leaving.log.read_text()
+    assert nft_table(leaving) == "", "it exits cleanly: its table is gone"
+    cluster.release_affinities(leaving)
+    for node in stayers:
+        assert mac3 not in run("bridge", "fdb", "show", "dev", "vxlan.calico", netns=node.ns).stdout
+    assert "node node3 left" in nodes[0].log.read_text()
+    cluster.wait_full_mesh(within=10, pods=[n.pods[0] for n in stayers])
+    print(
+        f"\nnode join: agent ready {ready:.2f} s after launch, its block routed on all 3 peers {routed:.2f} s later, "
+        f"its pod reachable from all {reachable:.2f} s after ADD; node leave: routes gone {gone:.2f} s after the delete"
+    )
+
+
+# -- restart, clean exit, quiet resyncs, datastore outage --------------------------------------
+
+
+def _iperf(cluster: CalicoCluster, client: Pod, server: Pod, seconds: int) -> subprocess.Popen[str]:
+    run("iperf3", "-s", "-D", "-1", netns=server.name)
+    time.sleep(0.3)
+    return subprocess.Popen(
+        ["ip", "netns", "exec", client.name, "iperf3", "-c", server.ip, "-t", str(seconds), "-J"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+class Monitor:
+    """``ip monitor`` (routes, neighbours, links, addresses) and ``nft monitor`` in a namespace, fenced.
+
+    Each monitor is fenced at the start (it has subscribed) and at the stop
+    (it has printed everything before) by a sentinel of the test's own: a
+    route to 10.255.255.254 and an nft table ``pyt-fence``, added then removed.
+    """
+
+    SENTINEL = "10.255.255.254/32"
+
+    def __init__(self, ns: str) -> None:
+        self.ns = ns
+        self.lines: dict[str, list[str]] = {"ip": [], "nft": []}
+        self._cond = threading.Condition()
+        argv = {
+            "ip": ["ip", "-n", ns, "monitor", "route", "neigh", "link", "address"],
+            "nft": ["ip", "netns", "exec", ns, "nft", "monitor"],
+        }
+        self.procs = {
+            kind: subprocess.Popen(a, stdout=subprocess.PIPE, text=True, bufsize=1) for kind, a in argv.items()
+        }
+        for kind in self.procs:
+            threading.Thread(target=self._read, args=(kind,), daemon=True).start()
+        self._fence()
+
+    def _read(self, kind: str) -> None:
+        stdout = self.procs[kind].stdout
+        assert stdout is not None
+        for line in stdout:
+            with self._cond:
+                self.lines[kind].append(line.rstrip("\n"))
+                self._cond.notify_all()
+
+    def _seen(self, kind: str, word: str, since: int) -> bool:
+        return any(word in line for line in self.lines[kind][since:])
+
+    def _fence(self) -> tuple[int, int]:
+        """Add and remove the sentinels until both monitors showed them; the line counts before them."""
+        with self._cond:
+            marks = (len(self.lines["ip"]), len(self.lines["nft"]))
+        deadline = time.monotonic() + 10
+        while True:
+            run("ip", "route", "add", "blackhole", self.SENTINEL, netns=self.ns)
+            run("ip", "route", "del", "blackhole", self.SENTINEL, netns=self.ns)
+            run("nft", "add table ip pyt-fence; delete table ip pyt-fence", netns=self.ns)
+            with self._cond:
+                self._cond.wait_for(
+                    lambda: self._seen("ip", "10.255.255.254", marks[0]) and self._seen("nft", "pyt-fence", marks[1]),
+                    timeout=0.5,
+                )
+                if self._seen("ip", "10.255.255.254", marks[0]) and self._seen("nft", "pyt-fence", marks[1]):
+                    return marks
+            assert time.monotonic() < deadline, "ip/nft monitor never showed the sentinel"
+
+    def stop(self) -> tuple[str, str]:
+        """What the agent changed meanwhile: (ip monitor, nft monitor), sentinels and the kernel's IPv6 set-up left out.
+
+        A pod's new veth finishes duplicate address detection a second or two
+        after ADD (its fe80:: address and local route appear then): the kernel's
+        doing, not the agent's.
+        """
+        end = self._fence()
+        for proc in self.procs.values():
+            proc.terminate()
+            proc.wait()
+        ip_lines = [
+            line
+            for line in self.lines["ip"][: end[0]]
+            if "fe80::" not in line and "valid_lft" not in line and "10.255.255.254" not in line
+        ]
+        nft_lines = [
+            line
+            for line in self.lines["nft"][: end[1]]
+            if "pyt-fence" not in line and not line.startswith("# new generation")
+        ]
+        return "".join(f"{line}\n" for line in ip_lines), "".join(f"{line}\n" for line in nft_lines)
+
+
+def test_restart_keeps_traffic_clean_exit_removes_its_table_and_resyncs_are_quiet(
+    calico: Make, netns: NetnsPool
+) -> None:
+    cluster, _ = calico(agent_args=(*VXLAN, "--resync", "0.5"))
+    n1, n2 = cluster.add_node(1), cluster.add_node(2)
+    p1, p2 = cluster.add_pod(n1), cluster.add_pod(n2)
+    cluster.wait_full_mesh(within=15)
+
+    monitor = Monitor(n1.ns)
+    time.sleep(3.0)  # about six resyncs of n1's agent
+    ip_events, nft_events = monitor.stop()
+    assert ip_events == "" and nft_events == "", (
+        f"a resync with nothing to do changed something: {ip_events}{nft_events}"
+    )
+    assert n1.log.read_text().count("resync in") == 0, "nothing is logged for a resync with nothing to do"
+
+    before = vxlan_state(cluster, n1)
+    stream = _iperf(cluster, p1, p2, seconds=8)
+    time.sleep(2)
+    assert cluster.stop_agent(n1) == 0, "SIGTERM is a clean exit"
+    assert run("nft", "list", "ruleset", netns=n1.ns).stdout == fresh_ruleset(netns), "the agent's table is gone"
+    assert vxlan_state(cluster, n1) == before, "devices, routes, neighbours and FDB stay for the next agent"
+    assert "natOutgoing rules removed" in n1.log.read_text()
+    monitor = Monitor(n1.ns)
+    cluster.start_agent(n1)
+    time.sleep(1.5)
+    ip_events, nft_events = monitor.stop()
+    out, err = stream.communicate(timeout=30)
+    assert stream.returncode == 0, f"the TCP stream broke across the restart: {err}"
+    result = json.loads(out)
+    assert result["end"]["sum_received"]["bytes"] > 0
+    assert vxlan_state(cluster, n1) == before, "the restarted agent took everything over unchanged"
+    assert ip_events == "", f"the restarted agent rewrote what was right: {ip_events}"
+    assert "add table ip calico-node" in nft_events, "only its nft table, removed at exit, was written again"
+    assert "masquerade" in nft_table(n1)
+
+
+def test_a_datastore_outage_keeps_the_dataplane_and_the_agents_catch_up(calico: Make) -> None:
+    cluster, etcd = calico()
+    n1, n2 = cluster.add_node(1), cluster.add_node(2)
+    p1, p2 = cluster.add_pod(n1), cluster.add_pod(n2)
+    cluster.wait_full_mesh(within=15)
+    before = vxlan_state(cluster, n1)
+    etcd.stop()
+    try:
+        deadline = time.monotonic() + 6
+        while time.monotonic() < deadline:
+            assert cluster.reaches(p1, p2) and cluster.reaches(p2, p1), "traffic flows while etcd is away"
+            time.sleep(0.3)
+        assert vxlan_state(cluster, n1) == before
+        assert n1.agent is not None and n1.agent.poll() is None and n2.agent is not None and n2.agent.poll() is None
+        assert "datastore unavailable" in n1.log.read_text()
+    finally:
+        etcd.start()
+    wait_until(lambda: "datastore is back" in n1.log.read_text(), within=15, what="n1 re-listed")
+    n3 = cluster.add_node(1)  # a change after the outage reaches everyone
+    b3 = block_of(cluster, n3)
+    wait_until(lambda: cluster.route_to(n1, b3) and cluster.route_to(n2, b3), within=10, what="n3 routed after outage")
+    cluster.add_pod(n3)
+    cluster.wait_full_mesh(within=10)
+
+
+# -- IPIP (the kernel here has no ipip module) ------------------------------------------------
+
+
+def missing_ipip(netns: NetnsPool) -> str:
+    scratch = netns.new("probe")
+    proc = run("ip", "link", "add", "probe0", "type", "ipip", netns=scratch, check=False)
+    return "" if proc.returncode == 0 else (proc.stderr.strip() or "ipip links cannot be made")
+
+
+def test_an_ipip_pool_is_accepted_and_tunl0_reported_when_the_kernel_cannot_make_it(
+    calico: Make, netns: NetnsPool
+) -> None:
+    if not missing_ipip(netns):
+        pytest.skip("this kernel has ipip: the connectivity test below covers it")
+    cluster, _ = calico(
+        installation=None, env={"CALICO_IPV4POOL_CIDR": "10.244.0.0/16", "CALICO_IPV4POOL_IPIP": "Always"}
+    )
+    n1 = cluster.add_node(1)
+    spec = cluster.resource("node", n1.nodename)["spec"]
+    assert spec["bgp"]["ipv4IPIPTunnelAddr"].startswith("10.244."), "the IPIP tunnel address is still assigned"
+    wait_until(lambda: "tunl0 cannot be created on this kernel" in n1.log.read_text(), within=5, what="reported")
+    assert n1.agent is not None and n1.agent.poll() is None, "the agent keeps serving"
+    assert n1.mtu_file.read_text() == "1480\n"
+
+
+def test_ipip_always_full_mesh(calico: Make, netns: NetnsPool) -> None:
+    reason = missing_ipip(netns)
+    if reason:
+        pytest.skip(f"this kernel has no ipip module ({reason}): tunl0 cannot be created")
+    cluster, _ = calico(
+        installation=None, env={"CALICO_IPV4POOL_CIDR": "10.244.0.0/16", "CALICO_IPV4POOL_IPIP": "Always"}
+    )
+    for subnet in (1, 1, 2):
+        cluster.add_pod(cluster.add_node(subnet))
+    cluster.wait_full_mesh(within=15)
+
+
+# -- the bird backend (BGP with BIRD 2) -------------------------------------------------------
+
+
+def test_bird_backend_routes_same_subnet_by_bgp_and_cross_subnet_over_vxlan(calico: Make) -> None:
+    if not os.access("/usr/sbin/bird", os.X_OK):
+        pytest.skip("BIRD 2 is not installed (apt-get install bird2)")
+    cluster, _ = calico(agent_args=("--backend", "bird", "--stop-bird-on-exit"))
+    n1, n2, n3 = cluster.add_node(1), cluster.add_node(1), cluster.add_node(2)
+    for node in (n1, n2, n3):
+        cluster.add_pod(node)
+    b2, b3 = block_of(cluster, n2), block_of(cluster, n3)
+    wait_until(lambda: route_via(cluster, n1, b2) == ("eth0", n2.address, "bird"), within=20, what="BGP route")
+    assert route_via(cluster, n1, b3)[0::2] == ("vxlan.calico", "112")  # type: ignore[index]
+    assert (n1.run_dir / "bird.cfg").is_file() and (n1.run_dir / "bird.ctl").exists()
+    cluster.wait_full_mesh(within=15)
+    cluster.stop_agent(n1)
+    assert not (n1.run_dir / "bird.ctl").exists(), "--stop-bird-on-exit stopped BIRD"
+
+
+# -- throughput ----------------------------------------------------------------------------------
+
+
+def _throughput(client_ns: str, server_ns: str, server_ip: str, seconds: int = 3) -> float:
+    run("iperf3", "-s", "-D", "-1", netns=server_ns)
+    time.sleep(0.3)
+    out = run("iperf3", "-c", server_ip, "-t", str(seconds), "-J", netns=client_ns, timeout=seconds + 30).stdout
+    return float(json.loads(out)["end"]["sum_received"]["bits_per_second"]) / 1e9
+
+
+def test_pod_to_pod_throughput_over_vxlan_and_direct_against_node_to_node(calico: Make) -> None:
+    cluster, _ = calico()
+    n1, n2, n3 = cluster.add_node(1), cluster.add_node(1), cluster.add_node(2)
+    p1, p2, p3 = (cluster.add_pod(node) for node in (n1, n2, n3))
+    cluster.wait_full_mesh(within=15)
+    across = (_throughput(n1.ns, n3.ns, n3.address), _throughput(p1.name, p3.name, p3.ip))
+    within = (_throughput(n1.ns, n2.ns, n2.address), _throughput(p1.name, p2.name, p2.ip))
+    print(
+        f"\niperf3 (Gbit/s): across the router node-to-node {across[0]:.2f}, pod-to-pod over VXLAN {across[1]:.2f}; "
+        f"on one subnet node-to-node {within[0]:.2f}, pod-to-pod routed directly (CrossSubnet) {within[1]:.2f}"
+    )
+    for node_gbps, pod_gbps in (across, within):
+        assert pod_gbps > 0.05 * node_gbps > 0
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT])
+def test_sigint_is_a_clean_exit_too(calico: Make, netns: NetnsPool, sig: int) -> None:
+    cluster, _ = calico()
+    n1 = cluster.add_node(1)
+    assert "masquerade" in nft_table(n1)
+    assert cluster.stop_agent(n1, sig) == 0
+    assert run("nft", "list", "ruleset", netns=n1.ns).stdout == fresh_ruleset(netns)
