@@ -35,28 +35,7 @@ from pycni.fabric.calico.startup import (
     tunnel_handle,
 )
 from pycni.fabric.calico.syncer import Syncer
-
-SEED = """\
-apiVersion: operator.tigera.io/v1
-kind: Installation
-metadata:
-  name: default
-spec:
-  calicoNetwork:
-    ipPools:
-    - blockSize: 26
-      cidr: 10.244.0.0/16
-      encapsulation: VXLANCrossSubnet
-      natOutgoing: Enabled
-      nodeSelector: all()
----
-apiVersion: operator.tigera.io/v1
-kind: APIServer
-metadata:
-  name: default
-spec: {}
-"""
-
+from tests.support.calico_cluster import SEED_INSTALLATION as SEED
 
 # -- the environment ------------------------------------------------------------------
 

@@ -226,13 +226,15 @@ class CalicoNode:
             signal.signal(sig, self._on_signal)
         try:
             self.start()
-        except CNIError as exc:
+        except (CNIError, OSError) as exc:
             log.error("cannot start: %s", exc)
             self.shutdown()
             return 1
         threading.Thread(target=self._link_loop, name="link-events", daemon=True).start()
-        self.loop()
-        self.shutdown()
+        try:
+            self.loop()
+        finally:
+            self.shutdown()
         return self.exit_code
 
     def _on_signal(self, signum: int, frame: FrameType | None) -> None:
@@ -256,7 +258,11 @@ class CalicoNode:
                 next_resync = time.monotonic() + 1.0
                 continue
             resync = time.monotonic() >= next_resync
-            interval = self.step(state, resync=resync)
+            try:
+                interval = self.step(state, resync=resync)
+            except (CNIError, OSError) as exc:  # the kernel or a file refused: the next change or resync retries
+                log.error("could not bring the node in line: %s", exc)
+                interval = self.config.resync or FelixParams().route_refresh
             if resync:
                 next_resync = time.monotonic() + interval
 

@@ -237,7 +237,7 @@ class _Builder:
             if self.ipip is None:
                 return
             self.routes[GROUP_TUNNEL][dst] = Route(dst, dev=IPIP_DEVICE, gateway=peer_ip, onlink=True)
-        elif same and self.local.backend != "bird":
+        elif same and self.local.backend != "bird" and self.local.parent:
             self.routes[GROUP_NOENCAP][dst] = Route(dst, dev=self.local.parent, gateway=peer_ip)
 
     def blackholes(self) -> None:

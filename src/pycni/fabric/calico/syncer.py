@@ -30,7 +30,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from pycni.datastore import Datastore, Event, EventType, KeyValue, Unavailable, Watch
+from pycni.datastore import Datastore, DatastoreError, Event, EventType, KeyValue, Unavailable, Watch
 from pycni.fabric.calico.errors import CalicoError
 from pycni.fabric.calico.ipam import (
     ATTR_NODE,
@@ -271,13 +271,13 @@ class Syncer:
                     need_list = False
                 delay = 0.1
                 self._follow()
-            except Unavailable as exc:
+            except DatastoreError as exc:  # Unavailable, Compacted, or a store refusing the read
                 self._went_away(exc)
                 need_list = True  # a fresh listing also covers a compacted history
                 self._stopping.wait(delay)
                 delay = min(delay * 2, MAX_BACKOFF)
 
-    def _went_away(self, exc: Unavailable) -> None:
+    def _went_away(self, exc: DatastoreError) -> None:
         if self.in_sync or self.outages == 0:
             self.outages += 1
             log.warning("datastore unavailable (%s); the dataplane stays as it is, re-listing when it is back", exc)
