@@ -32,6 +32,7 @@ from typing import Any
 import pytest
 
 from pycni.datastore.sqlite import SqliteDatastore
+from pycni.plugins.ipam.calico_ipam import default_lock_path
 from pycni.spec import ALL_VERSIONS
 from tests.support.cni import Call
 from tests.support.daemon import Daemon
@@ -97,7 +98,25 @@ class Node:
         run("ip", "addr", "add", f"{self.address}/24", "dev", "up0", netns=self.ns)
         run("ip", "link", "set", "up0", "up", netns=self.ns)
         run("ip", "route", "add", "default", "via", GATEWAY, netns=self.ns)
-        self.fresh = self.picture()
+        self.fresh = self.settled_picture()
+        self.default_lock = default_lock_path(name)
+        self.had_default_lock = os.path.exists(self.default_lock)
+
+    def default_lock_made(self) -> bool:
+        return not self.had_default_lock and os.path.exists(self.default_lock)
+
+    def settled_picture(self) -> dict[str, str]:
+        """The picture once the kernel has finished bringing up0 up (its IPv6 link-local address and routes)."""
+        deadline = time.monotonic() + 10
+        previous = self.picture()
+        while time.monotonic() < deadline:
+            time.sleep(0.2)
+            current = self.picture()
+            settled = "fe80::/64 dev up0" in current["routes"] and "tentative" not in current["addresses"]
+            if settled and current == previous:
+                return current
+            previous = current
+        raise AssertionError(f"node {self.ns} did not settle: {previous}")
 
     def picture(self) -> dict[str, str]:
         state = snapshot(self.ns)
@@ -112,7 +131,8 @@ class Node:
         return run("sysctl", "-n", name, netns=self.ns).stdout.strip()
 
     def assert_fresh(self) -> None:
-        assert differences(self.fresh, self.picture()) == {}, "the node differs from the fresh node it was"
+        changed = differences(self.fresh, self.picture())
+        assert changed == {}, f"the node differs from the fresh node it was: {changed}"
 
 
 class Cluster:
@@ -200,7 +220,7 @@ class Cluster:
         return self.pool.new("pod")
 
     def netconf(self, node: Node, version: str = "1.0.0", **extra: Any) -> dict[str, Any]:
-        ipam = {"type": "calico-ipam", "ipam_lock_file": str(node.home / "ipam.lock"), **extra.pop("ipam", {})}
+        ipam = {"type": "calico-ipam", **extra.pop("ipam", {})}
         return {
             "cniVersion": version,
             "name": NETWORK,
@@ -209,6 +229,7 @@ class Cluster:
             **self.store,
             "nodename": node.name,
             "nodename_file_optional": True,
+            "ipam_lock_file": str(node.home / "ipam.lock"),
             "mtu": 1450,
             "ipam": ipam,
             "policy": {"type": "k8s"},
@@ -262,7 +283,10 @@ class Cluster:
 def cluster(fabric: Fabric, pycni_plugin_dir: str, tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[Cluster]:
     kind = getattr(request, "param", "etcd")
     with netns_pool("pytcal") as pool:
-        yield Cluster(kind, fabric, pool, tmp_path, pycni_plugin_dir)
+        made = Cluster(kind, fabric, pool, tmp_path, pycni_plugin_dir)
+        yield made
+    # Every call named its lock file: none may appear at the machine's default path.
+    assert [n.name for n in made.nodes if n.default_lock_made()] == [], "a lock file outside the test's directory"
 
 
 both_stores = pytest.mark.parametrize("cluster", ["etcd", "sqlite"], indirect=True)
@@ -414,6 +438,7 @@ def test_two_pods_reach_each_other_and_the_node(cluster: Cluster, tmp_path: Path
     node.assert_fresh()
     cluster.assert_datastore_fresh(baseline)
     assert re.search(r"\| +0 \(0%\) \|", cluster.calicoctl("ipam", "show"))
+    assert (node.home / "ipam.lock").exists(), "ADD and DEL locked the configured file"
     again = cluster.call("DEL", node, web, "cid-web-0123456789", conf, ("default", "web"))
     assert again.rc == 0, again.out
 

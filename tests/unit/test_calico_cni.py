@@ -183,7 +183,8 @@ class Ipam:
             "datastore_type": "pycni",
             "pycni_store_path": self.path,
             "nodename": ipam.pop("nodename", "node1"),
-            "ipam": {"type": "calico-ipam", "ipam_lock_file": self.lock, **ipam},
+            "ipam_lock_file": self.lock,  # a NetConf key, beside ipam (types.go)
+            "ipam": {"type": "calico-ipam", **ipam},
         }
 
     def call(self, command: str, conf: dict[str, Any], cid: str = "c1", cni_args: str = "") -> tuple[int, Any]:
@@ -225,6 +226,7 @@ def test_add_returns_block_prefix_and_records_handle_and_attributes(ipam: Ipam) 
         store.close()
     rc, out = ipam.call("CHECK", ipam.conf() | {"prevResult": out})
     assert rc == 0, out
+    assert Path(ipam.lock).exists(), "the lock is the configured file"
 
 
 def test_delete_releases_and_is_idempotent(ipam: Ipam) -> None:
