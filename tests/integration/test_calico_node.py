@@ -395,29 +395,103 @@ def test_restart_keeps_traffic_clean_exit_removes_its_table_and_resyncs_are_quie
     assert "masquerade" in nft_table(n1)
 
 
-def test_a_datastore_outage_keeps_the_dataplane_and_the_agents_catch_up(calico: Make) -> None:
+def test_etcd_away_for_10_s_under_a_stream_with_an_agent_restart_drops_nothing(calico: Make) -> None:
+    """The issue's case: etcd stopped for 10 s under an iperf3 stream, and an agent restarted meanwhile."""
     cluster, etcd = calico()
     n1, n2 = cluster.add_node(1), cluster.add_node(2)
     p1, p2 = cluster.add_pod(n1), cluster.add_pod(n2)
     cluster.wait_full_mesh(within=15)
     before = vxlan_state(cluster, n1)
+    stream = _iperf(cluster, p1, p2, seconds=14)
     etcd.stop()
     try:
-        deadline = time.monotonic() + 6
+        time.sleep(1)
+        assert cluster.stop_agent(n1) == 0
+        cluster.start_agent(n1, wait=False)  # it waits for the datastore, touching nothing
+        deadline = time.monotonic() + 9
         while time.monotonic() < deadline:
-            assert cluster.reaches(p1, p2) and cluster.reaches(p2, p1), "traffic flows while etcd is away"
-            time.sleep(0.3)
+            assert cluster.reaches(p2, p1), "traffic flows while etcd is away"
+            time.sleep(0.5)
         assert vxlan_state(cluster, n1) == before
-        assert n1.agent is not None and n1.agent.poll() is None and n2.agent is not None and n2.agent.poll() is None
-        assert "datastore unavailable" in n1.log.read_text()
+        assert all(node.agent is not None and node.agent.poll() is None for node in (n1, n2))
+        assert "datastore unavailable" in n1.log.read_text() and "datastore unavailable" in n2.log.read_text()
     finally:
         etcd.start()
-    wait_until(lambda: "datastore is back" in n1.log.read_text(), within=15, what="n1 re-listed")
+    wait_until(lambda: "ready" in n1.log.read_text().rsplit("datastore unavailable", 1)[-1], within=20, what="n1 up")
+    wait_until(lambda: "datastore is back" in n2.log.read_text(), within=15, what="n2 re-listed")
+    out, err = stream.communicate(timeout=40)
+    assert stream.returncode == 0, f"the TCP stream broke: {err}"
+    assert json.loads(out)["end"]["sum_received"]["bytes"] > 0
+    assert vxlan_state(cluster, n1) == before
     n3 = cluster.add_node(1)  # a change after the outage reaches everyone
     b3 = block_of(cluster, n3)
     wait_until(lambda: cluster.route_to(n1, b3) and cluster.route_to(n2, b3), within=10, what="n3 routed after outage")
     cluster.add_pod(n3)
     cluster.wait_full_mesh(within=10)
+
+
+def test_borrowed_addresses_are_routed_to_their_borrower(calico: Make) -> None:
+    """A pool of two blocks and three nodes: the third claims none, so its tunnel address and pods are borrowed."""
+    env = {
+        "CALICO_IPV4POOL_CIDR": "10.244.0.0/25",
+        "CALICO_IPV4POOL_BLOCK_SIZE": "26",
+        "CALICO_IPV4POOL_VXLAN": "Always",
+        "CALICO_IPV4POOL_IPIP": "Never",
+    }
+    cluster, _ = calico(installation=None, env=env)
+    n1, n2, n3 = cluster.add_node(1), cluster.add_node(1), cluster.add_node(2)
+    for node in (n1, n2, n3):
+        cluster.add_pod(node)
+        cluster.add_pod(node)
+    affine = {block_of(cluster, n1), block_of(cluster, n2)}
+    assert affine == {"10.244.0.0/26", "10.244.0.64/26"}, "the first two nodes hold the pool's two blocks"
+    tunnel3 = cluster.resource("node", n3.nodename)["spec"]["ipv4VXLANTunnelAddr"]
+    for pod in n3.pods:
+        for node in (n1, n2):
+            assert route_via(cluster, node, pod.ip) == ("vxlan.calico", tunnel3, "112"), (node.ns, pod.ip)
+    assert route_via(cluster, n1, tunnel3) == ("vxlan.calico", tunnel3, "112"), "even n3's VTEP address is borrowed"
+    assert not any(r.get("type") == "blackhole" for r in cluster.routes(n3)), "n3 owns no block"
+    cluster.wait_full_mesh(within=15)
+
+
+def test_ip_autodetection_methods_in_a_namespace(netns: NetnsPool) -> None:
+    """calico/node's methods against real links: excluded kinds skipped, regexes searched, routes asked."""
+    from pycni.fabric.calico.autodetect import autodetect
+    from pycni.fabric.calico.nodeconfig import parse_autodetection
+    from pycni.net import netns as pycni_netns
+
+    ns = netns.new("autodetect")
+    links = {"cali0": "10.244.9.1/32", "veth9": "172.31.0.1/24", "ens3": "198.51.100.21/24", "eth1": "203.0.113.21/24"}
+    for name, address in links.items():
+        run("ip", "link", "add", name, "type", "veth", "peer", "name", f"p-{name}", netns=ns)
+        run("ip", "addr", "add", address, "dev", name, netns=ns)
+        run("ip", "link", "set", name, "up", netns=ns)
+        run("ip", "link", "set", f"p-{name}", "up", netns=ns)
+    run("ip", "route", "add", "198.18.0.0/24", "via", "203.0.113.254", netns=ns)
+    ipr = pycni_netns.iproute(netns.path(ns))
+    try:
+        found = {
+            method: (hit.interface, str(hit.address))
+            for method in (
+                "first-found",
+                "interface=eth.*",
+                "interface=^eth",
+                "skip-interface=ens.*",
+                "cidr=203.0.113.0/24",
+                "can-reach=198.18.0.7",
+            )
+            for hit in [autodetect(ipr, parse_autodetection(method))]
+        }
+    finally:
+        ipr.close()
+    assert found == {
+        "first-found": ("ens3", "198.51.100.21/24"),  # cali0 and veth9 are calico/node's exclusions
+        "interface=eth.*": ("veth9", "172.31.0.1/24"),  # a search, as Go's MatchString: "veth9" contains "eth"
+        "interface=^eth": ("eth1", "203.0.113.21/24"),
+        "skip-interface=ens.*": ("eth1", "203.0.113.21/24"),
+        "cidr=203.0.113.0/24": ("eth1", "203.0.113.21/24"),
+        "can-reach=198.18.0.7": ("eth1", "203.0.113.21/24"),
+    }
 
 
 # -- IPIP (the kernel here has no ipip module) ------------------------------------------------
