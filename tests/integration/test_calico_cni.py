@@ -426,6 +426,11 @@ def test_two_pods_reach_each_other_and_the_node(cluster: Cluster, tmp_path: Path
     wide = cluster.calicoctl("get", "wep", "-o", "wide").splitlines()
     assert wide[0].split() == ["NAME", "WORKLOAD", "NODE", "NETWORKS", "INTERFACE", "PROFILES", "NATS"]
     assert ["node1-k8s-web-eth0", "web", "node1", f"{web_ip}/32", host_web, "kns.default"] in [r.split() for r in wide]
+    consistency = cluster.calicoctl("ipam", "check")
+    assert "Found 2 workload IPs." in consistency, consistency
+    assert "Found 0 IPs that are allocated in IPAM but not actually in use." in consistency, consistency
+    assert "Found 0 in-use IPs that are in active IP pools but have no corresponding IPAM" in consistency
+    assert "Found 0 handles with no matching IPs (and 2 handles with matches)." in consistency, consistency
     shown = cluster.calicoctl("ipam", "show")
     assert re.search(rf"\| IP Pool  \| {re.escape(POOL_CIDR)} +\| +65536 \| +2 \(0%\) \|", shown), shown
 
@@ -783,3 +788,26 @@ def test_every_spec_version(cluster: Cluster, version: str) -> None:
         assert checked.rc == 0, checked.out
     assert cluster.call("DEL", node, pod, "ver", conf, cni_args=kubelet_args).rc == 0
     node.assert_fresh()
+
+
+def test_a_cni_container_joining_a_second_network_gets_its_profile(cluster: Cluster) -> None:
+    """Calico's "existing endpoint" case: no second address or veth, the network's profile appended."""
+    node = cluster.node("node1")
+    cluster.seed(node)
+    first = {k: v for k, v in cluster.netconf(node).items() if k != "policy"}
+    second = first | {"name": "net2"}
+    pod = cluster.pod()
+    added = cluster.call("ADD", node, pod, "joiner", first)
+    joined = cluster.call("ADD", node, pod, "joiner", second)
+    assert added.rc == 0 and joined.rc == 0, (added.out, joined.out)
+    assert joined.out == added.out, "the same interfaces and address"
+    assert len(node.veths()) == 1
+    wep = json.loads(
+        cluster.value("/calico/resources/v3/projectcalico.org/workloadendpoints/default/node1-cni-joiner-eth0") or "{}"
+    )
+    assert wep["spec"]["profiles"] == [NETWORK, "net2"]
+    assert cluster.value("/calico/ipam/v2/handle/net2.joiner") is None
+    assert cluster.call("DEL", node, pod, "joiner", first).rc == 0
+    assert cluster.call("DEL", node, pod, "joiner", second).rc == 0
+    assert node.veths() == []
+    assert cluster.value(f"/calico/ipam/v2/handle/{NETWORK}.joiner") is None
