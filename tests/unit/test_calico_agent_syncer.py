@@ -14,7 +14,7 @@ from collections.abc import Callable, Iterator
 
 import pytest
 
-from pycni.datastore import open_datastore
+from pycni.datastore import Compacted, KeyValue, Unavailable, Watch, open_datastore
 from pycni.datastore.protocol import Datastore
 from pycni.fabric.calico import routing
 from pycni.fabric.calico.calculation import VxlanDevice
@@ -147,6 +147,52 @@ def test_a_listing_reflects_deletions_made_while_away(store: Datastore) -> None:
     assert syncer.resync_now()
     state = syncer.snapshot()
     assert state is not None and set(state.nodes) == {"n2"}
+
+
+class Flaky:
+    """A datastore whose first ``list`` fails (etcd away) and whose first ``watch`` finds its history compacted."""
+
+    def __init__(self, store: Datastore) -> None:
+        self.store = store
+        self.lists = 0
+        self.watches = 0
+
+    def list(self, prefix: str) -> tuple[list[KeyValue], int]:
+        self.lists += 1
+        if self.lists == 1:
+            raise Unavailable("etcd at http://198.51.100.1:2379 is away")
+        return self.store.list(prefix)
+
+    def watch(self, prefix: str, since_revision: int) -> Watch:
+        self.watches += 1
+        if self.watches == 1:
+            raise Compacted("compacted", since_revision, since_revision + 1)
+        return self.store.watch(prefix, since_revision)
+
+
+def test_the_syncer_relists_after_an_outage_and_a_compacted_history(store: Datastore) -> None:
+    client = ResourceClient(store)
+    client.create(node("n1", "198.51.100.11/24"))
+    flaky = Flaky(store)
+    woken = threading.Event()
+    syncer = Syncer(flaky, woken.set)  # type: ignore[arg-type]
+    syncer.start()
+    try:
+        deadline = time.monotonic() + 5
+        while flaky.watches < 2 and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert flaky.lists == 3 and flaky.watches == 2, "failed list, list, compacted watch, list, watch"
+        assert syncer.in_sync and syncer.outages == 1
+        client.create(node("n2", "198.51.100.12/24"))
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline:
+            state = syncer.snapshot()
+            if state is not None and "n2" in state.nodes:
+                break
+            time.sleep(0.02)
+        assert state is not None and set(state.nodes) == {"n1", "n2"}
+    finally:
+        syncer.stop()
 
 
 # -- nft rendering ----------------------------------------------------------------------

@@ -30,7 +30,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from pycni.datastore import Datastore, DatastoreError, Event, EventType, KeyValue, Unavailable, Watch
+from pycni.datastore import Compacted, Datastore, DatastoreError, Event, EventType, KeyValue, Unavailable, Watch
 from pycni.fabric.calico.errors import CalicoError
 from pycni.fabric.calico.ipam import (
     ATTR_NODE,
@@ -278,6 +278,9 @@ class Syncer:
                 delay = min(delay * 2, MAX_BACKOFF)
 
     def _went_away(self, exc: DatastoreError) -> None:
+        if isinstance(exc, Compacted):
+            log.info("the datastore's history from revision %d is compacted; re-listing", exc.since_revision)
+            return
         if self.in_sync or self.outages == 0:
             self.outages += 1
             log.warning("datastore unavailable (%s); the dataplane stays as it is, re-listing when it is back", exc)
