@@ -3,10 +3,10 @@
 ADD, as Calico 3.31 does it in etcd mode:
 
 1. Read the NetConf (Calico's keys; see :mod:`pycni.plugins.ipam.calico_ipam`
-   for the datastore and node-name keys), wait for nothing: the node-name file
-   must exist unless ``nodename_file_optional`` (calico-node writes it; a
-   missing one is code 11, try again). MTU: ``mtu``, else the node agent's
-   file (``pycni_mtu_file``, default ``/var/lib/calico/mtu``).
+   for the datastore, node-name and lock keys). The node-name file must exist
+   unless ``nodename_file_optional``: calico-node writes it, and until it has,
+   Calico refuses (here code 11, try again). MTU: ``mtu``, else the node
+   agent's file (``pycni_mtu_file``, default ``/var/lib/calico/mtu``).
 2. The datastore must be initialised (``ClusterInformation`` ``default`` with
    ``datastoreReady``), as Calico checks it.
 3. Identify the workload: a pod (``k8s``) when CNI_ARGS has
@@ -63,7 +63,7 @@ import json
 import logging
 import os
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from pycni.datastore import DatastoreError, NotFound
@@ -445,9 +445,10 @@ def _delete_host_link(name: str) -> None:
 
 @dataclass
 class Wired:
+    """What the wiring made that the endpoint records: the host end and the container end's MAC."""
+
     host: LinkInfo
     container_mac: str
-    ips: list[IPConfig] = field(default_factory=list)
 
 
 def wire(
@@ -486,7 +487,7 @@ def wire(
             container_sysctls(settings.allow_ip_forwarding, has4, has6)
         for ip in ips:
             routed_veth.add_host_route(host, host_link, ip.address.ip)
-        return Wired(host_link, cont_link.mac, ips)
+        return Wired(host_link, cont_link.mac)
 
 
 def _configure_pod(
