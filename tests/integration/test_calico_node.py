@@ -178,6 +178,29 @@ def test_seed_installation_cross_subnet_then_always(calico: Make) -> None:
     print(f"\nfull mesh after start: {mesh:.2f} s; CrossSubnet -> Always on n1: {took:.2f} s")
 
 
+def test_a_pool_leaving_vxlan_takes_the_device_and_tunnel_address_and_brings_them_back(calico: Make) -> None:
+    cluster, _ = calico()
+    n1, n2 = cluster.add_node(1), cluster.add_node(1)
+    p1, p2 = cluster.add_pod(n1), cluster.add_pod(n2)
+    cluster.wait_full_mesh(within=15)
+    b2 = block_of(cluster, n2)
+    tunnel1 = cluster.resource("node", n1.nodename)["spec"]["ipv4VXLANTunnelAddr"]
+    assert f"IP {tunnel1} is in use" in cluster.calicoctl("ipam", "show", f"--ip={tunnel1}").stdout
+    apply_pool(cluster, vxlanMode="Never")
+    wait_until(lambda: cluster.link(n1, "vxlan.calico") is None, within=5, what="vxlan.calico removed")
+    spec = cluster.resource("node", n1.nodename)["spec"]
+    assert "ipv4VXLANTunnelAddr" not in spec and "vxlanTunnelMACAddr" not in spec
+    assert f"{tunnel1} is not assigned" in cluster.calicoctl("ipam", "show", f"--ip={tunnel1}").stdout
+    assert route_via(cluster, n1, b2) == ("eth0", n2.address, "112"), "same subnet, no BGP: still routed directly"
+    assert cluster.reaches(p1, p2)
+    apply_pool(cluster, vxlanMode="Always")
+    wait_until(
+        lambda: route_via(cluster, n1, b2) and route_via(cluster, n1, b2)[0] == "vxlan.calico", within=10, what="back"
+    )  # type: ignore[index]
+    assert cluster.link(n1, "vxlan.calico") is not None
+    cluster.wait_full_mesh(within=10)
+
+
 # -- natOutgoing ------------------------------------------------------------------------------
 
 ECHO_SOURCE = """

@@ -268,6 +268,7 @@ def test_this_node_without_a_tunnel_address_asks_for_one_and_waits_for_the_devic
     state = cluster(node("n1", tunnel=False), node("n2"), pools=(pool(vxlan="Always"),))
     desired = calculate(state, LocalNode("n1"))
     assert desired.needs.vxlan and desired.vxlan is None
+    assert desired.vxlan_in_use, "an existing device is kept while the address is on its way"
     assert routes(desired, GROUP_TUNNEL) == {} and desired.fdb == {}
     assert set(routes(desired, GROUP_BLACKHOLE)) == {"10.244.1.0/26"}
 
@@ -302,6 +303,7 @@ def test_removing_the_last_vxlan_pool_drops_the_device_and_the_tunnel_address_ne
     nodes = [node(n) for n in ALL]
     desired = calculate(cluster(*nodes, pools=(pool(),)), LocalNode("n1", backend="bird"))
     assert desired.vxlan is None and not desired.needs.vxlan and desired.neighbours == {}
+    assert not desired.vxlan_in_use, "the device goes"
 
 
 def test_blocks_of_two_pools_follow_each_pools_mode() -> None:

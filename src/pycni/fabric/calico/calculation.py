@@ -143,6 +143,7 @@ class Desired:
 
     routes: Mapping[str, tuple[Route, ...]] = field(default_factory=dict)  # group -> routes
     vxlan: VxlanDevice | None = None
+    vxlan_in_use: bool = False  # some pool uses VXLAN: keep an existing device even while ``vxlan`` waits
     ipip: IpipDevice | None = None
     neighbours: Mapping[ipaddress.IPv4Address, str] = field(default_factory=dict)
     fdb: Mapping[str, ipaddress.IPv4Address] = field(default_factory=dict)
@@ -329,6 +330,7 @@ def calculate(
             for group, routes in builder.routes.items()
         },
         vxlan=builder.vxlan,
+        vxlan_in_use=vxlan_in_use,
         ipip=builder.ipip,
         neighbours=neighbours,
         fdb=fdb,

@@ -89,8 +89,13 @@ class VxlanDataplane:
         self.fdb = FdbTable(ipr, VXLAN_DEVICE)
 
     def set(self, desired: Desired) -> bool:
-        """Fix the device (a write only if it differs) and set the entries wanted on it; whether it changed."""
-        changed = self.device.apply(desired.vxlan)
+        """Fix the device (a write only if it differs) and set the entries wanted on it; whether it changed.
+
+        A device whose tunnel address is not known yet is left as it is; only
+        when no pool uses VXLAN any more is it deleted.
+        """
+        waiting = desired.vxlan is None and desired.vxlan_in_use
+        changed = False if waiting else self.device.apply(desired.vxlan)
         if changed:
             self.neighbours.link_changed(VXLAN_DEVICE)
             self.fdb.link_changed(VXLAN_DEVICE)
