@@ -100,8 +100,10 @@ def test_environment_with_flags_winning() -> None:
         "FELIX_VXLANMTU": "1400",
         "FELIX_ROUTEREFRESHINTERVAL": "1m30s",
         "NO_DEFAULT_POOLS": "true",
+        "CALICO_ROUTER_ID": "hash",
     }
     config = from_environment(env)
+    assert config.router_id == "hash"
     assert config.nodename == "worker-1" and config.ip == "autodetect" and config.as_number == 64513
     assert config.autodetection == AutodetectMethod("can-reach", ("198.51.100.1",))
     assert config.backend == "vxlan" and config.default_pools == ()
@@ -148,7 +150,10 @@ def test_bad_autodetection_methods(text: str, fragment: str) -> None:
         parse_autodetection(text)
 
 
-@pytest.mark.parametrize("variable,value", [("IP", "300.1.1.1"), ("CALICO_NETWORKING_BACKEND", "flannel"), ("AS", "0")])
+@pytest.mark.parametrize(
+    "variable,value",
+    [("IP", "300.1.1.1"), ("CALICO_NETWORKING_BACKEND", "flannel"), ("AS", "0"), ("CALICO_ROUTER_ID", "router-1")],
+)
 def test_bad_node_variables(variable: str, value: str) -> None:
     with pytest.raises(ConfigError, match=variable):
         from_environment({variable: value})

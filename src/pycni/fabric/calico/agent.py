@@ -216,7 +216,7 @@ class CalicoNode:
         sysctl.enable_forwarding(ipv4=True, ipv6=False)
         self.local = LocalNode(config.nodename, config.backend, host.interface if host is not None else "")
         self.dataplane = Dataplane(ipr)
-        self.routing = routing_for(config.backend, config.nodename, config.run_dir)
+        self.routing = routing_for(config.backend, config.nodename, config.run_dir, config.router_id)
         self.syncer.start()
 
     # -- running -------------------------------------------------------------------

@@ -22,7 +22,8 @@ container):
   ``veth_mtu``; ``FELIX_VXLANVNI``, ``FELIX_VXLANPORT``,
   ``FELIX_ROUTEREFRESHINTERVAL``, ``FELIX_MTUIFACEPATTERN``); as in Felix, the
   environment beats the datastore;
-* ``CLUSTER_TYPE`` (ClusterInformation's ``clusterType``).
+* ``CLUSTER_TYPE`` (ClusterInformation's ``clusterType``); ``CALICO_ROUTER_ID``
+  (BIRD's router ID: an IPv4 address, ``hash``, or empty for the node's address).
 
 Bad values raise :class:`~pycni.fabric.calico.config.ConfigError` naming the
 variable and what it accepts (calico/node exits on them too).
@@ -94,6 +95,7 @@ class NodeConfig:
     backend: str = "bird"
     default_pools: tuple[Resource, ...] = ()
     cluster_type: str = ""
+    router_id: str = ""
     felix_env: Mapping[str, Any] = field(default_factory=dict)  # FelixConfiguration field -> value
     nodename_file: str = DEFAULT_NODENAME_FILE
     mtu_file: str = DEFAULT_MTU_FILE
@@ -271,6 +273,16 @@ def as_number_from(text: str) -> int | None:
     return value
 
 
+def router_id_from(text: str) -> str:
+    stripped = text.strip()
+    if stripped and stripped != "hash":
+        try:
+            ipaddress.IPv4Address(stripped)
+        except ValueError:
+            raise ConfigError(f"CALICO_ROUTER_ID={text!r}: use an IPv4 address or hash") from None
+    return stripped
+
+
 def from_environment(env: Mapping[str, str], **flags: Any) -> NodeConfig:
     """The NodeConfig calico/node would run with under ``env``; non-empty ``flags`` (the CLI's) win."""
 
@@ -292,6 +304,7 @@ def from_environment(env: Mapping[str, str], **flags: Any) -> NodeConfig:
         backend=backend_from(pick("backend", "CALICO_NETWORKING_BACKEND")),
         default_pools=pools,
         cluster_type=env.get("CLUSTER_TYPE", ""),
+        router_id=router_id_from(env.get("CALICO_ROUTER_ID", "")),
         felix_env={**felix_overrides(env), **(flags.get("felix") or {})},
         nodename_file=str(flags.get("nodename_file") or DEFAULT_NODENAME_FILE),
         mtu_file=str(flags.get("mtu_file") or DEFAULT_MTU_FILE),
