@@ -192,10 +192,10 @@ def cmd_flanneld(opts: argparse.Namespace) -> int:
 
 def cmd_inspect(opts: argparse.Namespace) -> int:
     from pycni.fabric.agent import lease_summary
+    from pycni.fabric.leases import open_lease_store
     from pycni.fabric.model import NetworkConfig
-    from pycni.fabric.store import open_store
 
-    store = open_store(opts.etcd_endpoints or None, opts.etcd_prefix, opts.store_path or None)
+    store = open_lease_store(opts.etcd_endpoints or None, opts.etcd_prefix, opts.store_path or None)
     try:
         config = NetworkConfig.from_json(store.get_network_config())
         leases, revision = store.list_leases()

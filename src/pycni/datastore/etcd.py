@@ -10,7 +10,11 @@ The mapping (libcalico-go ``lib/backend/etcdv3/etcdv3.go``):
 * delete with a revision: the same guard around a DeleteRange;
 * TTL: one etcd lease per write (``lease/grant``), attached to the put; etcd
   deletes the key when it runs out. A lease a write or delete leaves without
-  keys is revoked, so leases do not pile up (one still holding another key is left);
+  keys is revoked, so leases do not pile up (one still holding another key is left).
+  A ``put`` with the TTL the key's own lease was granted for refreshes that lease
+  (``lease/keepalive``) and writes under it (``If(Lease(key) == id) Then(Put
+  ignore_lease)``) instead: renewals then never grant, so a writer killed between
+  two requests leaves no lease attached to nothing (flanneld's renewals, pycni issue 10);
 * watch: a ``/v3/watch`` stream from ``since + 1`` with ``prev_kv``, so a DELETE
   (also an expiry) carries the value that went away. While the stream is
   quiet the member is probed every ``probe_every`` seconds, so a hung or
@@ -55,6 +59,7 @@ from pycni.datastore.etcd_wire import (
     not_sent,
     post,
     reason,
+    unb64,
 )
 from pycni.datastore.keys import (
     check_key,
@@ -288,7 +293,12 @@ class EtcdDatastore(ClosingMixin):
 
     def put(self, key: str, value: str, ttl: int | None = None) -> KeyValue:
         check_value(check_key(key), value)
-        lease, expires_at = self._grant(check_ttl(ttl))
+        ttl = check_ttl(ttl)
+        if ttl is not None:
+            kept = self._put_keeping_lease(key, value, ttl)
+            if kept is not None:
+                return kept
+        lease, expires_at = self._grant(ttl)
         request = {"key": b64(key), "value": b64(value), "lease": str(lease), "prev_kv": True}
         try:
             result = self._call("kv/put", request, write=True)
@@ -302,6 +312,43 @@ class EtcdDatastore(ClosingMixin):
         prev = decode_kv(previous)
         self._release([prev.lease], keep=lease)
         return KeyValue(key, value, prev.create_revision, revision, prev.version + 1, lease, expires_at)
+
+    def _put_keeping_lease(self, key: str, value: str, ttl: int) -> KeyValue | None:
+        """Write ``key`` under the etcd lease it already has, refreshed; None where that lease cannot be kept.
+
+        Granting a lease, putting the key under it and revoking the old one
+        leaves a lease attached to nothing (for the whole TTL: a day, for
+        Flannel's leases) if the writer dies between two of those requests.
+        Each step here leaves the key whole under a live lease instead. The
+        lease is kept only if it holds this key alone, was granted for this
+        TTL and has not run out; the txn's compare (the key is still under
+        it) makes the write fail, never land elsewhere, if that changed since.
+        """
+        kvs = self._call("kv/range", {"key": b64(key)}).get("kvs") or []
+        lease = int(kvs[0].get("lease", 0)) if kvs else 0
+        if not lease:
+            return None
+        granted = self._call("lease/timetolive", {"ID": str(lease), "keys": True})
+        holds = [unb64(held) for held in granted.get("keys") or []]
+        if int(granted.get("grantedTTL", 0)) != ttl or int(granted.get("TTL", -1)) <= 0 or holds != [key]:
+            return None
+        refreshed = self._call("lease/keepalive", {"ID": str(lease)})  # idempotent: any endpoint may serve it
+        remaining = int((refreshed.get("result") or {}).get("TTL", -1))
+        if remaining <= 0:
+            return None
+        put = {"key": b64(key), "value": b64(value), "ignore_lease": True, "prev_kv": True}
+        txn = {
+            "compare": [{"key": b64(key), "result": "EQUAL", "target": "LEASE", "lease": str(lease)}],
+            "success": [{"request_put": put}],
+            "failure": [],
+        }
+        result = self._call("kv/txn", txn, write=True)
+        if not result.get("succeeded"):
+            return None
+        prev = decode_kv(_first(result, "response_put", "prev_kv") or {})
+        return KeyValue(
+            key, value, prev.create_revision, _revision_of(result), prev.version + 1, lease, time.time() + remaining
+        )
 
     def _txn(self, txn: dict[str, Any], lease: int) -> dict[str, Any]:
         try:

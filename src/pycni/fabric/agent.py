@@ -38,11 +38,12 @@ from dataclasses import dataclass, field, replace
 from types import FrameType
 from typing import Any
 
+from pycni.datastore import DatastoreError, Unavailable
 from pycni.fabric import subnetenv
 from pycni.fabric.backends import BACKENDS, Backend, ExternalInterface
 from pycni.fabric.backends.common import BackendError
+from pycni.fabric.leases import LeaseStore, open_lease_store
 from pycni.fabric.model import SUBNET_TTL, ConfigError, EventType, Lease, LeaseAttrs, LeaseEvent, NetworkConfig
-from pycni.fabric.store import Store, StoreUnavailable, open_store
 from pycni.fabric.subnet import SubnetManager
 from pycni.net import addr, link, netns
 from pycni.nft import flannel as rules
@@ -99,9 +100,9 @@ def _default_route_interface(ipr: Any) -> str:
 
 
 class Agent:
-    def __init__(self, options: AgentOptions, store: Store | None = None) -> None:
+    def __init__(self, options: AgentOptions, store: LeaseStore | None = None) -> None:
         self.options = options
-        self.store = store or open_store(options.etcd_endpoints, options.etcd_prefix, options.store_path or None)
+        self.store = store or open_lease_store(options.etcd_endpoints, options.etcd_prefix, options.store_path or None)
         self.stopping = threading.Event()
         self.lease: Lease | None = None
         self.backend: Backend | None = None
@@ -118,7 +119,7 @@ class Agent:
 
     def start(self) -> None:
         options = self.options
-        if options.net_config_path and hasattr(self.store, "set_network_config"):
+        if options.net_config_path and self.store.embedded:  # as flanneld, etcd's config is etcd's to hold
             with open(options.net_config_path) as handle:
                 self.store.set_network_config(handle.read())
         self.config = config = NetworkConfig.from_json(self._until_available(self._read_config))
@@ -167,14 +168,14 @@ class Agent:
         try:
             return self.store.get_network_config()
         except ConfigError as error:
-            raise StoreUnavailable(f"{error.msg}") from None
+            raise Unavailable(error.msg) from None
 
     def _until_available(self, fn: Any) -> Any:
         delay = 0.1
         while True:
             try:
                 return fn()
-            except StoreUnavailable as error:
+            except Unavailable as error:
                 if self.stopping.is_set():
                     raise
                 log.warning("store unavailable (%s); retrying in %.1f s", error.msg, delay)
@@ -288,7 +289,7 @@ class Agent:
             try:
                 self.manager.release(self.lease)
                 log.info("released %s", self.lease.subnet)
-            except StoreUnavailable as error:
+            except DatastoreError as error:
                 log.warning("could not release the lease: %s", error.msg)
         if self.lease is not None and (self.options.ip_masq or self.options.forward_rules):
             self._remove_rules()
@@ -306,14 +307,14 @@ class Agent:
                     self._handle(events)
                     if self.stopping.is_set():
                         return
-            except StoreUnavailable as error:
+            except DatastoreError as error:  # Unavailable, Compacted: re-list and watch again
                 log.warning("lease watch lost (%s); the dataplane stays, retrying in %.1f s", error.msg, delay)
                 self.stopping.wait(delay)
                 delay = min(delay * 2, 5.0)
                 try:
                     self.revision = self._reconcile()
                     log.info("store is back: peers reconciled")
-                except StoreUnavailable:
+                except DatastoreError:
                     continue
 
     def _handle(self, events: list[LeaseEvent]) -> None:
@@ -345,7 +346,7 @@ class Agent:
                 with self._lease_lock:
                     self.lease = self.manager.renew(self.lease)
                 wait = ttl - margin
-            except StoreUnavailable as error:
+            except DatastoreError as error:
                 wait = min(60.0, margin / 2)
                 log.warning("lease renewal failed (%s); retrying in %.0f s", error.msg, wait)
 
@@ -355,7 +356,7 @@ class Agent:
             try:
                 self._ensure_rules()
                 self._reconcile()
-            except StoreUnavailable:
+            except DatastoreError:
                 continue  # the watch loop reports it
             except BackendError as error:
                 log.warning("dataplane out of order (%s); rebuilding the backend's device", error.msg)

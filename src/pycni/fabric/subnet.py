@@ -10,7 +10,7 @@ Acquisition, as Flannel does it (``tryAcquireLease``):
 3. otherwise up to 100 free subnets are collected from SubnetMin upwards and one
    is picked at random, so that nodes starting together rarely collide.
 
-Creating is compare-and-set in the store; losing a race retries (10 times).
+Creating is compare-and-set in the datastore; losing a race retries (10 times).
 """
 
 from __future__ import annotations
@@ -18,8 +18,8 @@ from __future__ import annotations
 import random
 from collections.abc import Callable
 
+from pycni.fabric.leases import LeaseStore
 from pycni.fabric.model import IPv4Net, Lease, LeaseAttrs, NetworkConfig
-from pycni.fabric.store import Store
 from pycni.spec.errors import CNIError, ErrorCode
 
 RACE_RETRIES = 10
@@ -38,7 +38,7 @@ class OutOfSubnets(CNIError):
 class SubnetManager:
     def __init__(
         self,
-        store: Store,
+        store: LeaseStore,
         config: NetworkConfig,
         ttl: int | None,
         choose: Callable[[list[IPv4Net]], IPv4Net] = random.choice,

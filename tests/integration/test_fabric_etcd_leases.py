@@ -1,10 +1,10 @@
-"""EtcdStore against a real etcd (Debian's etcd-server 3.4) and etcdctl.
+"""Flannel's lease layer on the etcd datastore, against a real etcd (Debian's etcd-server 3.4) and etcdctl.
 
 Each test gets its own etcd on free loopback ports (``tests/support/etcd.py``),
 killed and deleted afterwards whatever happens. Covered: the config key, the
-CAS race, TTL expiry and renewal as etcd leases, watch from a revision,
-compaction, outages (stopped, frozen, dead endpoints) and interop with
-etcdctl on Flannel's exact keys and values.
+CAS race, TTL expiry and renewal as etcd leases (a renewal keeps the key's own
+etcd lease), watch from a revision, compaction, outages (stopped, frozen, dead
+endpoints) and interop with etcdctl on Flannel's exact keys and values.
 """
 
 from __future__ import annotations
@@ -14,12 +14,14 @@ import os
 import threading
 import time
 from collections.abc import Iterator
+from dataclasses import replace
 
 import pytest
 
+from pycni.datastore import Compacted, Unavailable
+from pycni.datastore.etcd import EtcdDatastore
+from pycni.fabric.leases import LeaseStore
 from pycni.fabric.model import ConfigError, EventType, IPv4Net, IPv6Net, Lease, LeaseAttrs, LeaseEvent
-from pycni.fabric.store import Store, StoreUnavailable
-from pycni.fabric.store.etcd import EtcdStore
 from tests.support.etcd import EtcdServer, etcd_server, free_port
 from tests.support.netns import NetnsPool, run
 
@@ -37,9 +39,13 @@ def etcd() -> Iterator[EtcdServer]:
         yield server
 
 
+def etcd_store(*endpoints: str, prefix: str = PREFIX, timeout: float = 5.0) -> LeaseStore:
+    return LeaseStore(EtcdDatastore(endpoints, timeout=timeout), prefix)
+
+
 @pytest.fixture
-def store(etcd: EtcdServer) -> Iterator[EtcdStore]:
-    store = EtcdStore([etcd.url], timeout=2)
+def store(etcd: EtcdServer) -> Iterator[LeaseStore]:
+    store = etcd_store(etcd.url, timeout=2)
     yield store
     store.close()
 
@@ -51,7 +57,7 @@ def lease(subnet: str, ip: str = "192.168.64.3", mac: str = "c6:d2:32:6f:8f:44")
 class Watcher:
     """Runs ``watch_leases`` in a thread, collecting events or the error that ended it."""
 
-    def __init__(self, store: EtcdStore, since: int) -> None:
+    def __init__(self, store: LeaseStore, since: int) -> None:
         self.events: list[LeaseEvent] = []
         self.error: BaseException | None = None
         self.ended_at = 0.0
@@ -59,7 +65,7 @@ class Watcher:
         self._thread = threading.Thread(target=self._run, args=(store, since), daemon=True)
         self._thread.start()
 
-    def _run(self, store: EtcdStore, since: int) -> None:
+    def _run(self, store: LeaseStore, since: int) -> None:
         try:
             for batch in store.watch_leases(since):
                 with self._changed:
@@ -85,26 +91,21 @@ def kinds(events: list[LeaseEvent]) -> list[tuple[EventType, str]]:
     return [(event.type, str(event.lease.subnet)) for event in events]
 
 
-def test_store_satisfies_the_protocol(store: EtcdStore) -> None:
-    checked: Store = store
-    assert checked is store
-
-
-def test_network_config(etcd: EtcdServer, store: EtcdStore) -> None:
+def test_network_config(etcd: EtcdServer, store: LeaseStore) -> None:
     with pytest.raises(ConfigError) as error:
         store.get_network_config()
     assert f"etcdctl put {PREFIX}/config" in error.value.msg
     etcd.etcdctl("put", f"{PREFIX}/config", CONFIG)
     assert store.get_network_config() == CONFIG
     # Go's path.Join: a trailing slash on the prefix changes nothing.
-    other = EtcdStore([etcd.url], prefix=PREFIX + "/")
+    other = etcd_store(etcd.url, prefix=PREFIX + "/")
     try:
         assert other.get_network_config() == CONFIG
     finally:
         other.close()
 
 
-def test_interop_with_etcdctl(etcd: EtcdServer, store: EtcdStore) -> None:
+def test_interop_with_etcdctl(etcd: EtcdServer, store: LeaseStore) -> None:
     attrs = LeaseAttrs("192.168.64.3", "vxlan", {"VNI": 1, "VtepMAC": "c6:d2:32:6f:8f:44"})
     assert store.create_lease(Lease(IPv4Net("10.5.52.0/24"), attrs), 3600)
     out = etcd.etcdctl("get", "--prefix", f"{PREFIX}/subnets").stdout.splitlines()
@@ -128,7 +129,7 @@ def test_interop_with_etcdctl(etcd: EtcdServer, store: EtcdStore) -> None:
 
 
 def test_cas_race_exactly_one_wins(etcd: EtcdServer) -> None:
-    stores = [EtcdStore([etcd.url]) for _ in range(2)]
+    stores = [etcd_store(etcd.url) for _ in range(2)]
     barrier = threading.Barrier(2)
     results: dict[int, bool] = {}
 
@@ -156,7 +157,7 @@ def test_cas_race_exactly_one_wins(etcd: EtcdServer) -> None:
             store.close()
 
 
-def test_ttl_expiry_is_seen_by_watch_as_removed(store: EtcdStore) -> None:
+def test_ttl_expiry_is_seen_by_watch_as_removed(store: LeaseStore) -> None:
     _, start = store.list_leases()
     watcher = Watcher(store, start)
     assert store.create_lease(lease("10.5.1.0/24"), 2)
@@ -172,7 +173,7 @@ def test_ttl_expiry_is_seen_by_watch_as_removed(store: EtcdStore) -> None:
     watcher.join(5)
 
 
-def test_renewal_keeps_the_lease(etcd: EtcdServer, store: EtcdStore) -> None:
+def test_renewal_keeps_the_lease(etcd: EtcdServer, store: LeaseStore) -> None:
     item = lease("10.5.1.0/24")
     assert store.create_lease(item, 2)
     for _ in range(4):  # twice the TTL in all
@@ -189,7 +190,44 @@ def test_renewal_keeps_the_lease(etcd: EtcdServer, store: EtcdStore) -> None:
     )
 
 
-def test_watch_from_a_revision(etcd: EtcdServer, store: EtcdStore) -> None:
+def etcd_lease_of(etcd: EtcdServer, key: str) -> int:
+    return int(json.loads(etcd.etcdctl("get", key, "-w", "json").stdout)["kvs"][0].get("lease", 0))
+
+
+def test_a_renewal_refreshes_the_keys_own_etcd_lease(etcd: EtcdServer, store: LeaseStore) -> None:
+    """No renewal grants a lease while the key's own can be kept, so no kill between two requests orphans one.
+
+    The kept lease is refreshed to its full TTL; another TTL, or a lease that
+    also holds someone else's key, gets a new lease (and the old one is
+    revoked when nothing holds it any more).
+    """
+    key = f"{PREFIX}/subnets/10.5.1.0-24"
+    item = lease("10.5.1.0/24")
+    assert store.create_lease(item, 600)
+    first = etcd_lease_of(etcd, key)
+    etcd.etcdctl("lease", "keep-alive", "--once", format(first, "x"))
+    written = store.datastore.put(key, item.attrs.to_json(), 600)
+    assert written.lease == first and etcd_lease_of(etcd, key) == first
+    assert written.expires_at is not None and 595 < written.expires_at - time.time() <= 600
+    renewed = replace(item, attrs=replace(item.attrs, backend_data={"VNI": 1, "VtepMAC": "0e:00:00:00:00:01"}))
+    store.update_lease(renewed, 600)
+    assert etcd_lease_of(etcd, key) == first
+    assert [found.attrs for found in store.list_leases()[0]] == [renewed.attrs], "the new value, under the old lease"
+    assert etcd.etcdctl("lease", "list").stdout.startswith("found 1 leases")
+    store.update_lease(renewed, 300)  # another TTL: a lease granted for it, the old one revoked
+    second = etcd_lease_of(etcd, key)
+    assert second != first
+    assert "granted with TTL(300s)" in etcd.etcdctl("lease", "timetolive", format(second, "x")).stdout
+    assert etcd.etcdctl("lease", "list").stdout.startswith("found 1 leases")
+    etcd.etcdctl("put", "--lease", format(second, "x"), "/elsewhere/theirs", "x")  # the lease is shared now
+    store.update_lease(renewed, 300)
+    third = etcd_lease_of(etcd, key)
+    assert third not in (first, second), "a lease another key holds is not refreshed for ours"
+    assert etcd.etcdctl("get", "/elsewhere/theirs", "--print-value-only").stdout.strip() == "x"
+    assert etcd.etcdctl("lease", "list").stdout.startswith("found 2 leases")
+
+
+def test_watch_from_a_revision(etcd: EtcdServer, store: LeaseStore) -> None:
     store.create_lease(lease("10.5.1.0/24"), 60)
     _, middle = store.list_leases()
     store.create_lease(lease("10.5.2.0/24", "192.168.64.4"), 60)
@@ -211,18 +249,18 @@ def test_watch_from_a_revision(etcd: EtcdServer, store: EtcdStore) -> None:
     from_start.join(5)
 
 
-def test_watch_behind_compaction_asks_for_a_relist(etcd: EtcdServer, store: EtcdStore) -> None:
+def test_watch_behind_compaction_asks_for_a_relist(etcd: EtcdServer, store: LeaseStore) -> None:
     for index in range(1, 4):
         store.create_lease(lease(f"10.5.{index}.0/24"), 60)
     _, revision = store.list_leases()
     etcd.etcdctl("compact", str(revision))
     watcher = Watcher(store, 1)
     watcher.join(5)
-    assert isinstance(watcher.error, StoreUnavailable)
-    assert "compacted" in watcher.error.msg
+    assert isinstance(watcher.error, Compacted) and isinstance(watcher.error, Unavailable)
+    assert "compacted" in watcher.error.msg and "re-list" in watcher.error.msg
 
 
-def test_outage_and_recovery(etcd: EtcdServer, store: EtcdStore) -> None:
+def test_outage_and_recovery(etcd: EtcdServer, store: LeaseStore) -> None:
     item = lease("10.5.1.0/24")
     assert store.create_lease(item, 600)
     _, revision = store.list_leases()
@@ -231,16 +269,16 @@ def test_outage_and_recovery(etcd: EtcdServer, store: EtcdStore) -> None:
     etcd.stop()
     stopped = time.monotonic()
     watcher.join(5)
-    assert isinstance(watcher.error, StoreUnavailable)
+    assert isinstance(watcher.error, Unavailable)
     assert watcher.ended_at - stopped < 5
     for call in (store.list_leases, store.get_network_config, lambda: store.create_lease(lease("10.5.2.0/24"), 60)):
         began = time.monotonic()
-        with pytest.raises(StoreUnavailable) as error:
+        with pytest.raises(Unavailable) as error:
             call()
         assert time.monotonic() - began < 5
         assert etcd.url in error.value.msg
         assert error.value.code == 11
-    with pytest.raises(StoreUnavailable):
+    with pytest.raises(Unavailable):
         next(iter(store.watch_leases(revision)))
     etcd.start()
     leases, _ = store.list_leases()  # the same store object works again, data kept
@@ -252,7 +290,7 @@ def test_outage_and_recovery(etcd: EtcdServer, store: EtcdStore) -> None:
     watcher.join(5)
 
 
-def test_a_frozen_etcd_does_not_block_the_watch(etcd: EtcdServer, store: EtcdStore) -> None:
+def test_a_frozen_etcd_does_not_block_the_watch(etcd: EtcdServer, store: LeaseStore) -> None:
     _, revision = store.list_leases()
     watcher = Watcher(store, revision)
     time.sleep(0.5)
@@ -260,11 +298,11 @@ def test_a_frozen_etcd_does_not_block_the_watch(etcd: EtcdServer, store: EtcdSto
     try:
         frozen = time.monotonic()
         watcher.join(10)
-        assert isinstance(watcher.error, StoreUnavailable)
+        assert isinstance(watcher.error, Unavailable)
         assert "stopped answering" in watcher.error.msg
         assert watcher.ended_at - frozen < 6
         began = time.monotonic()
-        with pytest.raises(StoreUnavailable, match="timed out"):
+        with pytest.raises(Unavailable, match="timed out"):
             store.list_leases()
         assert time.monotonic() - began < 4  # the store's 2 s timeout
     finally:
@@ -274,7 +312,7 @@ def test_a_frozen_etcd_does_not_block_the_watch(etcd: EtcdServer, store: EtcdSto
 
 def test_endpoints_are_tried_in_order(etcd: EtcdServer) -> None:
     dead = f"http://127.0.0.1:{free_port()}"
-    store = EtcdStore([dead, etcd.url])
+    store = etcd_store(dead, etcd.url)
     try:
         assert store.create_lease(lease("10.5.1.0/24"), 60)
         _, revision = store.list_leases()
@@ -282,29 +320,29 @@ def test_endpoints_are_tried_in_order(etcd: EtcdServer) -> None:
         assert kinds(watcher.wait_for(1, timeout=5)) == [(EventType.ADDED, "10.5.1.0/24")]
     finally:
         store.close()
-    nobody = EtcdStore([dead, f"http://127.0.0.1:{free_port()}"])
+    nobody = etcd_store(dead, f"http://127.0.0.1:{free_port()}")
     try:
-        with pytest.raises(StoreUnavailable) as error:
+        with pytest.raises(Unavailable) as error:
             nobody.list_leases()
-        assert all(url in error.value.msg for url in nobody.endpoints)
+        assert all(url in error.value.msg for url in nobody.datastore.endpoints)  # type: ignore[attr-defined]
         assert "Connection refused" in error.value.msg
     finally:
         nobody.close()
 
 
-def test_close_ends_a_blocked_watch(store: EtcdStore) -> None:
+def test_close_ends_a_blocked_watch(store: LeaseStore) -> None:
     watcher = Watcher(store, store.list_leases()[1])
     time.sleep(0.3)
     store.close()
     watcher.join(3)
-    assert isinstance(watcher.error, StoreUnavailable)
+    assert isinstance(watcher.error, Unavailable)
 
 
 NODE_SCRIPT = """
 import sys
+from pycni.fabric.leases import open_lease_store
 from pycni.fabric.model import IPv4Net, Lease, LeaseAttrs
-from pycni.fabric.store.etcd import EtcdStore
-store = EtcdStore([sys.argv[1]])
+store = open_lease_store(sys.argv[1], "/coreos.com/network", None)
 print(store.create_lease(Lease(IPv4Net("10.5.7.0/24"), LeaseAttrs("198.51.100.1", "vxlan")), 60))
 """
 
