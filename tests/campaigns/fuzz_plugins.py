@@ -301,6 +301,41 @@ def prev_result(ctx: Context, version: str) -> dict[str, Any]:
     }
 
 
+CALICO_NODE = "fznode"
+CALICO_SEED = f"""apiVersion: projectcalico.org/v3
+kind: IPPool
+metadata:
+  name: fz-pool
+spec:
+  cidr: 10.96.0.0/16
+  blockSize: 26
+---
+apiVersion: projectcalico.org/v3
+kind: Node
+metadata:
+  name: {CALICO_NODE}
+spec:
+  bgp:
+    ipv4Address: 10.95.0.1/24
+"""
+
+
+def calico_store(work: str) -> str:
+    """The calico plugins' embedded datastore: outside the compared state directories, since a
+    DEL leaves the node's block and affinity in it on purpose (Calico keeps them)."""
+    return os.path.join(work, "calico", "calico.db")
+
+
+def seed_calico(work: str) -> None:
+    """What a user does before the first calico pod: the pool and the Node, with pycni calicoctl."""
+    os.makedirs(os.path.dirname(calico_store(work)), exist_ok=True)
+    pycni = os.path.join(os.path.dirname(sys.executable), "pycni")
+    subprocess.run(
+        [pycni, "calicoctl", "apply", "-f", "-"], input=CALICO_SEED, text=True, check=True, capture_output=True,
+        env={**os.environ, "PYCNI_CALICO_STORE": calico_store(work)},
+    )  # fmt: skip
+
+
 def base_config(plugin: str, ctx: Context, version: str) -> dict[str, Any]:
     """A config each plugin accepts (where this kernel can do it) at ``version``."""
     data = os.path.join(ctx.work, "data")
@@ -312,6 +347,17 @@ def base_config(plugin: str, ctx: Context, version: str) -> dict[str, Any]:
         "dns": {"nameservers": ["10.97.0.1"]},
     }
     common = {"cniVersion": version, "name": NETWORK}
+    calico = {
+        "type": "calico",
+        "datastore_type": "pycni",
+        "pycni_store_path": calico_store(ctx.work),
+        "nodename": CALICO_NODE,
+        "nodename_file_optional": True,
+        "ipam_lock_file": f"{ctx.work}/calico/ipam.lock",
+        "mtu": 1400,
+        "policy": {"type": "k8s"},
+        "ipam": {"type": "calico-ipam"},
+    }
     chained = {"prevResult": prev_result(ctx, version)}
     configs: dict[str, dict[str, Any]] = {
         "bridge": {"type": "bridge", "bridge": "fzbr0", "isGateway": True, "ipMasq": True, "ipam": host_local},
@@ -363,6 +409,8 @@ def base_config(plugin: str, ctx: Context, version: str) -> dict[str, Any]:
             **chained,
         },
         "vrf": {"type": "vrf", "vrfname": "fzvrf", **chained},
+        "calico": calico,
+        "calico-ipam": {**calico, "type": "fzmain"},
     }
     return {**common, **configs[plugin]}
 
@@ -947,6 +995,7 @@ class Campaign:
             handle.write(
                 "FLANNEL_NETWORK=10.244.0.0/16\nFLANNEL_SUBNET=10.244.7.1/24\nFLANNEL_MTU=1450\nFLANNEL_IPMASQ=true\n"
             )
+        seed_calico(self.work)
         self.state_dirs = [os.path.join(self.work, "data"), os.path.join(self.work, "cwd"), "/run", "/var/lib/cni"]
         self.state_dirs = [d for d in self.state_dirs if os.path.isdir(d)]
         ensure_fixtures()

@@ -17,6 +17,8 @@ from typing import Any
 
 import pytest
 
+from pycni.plugins import PLUGIN_MODULES
+
 CAMPAIGN = Path(__file__).resolve().parent.parent / "campaigns" / "fuzz_plugins.py"
 COUNT = int(os.environ.get("PYCNI_FUZZ_COUNT", "120"))
 SEED = os.environ.get("PYCNI_FUZZ_SEED", "make-test")
@@ -26,6 +28,7 @@ SEED = os.environ.get("PYCNI_FUZZ_SEED", "make-test")
 # Crash classes reported to the owner of the file that raised and not fixed yet:
 # (class, detail pattern, raising file). Empty: every class the campaign found is fixed.
 KNOWN: list[tuple[str, str, str]] = []
+PLUGIN_TYPES = len(PLUGIN_MODULES)
 
 
 def known(entry: dict[str, Any]) -> bool:
@@ -50,8 +53,8 @@ def test_malformed_inputs_get_cni_errors_and_leave_the_host_unchanged(tmp_path: 
     )
     assert report_path.exists(), f"campaign did not finish: {proc.stdout[-2000:]} {proc.stderr[-2000:]}"
     report = json.loads(report_path.read_text())
-    assert report["inputs"] >= min(COUNT, 19), proc.stdout[-2000:]
-    assert len(report["per_plugin"]) == min(report["inputs"], 19), "every plugin executable gets inputs"
+    assert report["inputs"] >= min(COUNT, PLUGIN_TYPES), proc.stdout[-2000:]
+    assert len(report["per_plugin"]) == min(report["inputs"], PLUGIN_TYPES), "every plugin executable gets inputs"
     assert report["outcomes"].get("ADD succeeded", 0) > 0, "some inputs are valid, and those must work"
     unexpected = [entry for entry in report["crash_classes"] if not known(entry)]
     assert not unexpected, json.dumps(unexpected, indent=2, ensure_ascii=False)[:6000]

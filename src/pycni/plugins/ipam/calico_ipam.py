@@ -445,7 +445,9 @@ def prepare(args: CmdArgs, need_ids: bool = True) -> IpamCall:
     network = network_name(args)
     store = store_config(conf, args.env)
     nodename = determine_nodename(conf)
-    lock_path = conf.string("ipam_lock_file") or default_lock_path(nodename)
+    lock_path = conf.os_string("ipam_lock_file") or default_lock_path(nodename)
+    if not os.path.isabs(lock_path):  # relative to whatever directory the runtime runs in: a stray file
+        raise config_error(f"ipam_lock_file {lock_path!r} must be an absolute path")
     if not need_ids:
         return IpamCall(network, nodename, Identifiers("cni", nodename, "", "", "default"), "", store, lock_path)
     ids = identifiers(args, nodename)
