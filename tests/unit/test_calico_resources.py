@@ -126,3 +126,45 @@ def test_ensure_initialized_seeds_cluster_info_and_tiers(client: ResourceClient)
     assert kv is not None and '"spec":{"order":1000000,"defaultAction":"Deny"},"status":{}' in kv.value
     info = client.get("ClusterInformation", "default")
     assert info.spec["datastoreReady"] is True and len(info.spec["clusterGUID"]) == 32
+
+
+def test_deleting_a_node_cleans_up_after_it_as_clientv3_does(client: ResourceClient) -> None:
+    """Nodes().Delete: its endpoints' and tunnel addresses released, endpoints, affinities, peers, configs gone."""
+    from pycni.fabric.calico.ipam_store import IPAM, AutoAssignArgs
+
+    client.create(new_resource("IPPool", "p1", {"cidr": "10.244.0.0/16", "vxlanMode": "Always"}))
+    ipam = IPAM(client.store, client)
+    for name in ("node1", "node10"):  # node10's endpoint names also start with "node1"
+        client.create(new_resource("Node", name, {}))
+    tunnel = ipam.assign_tunnel_address("node1")
+    node = client.get("Node", "node1")
+    node.spec["ipv4VXLANTunnelAddr"] = str(tunnel.ip)
+    client.update(node)
+    pods: dict[str, str] = {}
+    for host in ("node1", "node10"):
+        handle = f"k8s-pod-network.{host}"
+        v4, _ = ipam.auto_assign(AutoAssignArgs(hostname=host, num4=1, handle_id=handle, attrs={"node": host}))
+        assert v4 is not None
+        pods[host] = str(v4.ips[0].ip)
+        spec = {"orchestrator": "k8s", "node": host, "pod": "p", "endpoint": "eth0", "interfaceName": "cali1"}
+        spec["ipNetworks"] = [f"{pods[host]}/32"]
+        client.create(new_resource("WorkloadEndpoint", f"{host}-k8s-p-eth0", spec, namespace="default"))
+    client.create(new_resource("BGPPeer", "mine", {"node": "node1", "peerIP": "198.51.100.9", "asNumber": 64513}))
+    client.create(new_resource("BGPPeer", "global", {"peerIP": "198.51.100.8", "asNumber": 64513}))
+    client.create(new_resource("FelixConfiguration", "node.node1", {}))
+    client.create(new_resource("BGPConfiguration", "node.node1", {}))
+    client.create(new_resource("FelixConfiguration", "node.node10", {}))
+
+    client.delete("Node", "node1")
+
+    assert [r.name for r in client.list("Node")[0]] == ["node10"]
+    assert [r.name for r in client.list("WorkloadEndpoint")[0]] == ["node10-k8s-p-eth0"]
+    assert [r.name for r in client.list("BGPPeer")[0]] == ["global"]
+    assert [r.name for r in client.list("FelixConfiguration")[0]] == ["node.node10"]
+    assert client.list("BGPConfiguration")[0] == []
+    assert ipam.affine_blocks("node1", 4) == [] and len(ipam.affine_blocks("node10", 4)) == 1
+    assert ipam.handle("vxlan-tunnel-addr-node1") is None and ipam.handle("k8s-pod-network.node1") is None
+    in_use = {str(address) for block in ipam.list_blocks() for address, _ in block.in_use()}
+    assert in_use == {pods["node10"]}, "only node10's pod still holds an address"
+    with pytest.raises(ResourceNotFound):
+        client.delete("Node", "node1")

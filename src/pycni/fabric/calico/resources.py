@@ -17,7 +17,11 @@ creationTimestamp and is a compare-and-swap on the revision
 create-or-replace. IPPools keep clientv3's extra rules: no overlap with
 another pool, no block size that contradicts blocks already in the range,
 ``cidr`` and ``blockSize`` never change, and delete first disables the pool
-and releases its block affinities.
+and releases its block affinities. Deleting a Node first cleans up after it as
+clientv3's ``Nodes().Delete`` does: the addresses of its WorkloadEndpoints and
+its tunnel addresses are released, the endpoints deleted, its block
+affinities released, and the BGPPeers naming it and its per-node
+``node.<name>`` FelixConfiguration and BGPConfiguration deleted.
 
 One exception to the layout, by design: ``IPAMConfiguration`` (always named
 ``default``) is stored as the ``/calico/ipam/v2/config`` value IPAM reads
@@ -66,6 +70,8 @@ RESOURCES_PREFIX = "/calico/resources/v3/projectcalico.org/"
 IPAM_CONFIG_KEY = "/calico/ipam/v2/config"
 BLOCKS_PREFIX = "/calico/ipam/v2/assignment/"
 CLUSTER_INFO_NAME = "default"
+# The tunnel address handles calico-node uses: ``<kind>-tunnel-addr-<node>`` (node/pkg/allocateip).
+TUNNEL_HANDLE_KINDS = ("ipip", "vxlan", "vxlan-v6", "wireguard", "wireguard-v6")
 
 # model.IPAMConfig's JSON names for IPAMConfiguration's spec fields (all omitempty there).
 _IPAM_CONFIG_FIELDS = {
@@ -275,6 +281,8 @@ class ResourceClient:
         if kind == "IPPool":
             current = self._retire_pool(current, resource_version)
             resource_version = ""
+        elif kind == "Node":
+            self._retire_node(current)
         revision = int(resource_version) if resource_version else None
         try:
             kv = self.store.delete(resource_key(kind, name, namespace), revision)
@@ -372,6 +380,48 @@ class ResourceClient:
         assert network is not None
         IPAM(self.store, self).release_pool_affinities(network)
         return pool
+
+    # -- Node deletion ---------------------------------------------------------
+
+    def _retire_node(self, node: Resource) -> None:
+        """clientv3 Nodes().Delete's clean-up before the Node itself goes (whatever is already gone is done)."""
+        from pycni.fabric.calico.ipam_store import IPAM, NotAssigned
+
+        name = node.name
+        ipam = IPAM(self.store, self)
+        endpoints = [wep for wep in self.list("WorkloadEndpoint")[0] if wep.spec.get("node") == name]
+        addresses = [ipaddress.ip_interface(net).ip for wep in endpoints for net in wep.spec.get("ipNetworks") or []]
+        spec = node.spec
+        for text in (
+            (spec.get("bgp") or {}).get("ipv4IPIPTunnelAddr"),
+            spec.get("ipv4VXLANTunnelAddr"),
+            (spec.get("wireguard") or {}).get("interfaceIPv4Address"),
+        ):
+            if text:
+                addresses.append(ipaddress.ip_interface(text).ip)
+        ipam.release_ips(addresses)
+        for kind in TUNNEL_HANDLE_KINDS:  # a tunnel address the Node no longer (or never) published
+            with contextlib.suppress(NotAssigned):
+                ipam.release_by_handle(f"{kind}-tunnel-addr-{name}")
+        for wep in endpoints:
+            with contextlib.suppress(ResourceNotFound):
+                self.delete("WorkloadEndpoint", wep.name, wep.namespace)
+        released = ipam.release_host_affinities(name)
+        peers = [peer for peer in self.list("BGPPeer")[0] if peer.spec.get("node") == name]
+        for peer in peers:
+            with contextlib.suppress(ResourceNotFound):
+                self.delete("BGPPeer", peer.name)
+        for kind in ("FelixConfiguration", "BGPConfiguration"):
+            with contextlib.suppress(ResourceNotFound):
+                self.delete(kind, f"node.{name}")
+        log.info(
+            "node %s: released %d address(es) and %d block affinit(ies), deleted %d endpoint(s) and %d BGPPeer(s)",
+            name,
+            len(addresses),
+            released,
+            len(endpoints),
+            len(peers),
+        )
 
 
 def _identifier(kind: str, name: str, namespace: str) -> str:
