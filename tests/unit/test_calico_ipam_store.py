@@ -87,7 +87,7 @@ def test_release_by_ip_and_handle_and_fifo() -> None:
 
 
 def test_assign_specific_ip_and_tunnel_address() -> None:
-    ipam = cluster()
+    ipam = cluster(vxlanMode="Always")
     ipam.assign_ip(ipaddress.ip_address("10.244.7.9"), "node1", "h", {"node": "node1"})
     with pytest.raises(IPAMError, match="already"):
         ipam.assign_ip(ipaddress.ip_address("10.244.7.9"), "node2", "h2")
@@ -99,6 +99,29 @@ def test_assign_specific_ip_and_tunnel_address() -> None:
     assert attribute.secondary == {"node": "node1", "type": "vxlanTunnelAddress"}
     with pytest.raises(IPAMError, match="not in a configured pool"):
         ipam.assign_ip(ipaddress.ip_address("10.99.0.1"), "node1")
+
+
+def test_tunnel_addresses_come_from_the_eligible_pools_only() -> None:
+    """allocateip's filter: a VXLAN address from a VXLAN pool selecting the node, never from another pool."""
+    ipam = cluster(cidr="10.244.0.0/16")  # no encapsulation: not eligible
+    resources = ipam.resources
+    resources.create(new_resource("IPPool", "vx", {"cidr": "10.250.0.0/16", "vxlanMode": "CrossSubnet"}))
+    resources.create(
+        new_resource(
+            "IPPool", "vx-rack2", {"cidr": "10.251.0.0/16", "vxlanMode": "Always", "nodeSelector": "rack == '2'"}
+        )
+    )
+    resources.create(new_resource("IPPool", "ip", {"cidr": "10.252.0.0/16", "ipipMode": "Always"}))
+    assert ipam.assign_tunnel_address("node1").ip in ipaddress.ip_network("10.250.0.0/16")
+    assert ipam.assign_tunnel_address("node1", kind="ipip").ip in ipaddress.ip_network("10.252.0.0/16")
+    assert ipam.handle("ipip-tunnel-addr-node1") is not None
+    only = [ipaddress.ip_network("10.244.0.0/16")]
+    assert ipam.assign_tunnel_address("node2", pools=only).ip in only[0]  # the caller's choice wins
+    resources.delete("IPPool", "vx")
+    with pytest.raises(NoPools, match="no vxlan tunnel address for node2"):
+        ipam.assign_tunnel_address("node2")  # vx-rack2 does not select it
+    with pytest.raises(IPAMError, match="unknown tunnel kind"):
+        ipam.assign_tunnel_address("node1", kind="gre")
 
 
 def test_borrowing_when_no_block_can_be_claimed() -> None:

@@ -13,7 +13,9 @@ The algorithm is ``libcalico-go/lib/ipam/ipam.go`` and
   claimed and ``strictAffinity`` is false, **borrow** a free address from
   another node's block.
 * **assign** a given address (:meth:`IPAM.assign_ip`), claiming its block if
-  nobody has; tunnel addresses use the handle ``vxlan-tunnel-addr-<node>``.
+  nobody has; a node's tunnel address (:meth:`IPAM.assign_tunnel_address`)
+  comes from the pools of its kind selecting the node, under the handle
+  ``vxlan-tunnel-addr-<node>`` (``ipip-``, ``wireguard-``).
 * **release** by address (:meth:`IPAM.release_ips`) or by handle
   (:meth:`IPAM.release_by_handle`); an emptied block without affinity is
   deleted; a released address goes to the tail of the block's FIFO.
@@ -54,7 +56,9 @@ from pycni.fabric.calico.ipam import (
     STATE_CONFIRMED,
     STATE_PENDING,
     STATE_PENDING_DELETION,
+    TYPE_IPIP,
     TYPE_VXLAN,
+    TYPE_WIREGUARD,
     Address,
     AddressInUse,
     AllocationBlock,
@@ -85,6 +89,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 DATASTORE_RETRIES = 100
+TUNNEL_ATTR_TYPES = {"vxlan": TYPE_VXLAN, "ipip": TYPE_IPIP, "wireguard": TYPE_WIREGUARD}
 DEFAULT_MAX_BLOCKS = 20  # a runaway guard when maxBlocksPerHost is 0
 EMPTY_BLOCK_MIN_RECLAIM_AGE = 60.0  # seconds: an empty block claimed more recently is not taken from its node
 
@@ -678,21 +683,39 @@ class IPAM:
             return
         raise TooManyRetries()
 
-    def assign_tunnel_address(self, node: str, address: Address | None = None, kind: str = "vxlan") -> Interface:
-        """A node's tunnel address: handle ``<kind>-tunnel-addr-<node>``, attributes node + type (Tunnel use)."""
+    def assign_tunnel_address(
+        self,
+        node: str,
+        address: Address | None = None,
+        kind: str = "vxlan",
+        pools: Sequence[Network] | None = None,
+    ) -> Interface:
+        """A node's tunnel address, as calico-node's allocateip takes it: handle ``<kind>-tunnel-addr-<node>``.
+
+        From ``pools``, else the eligible ones (:func:`tunnel_pools`: enabled
+        IPv4 pools of that encapsulation selecting the node); attributes node
+        and type; the Tunnel use. ``address`` asks for that one exactly.
+        """
+        if kind not in TUNNEL_ATTR_TYPES:
+            raise IPAMError(f"unknown tunnel kind {kind!r}: one of {', '.join(TUNNEL_ATTR_TYPES)}")
         handle_id = f"{kind}-tunnel-addr-{node}"
-        types = {"vxlan": TYPE_VXLAN, "ipip": "ipipTunnelAddress", "wireguard": "wireguardTunnelAddress"}
-        attrs = {ATTR_NODE: node, ATTR_TYPE: types[kind]}
+        attrs = {ATTR_NODE: node, ATTR_TYPE: TUNNEL_ATTR_TYPES[kind]}
         if address is not None:
             self.assign_ip(address, node, handle_id, attrs, intended_use="Tunnel")
             pool = self.pool_for(address)
             assert pool is not None
             return ipaddress.ip_interface(f"{address}/{pool.block_size}")
+        if pools is None:
+            pools = tunnel_pools(self.pools(4), kind, self._node_labels(node))
+        if not pools:
+            raise NoPools(f"no {kind} tunnel address for {node}: no enabled IPv4 pool of that kind selects it")
         v4, _ = self.auto_assign(
-            AutoAssignArgs(hostname=node, num4=1, handle_id=handle_id, attrs=attrs, intended_use="Tunnel")
+            AutoAssignArgs(
+                hostname=node, num4=1, handle_id=handle_id, attrs=attrs, ipv4_pools=pools, intended_use="Tunnel"
+            )
         )
         if v4 is None or not v4.ips:
-            raise PoolExhausted((v4.shortfall() if v4 else None) or f"no tunnel address for {node}")
+            raise PoolExhausted((v4.shortfall() if v4 else None) or f"no {kind} tunnel address for {node}")
         return v4.ips[0]
 
     # -- release ----------------------------------------------------------------
@@ -903,6 +926,25 @@ class IPAM:
                     PoolUsage(None, block.cidr, block.num_addresses, used, [(block.cidr, block.num_addresses, used)])
                 )
         return rows
+
+
+def tunnel_pools(pools: Iterable[IPPoolInfo], kind: str, labels: Mapping[str, str]) -> list[Network]:
+    """The pools a ``kind`` tunnel address may come from (allocateip's filter), in the order given.
+
+    Enabled IPv4 pools selecting the node (``labels``) that allow the Tunnel
+    use and, for ``vxlan``/``ipip``, have that encapsulation on (Always or
+    CrossSubnet); WireGuard takes any such pool.
+    """
+    mode = {"vxlan": "vxlan_mode", "ipip": "ipip_mode"}.get(kind)
+    return [
+        pool.cidr
+        for pool in pools
+        if pool.version == 4
+        and not pool.disabled
+        and "Tunnel" in pool.allowed_uses
+        and pool.node_selector.matches(labels)
+        and (mode is None or getattr(pool, mode) != "Never")
+    ]
 
 
 def _within(inner: Network, outer: Network) -> bool:

@@ -29,11 +29,10 @@ import logging
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from pycni.fabric.calico.calculation import TunnelNeeds, default_vtep_mac, selects
+from pycni.fabric.calico.calculation import TunnelNeeds, default_vtep_mac
 from pycni.fabric.calico.config import ConfigError
 from pycni.fabric.calico.errors import ResourceAlreadyExists, UpdateConflict
-from pycni.fabric.calico.ipam import ATTR_NODE, ATTR_TYPE, TYPE_IPIP, TYPE_VXLAN
-from pycni.fabric.calico.ipam_store import IPAM, AutoAssignArgs, IPAMError, NotAssigned
+from pycni.fabric.calico.ipam_store import IPAM, IPAMError, NotAssigned, tunnel_pools
 from pycni.fabric.calico.model import NodeInfo, Resource, new_resource
 from pycni.fabric.calico.resources import ResourceClient
 from pycni.fabric.calico.syncer import ClusterState
@@ -42,10 +41,7 @@ log = logging.getLogger("pycni.fabric.calico.startup")
 
 FELIX_DEFAULT = {"reportingInterval": "0s", "logSeverityScreen": "Info"}
 _ATTEMPTS = 10
-_KINDS = {
-    "vxlan": ("VXLAN", TYPE_VXLAN, "vxlanMode"),
-    "ipip": ("IPIP", TYPE_IPIP, "ipipMode"),
-}
+_LABELS = {"vxlan": "VXLAN", "ipip": "IPIP"}
 
 
 def tunnel_handle(kind: str, nodename: str) -> str:
@@ -186,20 +182,14 @@ class TunnelAddresses:
         return wrote
 
     def _pools(self, kind: str, state: ClusterState, me: NodeInfo) -> list[ipaddress.IPv4Network]:
-        mode = _KINDS[kind][2]
-        found = []
-        for pool in state.pools.values():
-            if pool.version != 4 or pool.disabled or not selects(pool, me) or "Tunnel" not in pool.allowed_uses:
-                continue
-            if (pool.vxlan_mode if mode == "vxlanMode" else pool.ipip_mode) != "Never":
-                assert isinstance(pool.cidr, ipaddress.IPv4Network)
-                found.append(pool.cidr)
-        return found
+        """The eligible pools from the syncer's snapshot (the same filter IPAM applies, without a re-read)."""
+        found = tunnel_pools(state.pools.values(), kind, me.labels)
+        return [cidr for cidr in found if isinstance(cidr, ipaddress.IPv4Network)]
 
     def _wanted(self, kind: str, needed: bool, current: str, state: ClusterState, me: NodeInfo) -> str:
         """The address the Node should carry for ``kind`` ("" for none), allocating or releasing in IPAM."""
         handle = tunnel_handle(kind, self.nodename)
-        label, attr_type, _ = _KINDS[kind]
+        label = _LABELS[kind]
         if not needed:
             if current or self._verified.get(kind):
                 self._release(handle)
@@ -212,33 +202,23 @@ class TunnelAddresses:
         if (
             address is not None
             and usable
-            and (self._verified.get(kind) == current or self._holds(handle, address, attr_type))
+            and (self._verified.get(kind) == current or self._holds(kind, handle, address))
         ):
             self._verified[kind] = current
             return current
         self._release(handle)
-        attrs = {ATTR_NODE: self.nodename, ATTR_TYPE: attr_type}
-        v4, _ = self.ipam.auto_assign(
-            AutoAssignArgs(
-                hostname=self.nodename, num4=1, handle_id=handle, attrs=attrs, ipv4_pools=pools, intended_use="Tunnel"
-            )
-        )
-        if v4 is None or not v4.ips:
-            raise IPAMError((v4.shortfall() if v4 else None) or f"no {label} tunnel address for {self.nodename}")
-        assigned = str(v4.ips[0].ip)
+        assigned = str(self.ipam.assign_tunnel_address(self.nodename, kind=kind, pools=pools).ip)
         self._verified[kind] = assigned
         log.info("assigned the %s tunnel address %s (handle %s)", label, assigned, handle)
         return assigned
 
-    def _holds(self, handle: str, address: ipaddress.IPv4Address, attr_type: str) -> bool:
+    def _holds(self, kind: str, handle: str, address: ipaddress.IPv4Address) -> bool:
         """IPAM holds ``address`` for ``handle`` (if nobody holds it, it is claimed for the handle again)."""
         try:
             attribute = self.ipam.attributes_for(address)
         except NotAssigned:
             try:
-                self.ipam.assign_ip(
-                    address, self.nodename, handle, {ATTR_NODE: self.nodename, ATTR_TYPE: attr_type}, "Tunnel"
-                )
+                self.ipam.assign_tunnel_address(self.nodename, address, kind)
             except IPAMError:
                 return False
             return True
