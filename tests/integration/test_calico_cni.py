@@ -679,11 +679,11 @@ def test_profile_and_labels_for_a_plain_cni_workload(cluster: Cluster) -> None:
     added = cluster.call("ADD", node, pod, "labelled", conf)
     assert added.rc == 0, added.out
     profile = json.loads(cluster.value(f"/calico/resources/v3/projectcalico.org/profiles/{NETWORK}") or "{}")
-    # Go writes empty entity rules as {} (omitempty never drops a struct); pycni's model drops them (reported).
-    rules = [
-        {k: v for k, v in rule.items() if v != {}} for rule in profile["spec"]["ingress"] + profile["spec"]["egress"]
+    # As Go writes them: an empty EntityRule is {} (omitempty never drops a struct).
+    assert profile["spec"]["ingress"] == [
+        {"action": "Allow", "source": {"selector": f"has({NETWORK})"}, "destination": {}}
     ]
-    assert rules == [{"action": "Allow", "source": {"selector": f"has({NETWORK})"}}, {"action": "Allow"}]
+    assert profile["spec"]["egress"] == [{"action": "Allow", "source": {}, "destination": {}}]
     assert profile["spec"]["labelsToApply"] == {NETWORK: ""}
     wep = json.loads(
         cluster.value("/calico/resources/v3/projectcalico.org/workloadendpoints/default/node1-cni-labelled-eth0")

@@ -264,10 +264,16 @@ def test_other_kinds_shape_and_defaults() -> None:
     profile = new_resource(
         "Profile",
         "net1",
-        {"ingress": [{"action": "Allow", "source": {"selector": "has(net1)"}}], "labelsToApply": {"net1": ""}},
+        {
+            "ingress": [{"action": "Allow", "source": {"selector": "has(net1)"}}],
+            "egress": [{"action": "Allow"}],
+            "labelsToApply": {"net1": ""},
+        },
     )
+    # Byte-identical to Go: an EntityRule is a struct value, which omitempty never drops, so an empty one is {}.
     assert to_json(profile).endswith(
-        '"spec":{"ingress":[{"action":"Allow","source":{"selector":"has(net1)"}}],"labelsToApply":{"net1":""}}}'
+        '"spec":{"ingress":[{"action":"Allow","source":{"selector":"has(net1)"},"destination":{}}],'
+        '"egress":[{"action":"Allow","source":{},"destination":{}}],"labelsToApply":{"net1":""}}}'
     )
 
 

@@ -640,8 +640,9 @@ RULE = Struct(
         Field("icmp", _ICMP, omit="absent"),
         Field("notProtocol", IntOrString(), omit="absent"),
         Field("notICMP", _ICMP, omit="absent"),
-        Field("source", _ENTITY_RULE, omit="zero"),
-        Field("destination", _ENTITY_RULE, omit="zero"),
+        # EntityRule values with omitempty: encoding/json never omits a struct, so an empty one is {}.
+        Field("source", _ENTITY_RULE, omit="never"),
+        Field("destination", _ENTITY_RULE, omit="never"),
         Field("http", AnyJSON(), omit="absent"),
         Field("metadata", Struct("metadata", [Field("annotations", StrMap())]), omit="absent"),
     ],

@@ -12,7 +12,8 @@ case-insensitive, as Go's ``encoding/json`` matches struct fields.
 ``Field.omit`` says when a field is left out of the JSON, as Go's tags do:
 ``"empty"`` (``omitempty`` on a value: zero values are dropped), ``"absent"``
 (``omitempty`` on a pointer: kept whenever given, even ``false`` or ``0``),
-``"never"`` (no ``omitempty``: written with its zero value if not given).
+``"never"`` (no ``omitempty``, or ``omitempty`` on a struct value, which Go
+never omits: written with its zero value if not given, ``{}`` for a struct).
 ``Field.default`` is a kubebuilder default used when the field is absent.
 """
 
@@ -341,7 +342,7 @@ class StrMap(FieldType):
         return not value
 
 
-Omit = Literal["empty", "absent", "never", "zero"]
+Omit = Literal["empty", "absent", "never"]
 
 
 @dataclass(frozen=True)
@@ -395,11 +396,11 @@ class Struct(FieldType):
             elif spec.required:
                 errors.append(ErroredField(child, f"required: {spec.type.what}"))
                 continue
-            elif spec.omit == "never":
-                decoded = spec.type.zero
+            elif spec.omit == "never":  # Go marshals the zero value; a struct's is itself with its own zeros
+                decoded = spec.type.decode(None, child, errors) if isinstance(spec.type, Struct) else spec.type.zero
             else:
                 continue
-            if spec.omit in ("empty", "zero") and spec.type.is_zero(decoded):
+            if spec.omit == "empty" and spec.type.is_zero(decoded):
                 continue
             out[spec.name] = decoded
         return out
