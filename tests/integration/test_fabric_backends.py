@@ -10,6 +10,12 @@ never touched)::
 Each node's backend runs in this process with the test thread switched into
 the node's namespace (:func:`pycni.net.netns.entered`); leases are built by
 hand from what ``prepare()`` returned, as the agent would publish them.
+
+The backends' entries are reconciled by :mod:`pycni.dataplane`: a sync with
+nothing changed sends no netlink write (counted at the socket,
+``tests/support/netlink.py``) and the kernel announces no change (``ip
+monitor``); routes carry pycni's protocol (112), and the protocol-boot routes
+an earlier pycni wrote are taken over, not duplicated.
 """
 
 from __future__ import annotations
@@ -21,16 +27,20 @@ import shutil
 import threading
 import time
 from collections.abc import Callable, Iterator
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, TypeVar
 
 import pytest
 
+from pycni.dataplane import RTPROT_PYCNI
 from pycni.fabric.backends import BACKENDS, Backend, ExternalInterface
+from pycni.fabric.backends.common import BackendError
 from pycni.fabric.backends.udp import UdpBackend
 from pycni.fabric.backends.vxlan import mac_state_path
 from pycni.fabric.model import Lease, LeaseAttrs, NetworkConfig
 from pycni.net import netns
+from tests.support.netlink import Counting, Monitor
 from tests.support.netns import NetnsPool, run
 
 NETWORK = "10.42.0.0/16"
@@ -48,6 +58,7 @@ class Node:
         self.subnet = ipaddress.IPv4Network(f"10.42.{number}.0/24")
         self.pod_ip = f"10.42.{number}.2"
         self.backend: Backend | None = None
+        self.counting: Counting | None = None  # the backend's netlink socket, when a test counts its writes
         self.data: dict[str, Any] = {}
         self.backend_type = ""
         leg = f"ul{number}"
@@ -87,9 +98,13 @@ class Node:
         with netns.entered(self.path):
             return fn(*args)
 
-    def start(self, backend_type: str, options: dict[str, Any], state_dir: Path) -> Backend:
+    def start(self, backend_type: str, options: dict[str, Any], state_dir: Path, count: bool = False) -> Backend:
+        """Make, prepare and configure the backend; with ``count``, on a socket that counts its writes."""
         config = NetworkConfig.from_dict({"Network": NETWORK, "Backend": {"Type": backend_type, **options}})
-        backend = self.inside(lambda: BACKENDS[backend_type](self.ext, config, state_dir=str(state_dir)))
+        self.counting = Counting(netns.iproute(self.path)) if count else None
+        backend = self.inside(
+            lambda: BACKENDS[backend_type](self.ext, config, state_dir=str(state_dir), ipr=self.counting)
+        )
         self.backend, self.backend_type = backend, backend_type
         self.data = self.inside(backend.prepare)
         self.inside(backend.configure, self.lease())
@@ -106,6 +121,9 @@ class Node:
         if self.backend is not None:
             self.backend.close()
             self.backend = None
+        if self.counting is not None:
+            self.counting.close()  # a socket given to a backend is the giver's to close
+            self.counting = None
 
 
 class Cluster:
@@ -116,9 +134,9 @@ class Cluster:
         self.state = state
         self.nodes = [Node(pool, self.underlay, number, www) for number in range(1, size + 1)]
 
-    def start(self, backend_type: str, **options: Any) -> None:
+    def start(self, backend_type: str, count: bool = False, **options: Any) -> None:
         for node in self.nodes:
-            node.start(backend_type, options, self.state / node.name)
+            node.start(backend_type, options, self.state / node.name, count)
         for node in self.nodes:
             self.sync(node)
 
@@ -211,6 +229,101 @@ def test_every_pod_reaches_every_other_pod(cluster: Cluster, backend_type: str) 
     assert proc.stdout.split()[0] == expected
 
 
+# -- the dataplane: minimal writes, drift repaired, the old routes adopted ---------------
+
+
+def ours(lines: list[str]) -> list[str]:
+    """Kernel events about what a backend owns: pycni's routes, and entries on its device.
+
+    Learnt neighbours on ``eth0`` and ``cni0`` come and go with traffic; they are the kernel's.
+    """
+    return [line for line in lines if f"proto {RTPROT_PYCNI}" in line or "flannel" in line]
+
+
+@pytest.mark.parametrize("backend_type", ["vxlan", "host-gw", "udp"])
+def test_a_resync_with_nothing_changed_writes_nothing(cluster: Cluster, backend_type: str) -> None:
+    """Flannel's resync rewrites every peer (3 netlink writes each for vxlan, every 5 s); here it re-reads only."""
+    cluster.start(backend_type, count=True)
+    assert_full_mesh(cluster)
+    node1, node2, _ = cluster.nodes
+    assert node1.backend is not None and node1.counting is not None
+    monitor = Monitor(node1.name)
+    try:
+        node1.counting.take()
+        with monitor.changes() as seen:
+            for _ in range(3):
+                cluster.sync(node1)
+        assert node1.counting.take() == [], "a sync with nothing changed sends no write"
+        assert ours(seen) == [], "and the kernel announces no change"
+        results = node1.backend.last_apply  # type: ignore[attr-defined]
+        assert sum(result.writes for result in results) == 0, "the drivers count none either"
+        assert {result.kind for result in results if result.resynced} == {result.kind for result in results}
+        # Drift: what someone deleted by hand is written back, and nothing else.
+        lost = NETWORK if backend_type == "udp" else str(node2.subnet)
+        node1.ip("route", "del", lost)
+        with monitor.changes() as seen:
+            cluster.sync(node1)
+        assert node1.counting.take() == [("route", "add")]
+        assert len(ours(seen)) == 1 and lost in ours(seen)[0] and f"proto {RTPROT_PYCNI}" in ours(seen)[0]
+        if backend_type == "vxlan":
+            node1.ip("neigh", "del", str(node2.subnet.network_address), "dev", "flannel.1")
+            cluster.sync(node1)
+            assert node1.counting.take() == [("neigh", "replace")]
+            assert f"{node2.subnet.network_address} lladdr {node2.data['VtepMAC']} PERMANENT" in node1.ip(
+                "neigh", "show", "dev", "flannel.1"
+            )
+        assert_full_mesh(cluster)
+    finally:
+        monitor.close()
+
+
+def old_routes(node: Node, backend_type: str, peers: list[Node]) -> None:
+    """``node``'s peer routes as pycni wrote them before the dataplane: protocol boot, at the same keys."""
+    for peer in peers:
+        if backend_type == "vxlan":
+            via = [str(peer.subnet.network_address), "dev", "flannel.1", "onlink"]
+        else:
+            via = [peer.address, "dev", "eth0"]
+        node.ip("route", "replace", str(peer.subnet), "via", *via, "proto", "boot")
+
+
+@pytest.mark.parametrize("backend_type", ["vxlan", "host-gw"])
+def test_an_upgrade_takes_over_the_routes_an_earlier_pycni_wrote(cluster: Cluster, backend_type: str) -> None:
+    """A node upgraded in place: its protocol-boot routes are replaced in place by protocol 112, not duplicated.
+
+    One replace per peer route, one delete for a stale old route, no write
+    for the neighbours and FDB entries (the same as before), and a user's
+    static route inside the network is left alone.
+    """
+    cluster.start(backend_type)
+    node1, node2, node3 = cluster.nodes
+    node1.stop()
+    old_routes(node1, backend_type, [node2, node3])
+    device = ["dev", "flannel.1", "onlink"] if backend_type == "vxlan" else ["dev", "eth0", "onlink"]
+    node1.ip(
+        "route", "add", "10.42.9.0/24", "via", "10.42.9.0" if backend_type == "vxlan" else "198.51.100.99", *device
+    )
+    node1.ip("route", "add", "10.42.8.0/24", "via", node2.address, "dev", "eth0", "proto", "static")
+    assert f"proto {RTPROT_PYCNI}" not in node1.ip("route")
+    layer2 = node_entries(node1)[1:] if backend_type == "vxlan" else ()
+    assert_full_mesh(cluster)  # the old routes carry traffic: the upgrade must not interrupt it
+    node1.start(backend_type, {}, cluster.state / node1.name, count=True)
+    assert node1.counting is not None
+    node1.counting.take()
+    cluster.sync(node1)
+    assert sorted(node1.counting.take()) == [("route", "del"), ("route", "replace"), ("route", "replace")]
+    routes = node1.ip("route")
+    for peer in (node2, node3):
+        lines = node1.ip("route", "show", str(peer.subnet)).splitlines()
+        assert len(lines) == 1 and f"proto {RTPROT_PYCNI}" in lines[0], lines
+    assert "10.42.9.0/24" not in routes, "the stale old route went"
+    assert f"10.42.8.0/24 via {node2.address} dev eth0 proto static" in routes, "the user's route stayed"
+    assert (node_entries(node1)[1:] if backend_type == "vxlan" else ()) == layer2, "neighbours and FDB as they were"
+    cluster.sync(node1)
+    assert node1.counting.take() == []
+    assert_full_mesh(cluster)
+
+
 # -- vxlan ---------------------------------------------------------------------------
 
 
@@ -229,7 +342,7 @@ def test_vxlan_device_and_peer_entries(cluster: Cluster) -> None:
     assert node1.sh("cat /proc/sys/net/ipv6/conf/flannel.1/accept_ra").strip() == "0"
     routes, neigh, fdb = node_entries(node1)
     for peer in (node2, node3):
-        assert f"{peer.subnet} via {peer.subnet.network_address} dev flannel.1 onlink" in routes
+        assert f"{peer.subnet} via {peer.subnet.network_address} dev flannel.1 proto 112 onlink" in routes
         assert f"{peer.subnet.network_address} lladdr {peer.data['VtepMAC']} PERMANENT" in neigh
         assert f"{peer.data['VtepMAC']} dst {peer.address} self permanent" in fdb
     assert len(neigh.splitlines()) == 2 and len(fdb.splitlines()) == 2
@@ -247,6 +360,72 @@ def snmp_ip(node_ns: str) -> dict[str, int]:
         if line.startswith("Ip:")
     ]
     return dict(zip(lines[0][1:], map(int, lines[1][1:]), strict=True))
+
+
+def test_vxlan_peer_events_write_layer_2_around_the_route(cluster: Cluster) -> None:
+    """An added peer: its neighbour and FDB remote before its route (the kernel would ARP for the gateway
+    otherwise); a removed one: its route before them. A replayed event writes nothing."""
+    cluster.start("vxlan", count=True)
+    node1, node2, node3 = cluster.nodes
+    backend, counting = node1.backend, node1.counting
+    assert backend is not None and counting is not None
+    counting.take()
+    node1.inside(backend.remove_peer, node2.lease())
+    assert counting.take() == [("route", "del"), ("neigh", "del"), ("neigh", "del")]  # route, neighbour, FDB
+    node1.inside(backend.remove_peer, node2.lease())
+    node1.inside(backend.add_peer, node3.lease())
+    assert counting.take() == [], "a replayed event, a peer already gone: nothing to write"
+    node1.inside(backend.add_peer, node2.lease())
+    assert counting.take() == [("neigh", "replace"), ("neigh", "replace"), ("route", "add")]
+    assert reaches(node1, node2)
+    # The peer's device came back with a new MAC: its neighbour is replaced, its old FDB remote goes.
+    new_mac = "0e:00:00:00:02:02"
+    moved = replace(node2.lease(), attrs=replace(node2.lease().attrs, backend_data={"VNI": 1, "VtepMAC": new_mac}))
+    node1.inside(backend.add_peer, moved)
+    assert sorted(counting.take()) == [("neigh", "del"), ("neigh", "replace"), ("neigh", "replace")]
+    _, neigh, fdb = node_entries(node1)
+    assert f"{node2.subnet.network_address} lladdr {new_mac} PERMANENT" in neigh
+    assert new_mac in fdb and node2.data["VtepMAC"] not in fdb
+    # A removal that carries no value (a DELETE without its previous attributes) still removes everything.
+    bare = Lease(node2.subnet, LeaseAttrs(node2.address, "vxlan", {}))
+    node1.inside(backend.remove_peer, bare)
+    routes, neigh, fdb = node_entries(node1)
+    assert str(node2.subnet) not in routes and new_mac not in neigh + fdb
+    assert f"{node3.subnet} via" in routes and node3.data["VtepMAC"] in fdb, "other peers are untouched"
+
+
+def test_a_peer_that_cannot_be_programmed_is_named_and_the_others_are_programmed(cluster: Cluster) -> None:
+    """One BackendError names every peer that failed; the rest are written, the stale removed, the failure retried."""
+    cluster.start("host-gw", count=True)
+    node1, node2, node3 = cluster.nodes
+    assert node1.backend is not None and node1.counting is not None
+    off_link = Lease(ipaddress.IPv4Network("10.42.7.0/24"), LeaseAttrs("10.200.0.7", "host-gw"))  # not on eth0's link
+    garbled = Lease(ipaddress.IPv4Network("10.42.6.0/24"), LeaseAttrs("somewhere", "host-gw"))
+    node1.ip("route", "del", str(node3.subnet))
+    with pytest.raises(BackendError) as info:
+        node1.inside(node1.backend.sync, [node2.lease(), node3.lease(), off_link, garbled])
+    assert len(info.value.problems) == 2
+    assert "10.42.6.0/24" in info.value.problems[0] and "10.42.7.0/24" in info.value.problems[1]
+    assert f"{node3.subnet} via {node3.address} dev eth0 proto 112" in node1.ip("route")
+    node1.counting.take()
+    with pytest.raises(BackendError, match=r"10\.42\.7\.0/24"):
+        node1.inside(node1.backend.sync, [node2.lease(), node3.lease(), off_link])
+    assert node1.counting.take() == [("route", "add")], "the refused route is tried again, nothing else"
+    node1.inside(node1.backend.sync, [node2.lease(), node3.lease()])
+    assert "10.42.7.0" not in node1.ip("route")
+    assert_full_mesh(cluster)
+
+
+def test_vxlan_a_peer_without_a_valid_vtep_mac_is_an_error_and_writes_nothing(cluster: Cluster) -> None:
+    cluster.start("vxlan", count=True)
+    node1, node2, _ = cluster.nodes
+    assert node1.backend is not None and node1.counting is not None
+    node1.counting.take()
+    broken = Lease(ipaddress.IPv4Network("10.42.9.0/24"), LeaseAttrs("198.51.100.19", "vxlan", {"VtepMAC": "zz"}))
+    with pytest.raises(BackendError, match="no valid VtepMAC"):
+        node1.inside(node1.backend.add_peer, broken)
+    assert node1.counting.take() == []
+    assert reaches(node1, node2)
 
 
 def test_vxlan_full_size_packets_cross_without_fragmentation(cluster: Cluster) -> None:
@@ -308,7 +487,7 @@ def test_vxlan_sync_removes_stale_peers_only(cluster: Cluster) -> None:
     node1.ip("route", "add", "10.99.0.0/24", "via", node2.address, "dev", "eth0")
     node1.ip("neigh", "add", "198.51.100.77", "lladdr", "0e:00:00:00:00:77", "dev", "eth0")
     routes, neigh, fdb = node_entries(node1)
-    assert "10.42.9.0/24 via 10.42.9.0 dev flannel.1 onlink" in routes and "0e:00:00:00:00:99" in fdb
+    assert "10.42.9.0/24 via 10.42.9.0 dev flannel.1 proto 112 onlink" in routes and "0e:00:00:00:00:99" in fdb
     node1.inside(node1.backend.sync, [node2.lease(), node3.lease()])
     routes, neigh, fdb = node_entries(node1)
     assert "10.42.9.0" not in routes + neigh and "0e:00:00:00:00:99" not in fdb
@@ -387,7 +566,7 @@ def test_vxlan_direct_routing_uses_the_underlay(cluster: Cluster) -> None:
     node1, node2, node3 = cluster.nodes
     routes, neigh, fdb = node_entries(node1)
     for peer in (node2, node3):
-        assert f"{peer.subnet} via {peer.address} dev eth0" in routes
+        assert f"{peer.subnet} via {peer.address} dev eth0 proto 112" in routes
     assert neigh.strip() == "" and fdb.strip() == ""
     assert_full_mesh(cluster)
     assert node1.backend is not None
@@ -403,7 +582,7 @@ def test_host_gw_routes_remove_and_sync(cluster: Cluster) -> None:
     node1, node2, node3 = cluster.nodes
     assert node1.backend is not None and node1.backend.mtu == 1500 and node1.data == {}
     routes = node1.ip("route")
-    assert f"{node2.subnet} via {node2.address} dev eth0" in routes
+    assert f"{node2.subnet} via {node2.address} dev eth0 proto 112" in routes
     node1.inside(node1.backend.remove_peer, node2.lease())
     assert str(node2.subnet) not in node1.ip("route")
     assert unreachable(node1, node2)
@@ -413,7 +592,7 @@ def test_host_gw_routes_remove_and_sync(cluster: Cluster) -> None:
     node1.ip("route", "add", "10.99.0.0/24", "via", node2.address, "dev", "eth0")
     cluster.sync(node1)
     routes = node1.ip("route")
-    assert f"{node3.subnet} via {node3.address} dev eth0" in routes
+    assert f"{node3.subnet} via {node3.address} dev eth0 proto 112" in routes
     assert "10.42.9.0" not in routes and "10.99.0.0/24" in routes
     assert_full_mesh(cluster)
 
@@ -429,7 +608,7 @@ def test_udp_device_remove_sync_and_restart(cluster: Cluster) -> None:
     assert isinstance(backend, UdpBackend) and backend.mtu == 1472 and backend.running
     assert "mtu 1472" in node1.ip("link", "show", "flannel0")
     assert "inet 10.42.1.0/32" in node1.ip("-4", "addr", "show", "flannel0")
-    assert f"{NETWORK} dev flannel0" in node1.ip("route")
+    assert f"{NETWORK} dev flannel0 proto 112" in node1.ip("route")
     assert "198.51.100.11:8285" in node1.sh("ss -Hlun")
     assert_full_mesh(cluster)
     # A subnet nobody owns is answered with ICMP net unreachable (curl fails at once, no timeout).

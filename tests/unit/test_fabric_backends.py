@@ -1,10 +1,12 @@
-"""The fabric backends without root: options, MTUs, BackendData, and the netlink requests per peer.
+"""The fabric backends without root: options, MTUs, BackendData, the vxlan device, and the peers' entries.
 
-The vxlan and host-gw backends run against :class:`FakeIPRoute`, which
-keeps links, addresses, neighbours, FDB entries and routes in dicts and
-records every request, so the order and content of what a peer costs are
-checked exactly. The udp proxy runs for real over loopback UDP with a
-SOCK_SEQPACKET pair standing in for the TUN device.
+The vxlan device's life (create, reuse, recreate, MAC clash) runs against
+:class:`FakeIPRoute`, which keeps links and addresses in dicts and records
+every request. What the peers need (routes, neighbours, FDB remotes) is a
+pure desired state, checked here; how the dataplane drivers bring the kernel
+to it is proven on the real kernel in ``tests/integration/test_fabric_backends.py``.
+The udp proxy runs for real over loopback UDP with a SOCK_SEQPACKET pair
+standing in for the TUN device.
 """
 
 from __future__ import annotations
@@ -24,16 +26,17 @@ from pyroute2.iproute.linux import get_arguments_processor
 from pyroute2.netlink.exceptions import NetlinkError
 from pyroute2.netlink.rtnl.ifinfmsg import ifinfmsg
 
+from pycni.dataplane import Route
 from pycni.fabric.backends import BACKENDS, ExternalInterface
 from pycni.fabric.backends import vxlan as vxlan_module
-from pycni.fabric.backends.common import BackendError
-from pycni.fabric.backends.host_gw import NAT_ERROR, HostGwBackend
+from pycni.fabric.backends.common import legacy_route, peers
+from pycni.fabric.backends.host_gw import NAT_ERROR, HostGwBackend, desired_routes
 from pycni.fabric.backends.udp import UdpBackend
 from pycni.fabric.backends.udp_proxy import PeerTable, UdpProxy, checksum, decrement_ttl, net_unreachable
-from pycni.fabric.backends.vxlan import VxlanBackend, VxlanOptions, incompatibility
+from pycni.fabric.backends.vxlan import VxlanBackend, VxlanOptions, desired_entries, incompatibility
 from pycni.fabric.model import ConfigError, Lease, LeaseAttrs, NetworkConfig
 from pycni.net import overlay
-from pycni.net.errors import NetError
+from pycni.net.route import RouteMsg
 
 EXT = ExternalInterface(name="eth0", index=2, address="198.51.100.11", public_ip="198.51.100.11", mtu=1500)
 MAC2, MAC3 = "0e:00:00:00:00:02", "0e:00:00:00:00:03"
@@ -71,7 +74,7 @@ class FakeMsg(dict[str, Any]):
 
 
 class FakeIPRoute:
-    """Links, addresses, neighbours (AF_INET and AF_BRIDGE) and routes; every request is recorded."""
+    """Links and addresses, what the vxlan device's life touches; every request is recorded."""
 
     def __init__(self) -> None:
         self.links: dict[str, FakeMsg] = {
@@ -79,11 +82,8 @@ class FakeIPRoute:
             "cni0": FakeMsg(index=3, ifname="cni0", kind="bridge", address="0e:00:00:00:00:0c", mtu=1450, flags=1),
         }
         self.addrs: dict[int, list[tuple[str, int]]] = {}
-        self.neigh_table: dict[tuple[int, int, str, str], FakeMsg] = {}  # (family, ifindex, dst, mac)
-        self.route_table: dict[str, FakeMsg] = {"10.42.1.0/24": FakeMsg(dst="10.42.1.0", dst_len=24, oif=3, flags=0)}
         self.calls: list[tuple[str, str, dict[str, Any]]] = []
         self.fail: dict[tuple[str, str], int] = {}
-        self.gateway_to: dict[str, str] = {}  # route get answers: ip -> gateway
         self.next_index = 10
 
     def _record(self, method: str, command: str, kw: dict[str, Any]) -> None:
@@ -151,61 +151,6 @@ class FakeIPRoute:
         elif command == "del":
             entries.remove(entry)
         return []
-
-    # neighbours and FDB
-    def neigh(self, command: str, **kw: Any) -> list[FakeMsg]:
-        self._record("neigh", command, kw)
-        family, index = kw.get("family", socket.AF_INET), kw["ifindex"]
-        if command == "dump":
-            return [m for (f, i, _, _), m in self.neigh_table.items() if f == family and i == index]
-        if command == "replace":
-            if family == socket.AF_INET:  # one entry per IP
-                self._drop(lambda f, i, d, m: (f, i, d) == (family, index, kw["dst"]))
-            else:  # vxlan FDB: one entry per MAC (replace swaps the remote)
-                self._drop(lambda f, i, d, m: (f, i, m) == (family, index, kw["lladdr"]))
-            self.neigh_table[(family, index, kw["dst"], kw["lladdr"])] = FakeMsg(
-                ifindex=index, dst=kw["dst"], lladdr=kw["lladdr"], state=kw["state"]
-            )
-        elif command == "del":
-            before = len(self.neigh_table)
-            self._drop(
-                lambda f, i, d, m: (
-                    (f, i, d) == (family, index, kw["dst"]) and (family == socket.AF_INET or m == kw["lladdr"])
-                )
-            )
-            if len(self.neigh_table) == before:
-                raise NetlinkError(errno.ENOENT)
-        return []
-
-    def _drop(self, match: Any) -> None:
-        self.neigh_table = {key: m for key, m in self.neigh_table.items() if not match(*key)}
-
-    def neighbours(self, family: int = socket.AF_INET) -> set[tuple[int, str, str]]:
-        return {(i, d, m) for (f, i, d, m) in self.neigh_table if f == family}
-
-    # routes
-    def route(self, command: str, **kw: Any) -> list[FakeMsg]:
-        self._record("route", command, kw)
-        if command == "get":
-            gateway = self.gateway_to.get(kw["dst"])
-            return [FakeMsg(gateway=gateway, oif=2)]
-        if command in ("replace", "add"):
-            self.route_table[kw["dst"]] = FakeMsg(
-                dst=kw["dst"].split("/")[0],
-                dst_len=int(kw["dst"].split("/")[1]),
-                gateway=kw.get("gateway"),
-                oif=kw["oif"],
-                flags=kw.get("flags", 0),
-            )
-        elif command == "del":
-            found = self.route_table.get(kw["dst"])
-            if found is None or found["oif"] != kw["oif"] or found.get("gateway") != kw.get("gateway"):
-                raise NetlinkError(errno.ESRCH)
-            del self.route_table[kw["dst"]]
-        return []
-
-    def get_routes(self, family: int, table: int) -> list[FakeMsg]:
-        return list(self.route_table.values())
 
 
 @pytest.fixture
@@ -464,171 +409,95 @@ def test_configure_sets_the_slash_32_and_drops_an_old_one(
     assert ("net/ipv6/conf/flannel.1/accept_ra", "0") in no_sysctls
 
 
-# -- vxlan peers -------------------------------------------------------------------------
+# -- the peers' desired entries (pure); the kernel side is tests/integration/test_fabric_backends.py --
 
 
-def test_add_peer_neighbour_fdb_route_in_that_order(tmp_path: Path, ipr: FakeIPRoute) -> None:
-    backend = vxlan(ipr, tmp_path)
-    index = ipr.links["flannel.1"]["index"]
-    backend.add_peer(lease(2, MAC2))
-    neighbour = {"ifindex": index, "dst": "10.42.2.0", "lladdr": MAC2, "state": 0x80, "family": socket.AF_INET}
-    fdb = {"family": 7, "ifindex": index, "lladdr": MAC2, "dst": "198.51.100.12", "state": 0x80, "flags": 2}
-    route = {"dst": "10.42.2.0/24", "gateway": "10.42.2.0", "oif": index, "family": socket.AF_INET, "proto": 3}
-    assert ipr.calls == [
-        ("neigh", "replace", neighbour),
-        ("neigh", "replace", fdb),
-        ("route", "replace", {**route, "table": 254, "flags": 4}),  # RTNH_F_ONLINK
+def addr(text: str) -> ipaddress.IPv4Address:
+    return ipaddress.IPv4Address(text)
+
+
+def test_vxlan_entries_per_peer_route_neighbour_and_fdb() -> None:
+    entries = desired_entries([lease(3, MAC3), lease(2, MAC2)], "flannel.1", "eth0", lambda lease: False)
+    assert entries.neighbours == {addr("10.42.2.0"): MAC2, addr("10.42.3.0"): MAC3}
+    assert entries.fdb == {MAC2: addr("198.51.100.12"), MAC3: addr("198.51.100.13")}
+    assert entries.routes == [
+        Route(ipaddress.IPv4Network("10.42.2.0/24"), dev="flannel.1", gateway=addr("10.42.2.0"), onlink=True),
+        Route(ipaddress.IPv4Network("10.42.3.0/24"), dev="flannel.1", gateway=addr("10.42.3.0"), onlink=True),
+    ], "in subnet order, each via the peer's VTEP address on-link"
+    assert entries.problems == []
+
+
+def test_vxlan_direct_routing_peers_get_a_route_via_their_public_ip_only() -> None:
+    on_link = {"10.42.2.0/24"}  # node3 is behind a router
+    entries = desired_entries(
+        [lease(2, MAC2), lease(3, MAC3)], "flannel.1", "eth0", lambda lease: str(lease.subnet) in on_link
+    )
+    assert entries.routes[0] == Route(ipaddress.IPv4Network("10.42.2.0/24"), dev="eth0", gateway=addr("198.51.100.12"))
+    assert entries.routes[1].dev == "flannel.1"
+    assert list(entries.neighbours) == [addr("10.42.3.0")] and list(entries.fdb) == [MAC3]
+
+
+def test_vxlan_peers_that_cannot_be_programmed_are_named_and_the_rest_kept() -> None:
+    bad_ip = Lease(ipaddress.IPv4Network("10.42.5.0/24"), LeaseAttrs("not-an-ip", "vxlan", {"VtepMAC": MAC2}))
+    entries = desired_entries(
+        [lease(2, "zz:00:00:00:00:02"), lease(3, MAC3.upper().replace(":", "-")), lease(4), bad_ip],
+        "flannel.1",
+        "eth0",
+        lambda lease: False,
+    )
+    assert entries.fdb == {MAC3: addr("198.51.100.13")}, "a dash-form, upper-case MAC is normalised"
+    assert [problem.split(":")[0] for problem in entries.problems] == [
+        "lease 10.42.2.0/24",
+        "lease 10.42.4.0/24",
+        "lease 10.42.5.0/24",
     ]
-    ipr.calls.clear()
-    backend.add_peer(lease(2, MAC2))  # a replayed event: the same requests, the same state
-    assert len(ipr.neighbours()) == 1 and len(ipr.neighbours(7)) == 1
+    assert "no valid VtepMAC" in entries.problems[0] and "not an IPv4 address" in entries.problems[2]
 
 
-def test_remove_peer_route_fdb_neighbour_and_tolerates_missing(tmp_path: Path, ipr: FakeIPRoute) -> None:
-    backend = vxlan(ipr, tmp_path)
-    index = ipr.links["flannel.1"]["index"]
-    backend.add_peer(lease(2, MAC2))
-    backend.add_peer(lease(3, MAC3))
-    ipr.calls.clear()
-    backend.remove_peer(lease(2, MAC2))
-    assert [(method, command, kw.get("family")) for method, command, kw in ipr.calls] == [
-        ("route", "del", socket.AF_INET),
-        ("neigh", "del", 7),
-        ("neigh", "del", socket.AF_INET),
+def test_vxlan_a_mac_two_peers_publish_is_sent_to_the_first(caplog: pytest.LogCaptureFixture) -> None:
+    with caplog.at_level("WARNING", logger="pycni.fabric.backends.vxlan"):
+        entries = desired_entries([lease(2, MAC2), lease(3, MAC2)], "flannel.1", "eth0", lambda lease: False)
+    assert entries.fdb == {MAC2: addr("198.51.100.12")} and len(entries.routes) == 2
+    assert "198.51.100.13" in caplog.text
+
+
+def test_the_peer_filter() -> None:
+    own = lease(1, MAC2)
+    outside = Lease(ipaddress.IPv4Network("10.99.0.0/24"), LeaseAttrs("198.51.100.19", "vxlan", {}))
+    kept = peers([own, lease(2, MAC2), lease(3, MAC3, "host-gw"), outside], ("vxlan",), own, config().network)
+    assert [str(peer.subnet) for peer in kept] == ["10.42.2.0/24"]
+
+
+def route_msg(dst: str, proto: int, oif: int, gateway: str | None = None) -> RouteMsg:
+    return RouteMsg(ipaddress.IPv4Network(dst), proto=proto, oif=oif, gateway=addr(gateway) if gateway else None)
+
+
+def test_the_routes_an_earlier_pycni_wrote_are_recognised() -> None:
+    """Protocol boot, on the device or via the external interface with a gateway: the old stale-route sweep's test."""
+    network, own, device = ipaddress.IPv4Network("10.42.0.0/16"), lease(1), 7
+
+    def old(msg: RouteMsg) -> bool:
+        return legacy_route(msg, network, own, device, EXT.index)
+
+    assert old(route_msg("10.42.2.0/24", 3, device, "10.42.2.0"))
+    assert old(route_msg("10.42.3.0/24", 3, EXT.index, "198.51.100.13"))
+    assert not old(route_msg("10.42.0.0/16", 3, EXT.index, "198.51.100.1")), "the network's own route"
+    assert not old(route_msg("10.42.1.0/24", 3, device, "10.42.1.0")), "this node's subnet"
+    assert not old(route_msg("10.42.4.0/24", 3, EXT.index)), "via the underlay without a gateway"
+    assert not old(route_msg("10.42.5.0/24", 3, 9, "10.42.5.0")), "another device"
+    for proto in (2, 4, 12):  # kernel, static, BIRD: never the old backends'
+        assert not old(route_msg("10.42.6.0/24", proto, device, "10.42.6.0"))
+    assert not legacy_route(route_msg("10.42.2.0/24", 3, 0), network, own, 0, EXT.index), "host-gw has no device"
+
+
+def test_host_gw_routes_per_peer() -> None:
+    bad = Lease(ipaddress.IPv4Network("10.42.5.0/24"), LeaseAttrs("", "host-gw"))
+    routes, problems = desired_routes([lease(3, backend_type="host-gw"), lease(2, backend_type="host-gw"), bad], "eth0")
+    assert routes == [
+        Route(ipaddress.IPv4Network("10.42.2.0/24"), dev="eth0", gateway=addr("198.51.100.12")),
+        Route(ipaddress.IPv4Network("10.42.3.0/24"), dev="eth0", gateway=addr("198.51.100.13")),
     ]
-    assert ipr.neighbours() == {(index, "10.42.3.0", MAC3)}
-    assert ipr.neighbours(7) == {(index, "198.51.100.13", MAC3)}
-    assert "10.42.2.0/24" not in ipr.route_table and "10.42.3.0/24" in ipr.route_table
-    backend.remove_peer(lease(2, MAC2))  # everything already gone: ESRCH/ENOENT are success
-
-
-def test_remove_peer_without_backend_data_finds_the_mac(tmp_path: Path, ipr: FakeIPRoute) -> None:
-    backend = vxlan(ipr, tmp_path)
-    backend.add_peer(lease(2, MAC2))
-    backend.remove_peer(lease(2))  # a delete event that carries no value
-    assert ipr.neighbours() == set() and ipr.neighbours(7) == set()
-
-
-def test_add_peer_rolls_back_when_the_fdb_fails(tmp_path: Path, ipr: FakeIPRoute) -> None:
-    backend = vxlan(ipr, tmp_path)
-    real_neigh = ipr.neigh
-
-    def neigh(command: str, **kw: Any) -> list[FakeMsg]:
-        if command == "replace" and kw.get("family") == 7:
-            raise NetlinkError(errno.EINVAL)
-        return real_neigh(command, **kw)
-
-    ipr.neigh = neigh  # type: ignore[method-assign]
-    with pytest.raises(NetError, match="failed to set fdb entry"):
-        backend.add_peer(lease(2, MAC2))
-    assert ipr.neighbours() == set() and "10.42.2.0/24" not in ipr.route_table
-
-
-def test_add_peer_with_a_new_mac_drops_the_old_fdb_entry(tmp_path: Path, ipr: FakeIPRoute) -> None:
-    backend = vxlan(ipr, tmp_path)
-    index = ipr.links["flannel.1"]["index"]
-    backend.add_peer(lease(2, MAC2))
-    backend.add_peer(lease(2, MAC3))  # the peer's device was recreated with a new MAC
-    assert ipr.neighbours() == {(index, "10.42.2.0", MAC3)}
-    assert ipr.neighbours(7) == {(index, "198.51.100.12", MAC3)}
-
-
-def test_peers_of_other_types_and_our_own_subnet_are_ignored(tmp_path: Path, ipr: FakeIPRoute) -> None:
-    backend = vxlan(ipr, tmp_path)
-    backend.add_peer(lease(1, MAC2))
-    backend.add_peer(lease(2, MAC2, backend_type="host-gw"))
-    assert ipr.calls == []
-
-
-def test_bad_vtep_mac_is_an_error(tmp_path: Path, ipr: FakeIPRoute) -> None:
-    backend = vxlan(ipr, tmp_path)
-    with pytest.raises(BackendError, match="no valid VtepMAC"):
-        backend.add_peer(lease(2, "zz:00:00:00:00:02"))
-
-
-def test_direct_routing_when_the_peer_is_on_link(tmp_path: Path, ipr: FakeIPRoute) -> None:
-    backend = vxlan(ipr, tmp_path, DirectRouting=True)
-    ipr.gateway_to["198.51.100.13"] = "198.51.100.1"  # node3 is behind a router
-    backend.add_peer(lease(2, MAC2))
-    backend.add_peer(lease(3, MAC3))
-    assert ipr.route_table["10.42.2.0/24"]["gateway"] == "198.51.100.12" and ipr.route_table["10.42.2.0/24"]["oif"] == 2
-    assert ipr.route_table["10.42.3.0/24"]["gateway"] == "10.42.3.0"
-    assert {dst for _, dst, _ in ipr.neighbours()} == {"10.42.3.0"}
-    backend.remove_peer(lease(2, MAC2))
-    assert "10.42.2.0/24" not in ipr.route_table
-
-
-def test_sync_programs_peers_and_removes_only_stale_entries(tmp_path: Path, ipr: FakeIPRoute) -> None:
-    backend = vxlan(ipr, tmp_path)
-    index = ipr.links["flannel.1"]["index"]
-    backend.add_peer(lease(2, MAC2))
-    backend.add_peer(lease(9, "0e:00:00:00:00:09"))  # a peer that has since gone
-    ipr.route("replace", dst="10.42.8.0/24", gateway="198.51.100.18", oif=2)  # stale, direct-routed
-    ipr.route("replace", dst="10.99.0.0/24", gateway="198.51.100.12", oif=2)  # outside the Network
-    ipr.route("replace", dst="10.42.0.0/16", gateway="198.51.100.1", oif=2)  # the Network itself
-    ipr.neigh("replace", ifindex=2, dst="198.51.100.77", lladdr="0e:00:00:00:00:77", state=0x80)  # on eth0
-    ipr.calls.clear()
-    backend.sync([lease(2, MAC2), lease(3, MAC3)])
-    assert ipr.neighbours() == {
-        (index, "10.42.2.0", MAC2),
-        (index, "10.42.3.0", MAC3),
-        (2, "198.51.100.77", "0e:00:00:00:00:77"),
-    }
-    assert ipr.neighbours(7) == {(index, "198.51.100.12", MAC2), (index, "198.51.100.13", MAC3)}
-    assert set(ipr.route_table) == {"10.42.1.0/24", "10.42.2.0/24", "10.42.3.0/24", "10.99.0.0/24", "10.42.0.0/16"}
-    ipr.calls.clear()
-    backend.sync([lease(2, MAC2), lease(3, MAC3)])
-    assert all(command == "replace" for _, command, _ in ipr.calls), "a second sync only re-asserts"
-
-
-def test_sync_reports_a_failed_peer_and_still_programs_and_prunes_the_rest(tmp_path: Path, ipr: FakeIPRoute) -> None:
-    backend = vxlan(ipr, tmp_path)
-    index = ipr.links["flannel.1"]["index"]
-    backend.add_peer(lease(9, "0e:00:00:00:00:09"))
-    real_route = ipr.route
-
-    def route(command: str, **kw: Any) -> list[FakeMsg]:
-        if command == "replace" and kw["dst"] == "10.42.2.0/24":
-            raise NetlinkError(errno.ENETUNREACH)
-        return real_route(command, **kw)
-
-    ipr.route = route  # type: ignore[method-assign]
-    with pytest.raises(BackendError, match="1 peers failed") as info:
-        backend.sync([lease(2, MAC2), lease(3, MAC3)])
-    assert len(info.value.errors) == 1 and "10.42.2.0/24" in str(info.value.errors[0])
-    assert ipr.neighbours() == {(index, "10.42.3.0", MAC3)}, "peer 2 rolled back, the gone peer 9 pruned"
-    assert set(ipr.route_table) == {"10.42.1.0/24", "10.42.3.0/24"}
-
-
-# -- host-gw -----------------------------------------------------------------------------
-
-
-def test_host_gw_route_per_peer_and_sync(ipr: FakeIPRoute) -> None:
-    backend = HostGwBackend(EXT, config("host-gw"), ipr=ipr)  # type: ignore[arg-type]
-    backend.configure(lease(1, backend_type="host-gw"))
-    backend.add_peer(lease(2, backend_type="host-gw"))
-    assert ipr.calls == [
-        (
-            "route",
-            "replace",
-            {
-                "dst": "10.42.2.0/24",
-                "gateway": "198.51.100.12",
-                "oif": 2,
-                "family": socket.AF_INET,
-                "proto": 3,
-                "table": 254,
-            },
-        ),
-    ]
-    ipr.route("replace", dst="10.42.9.0/24", gateway="198.51.100.19", oif=2)
-    ipr.route("replace", dst="10.99.0.0/24", gateway="198.51.100.12", oif=2)
-    del ipr.route_table["10.42.2.0/24"]  # someone deleted it: the periodic sync puts it back
-    backend.sync([lease(2, backend_type="host-gw"), lease(3, backend_type="host-gw")])
-    assert set(ipr.route_table) == {"10.42.1.0/24", "10.42.2.0/24", "10.42.3.0/24", "10.99.0.0/24"}
-    backend.remove_peer(lease(3, backend_type="host-gw"))
-    backend.remove_peer(lease(3, backend_type="host-gw"))
-    assert "10.42.3.0/24" not in ipr.route_table
+    assert problems == ["lease 10.42.5.0/24: PublicIP '' is not an IPv4 address"]
 
 
 # -- udp ---------------------------------------------------------------------------------

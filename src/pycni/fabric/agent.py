@@ -6,7 +6,9 @@
 4. acquire the lease (reuse by public IP, else the previous subnet, else a free one);
 5. configure the device for the lease, install masquerade/forward rules, write ``subnet.env``;
 6. program every peer, then follow the lease watch; renew the lease; every
-   ``resync`` seconds reconcile rules and peers against the store.
+   ``resync`` seconds reconcile rules and peers against the store and the
+   kernel (the backends' dataplane drivers write only what differs: nothing,
+   on a node in order).
 
 When the store is unreachable the dataplane is left exactly as it is, and the
 agent re-lists and reconciles once the store answers again.
@@ -41,7 +43,7 @@ from typing import Any
 from pycni.datastore import DatastoreError, Unavailable
 from pycni.fabric import subnetenv
 from pycni.fabric.backends import BACKENDS, Backend, ExternalInterface
-from pycni.fabric.backends.common import BackendError
+from pycni.fabric.backends.common import BackendError, DeviceMissing
 from pycni.fabric.leases import LeaseStore, open_lease_store
 from pycni.fabric.model import SUBNET_TTL, ConfigError, EventType, Lease, LeaseAttrs, LeaseEvent, NetworkConfig
 from pycni.fabric.subnet import SubnetManager
@@ -212,7 +214,12 @@ class Agent:
         peers = [lease for lease in leases if lease.key != own and self._usable(lease)]
         with self._lock:
             self._resolve_clash(peers)
-            self.backend.sync(peers)
+            try:
+                self.backend.sync(peers)
+            except DeviceMissing:
+                raise  # the resync loop rebuilds it
+            except BackendError as error:  # the drivers keep what failed pending: the next resync retries it
+                log.warning("%s", error.msg)
         return revision
 
     def _resolve_clash(self, peers: list[Lease]) -> None:
@@ -328,13 +335,18 @@ class Agent:
             if not self._usable(lease):
                 continue
             with self._lock:
-                if event.type is EventType.ADDED:
-                    self._resolve_clash([lease])
-                    self.backend.add_peer(lease)
-                    log.info("peer added: %s via %s", lease.subnet, lease.attrs.public_ip)
-                else:
-                    self.backend.remove_peer(lease)
-                    log.info("peer removed: %s", lease.subnet)
+                try:
+                    if event.type is EventType.ADDED:
+                        self._resolve_clash([lease])
+                        self.backend.add_peer(lease)
+                        log.info("peer added: %s via %s", lease.subnet, lease.attrs.public_ip)
+                    else:
+                        self.backend.remove_peer(lease)
+                        log.info("peer removed: %s", lease.subnet)
+                except DatastoreError:
+                    raise  # the watch loop re-lists
+                except CNIError as error:  # the watch goes on; the next resync tries the peer again
+                    log.warning("peer %s %s: %s", lease.subnet, event.type.value, error.msg)
 
     def _renew_loop(self) -> None:
         ttl = self.options.lease_ttl
@@ -358,7 +370,7 @@ class Agent:
                 self._reconcile()
             except DatastoreError:
                 continue  # the watch loop reports it
-            except BackendError as error:
+            except DeviceMissing as error:
                 log.warning("dataplane out of order (%s); rebuilding the backend's device", error.msg)
                 self._rebuild()
             except CNIError as error:

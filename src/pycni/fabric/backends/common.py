@@ -1,16 +1,17 @@
-"""What the backends share: option parsing with Go's rules, errors, the peer filter, the stale-route sweep."""
+"""What the backends share: option parsing with Go's rules, errors, the peer filter, the dataplane drivers' apply."""
 
 from __future__ import annotations
 
 import ipaddress
 import logging
 import threading
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
+from pycni.dataplane import ApplyResult
 from pycni.fabric.model import ConfigError, Lease, NetworkConfig
-from pycni.net import overlay
+from pycni.net.route import RouteMsg
 from pycni.spec.errors import CNIError, ErrorCode
 from pycni.spec.jsonutil import get_key
 
@@ -20,14 +21,19 @@ if TYPE_CHECKING:
 log = logging.getLogger("pycni.fabric.backends")
 
 DEFAULT_STATE_DIR = "/run/flannel"
+RTPROT_BOOT = 3  # the protocol of ``ip route add``, and of the routes pycni's backends wrote before the dataplane
 
 
 class BackendError(CNIError):
-    """The backend could not program the dataplane; ``errors`` lists every failure of a sync."""
+    """The backend could not program the dataplane; ``problems`` lists every failure of a sync, one line each."""
 
-    def __init__(self, message: str, errors: list[Exception] | None = None) -> None:
+    def __init__(self, message: str, problems: list[str] | None = None) -> None:
         super().__init__(ErrorCode.INTERNAL, message)
-        self.errors = errors or []
+        self.problems = problems or []
+
+
+class DeviceMissing(BackendError):
+    """The backend's device is gone (deleted by hand, or its module unloaded): ``prepare()`` makes it again."""
 
 
 def option_int(options: dict[str, Any], key: str, default: int, low: int, high: int, backend: str) -> int:
@@ -58,8 +64,14 @@ def ipv4_network(config: NetworkConfig, backend: str) -> ipaddress.IPv4Network:
     return config.network
 
 
-def peers(leases: Iterable[Lease], accepts: tuple[str, ...], own: Lease | None) -> list[Lease]:
-    """The leases this backend can forward to: a type it ``accepts`` (Flannel ignores the others), not our own."""
+def peers(
+    leases: Iterable[Lease], accepts: tuple[str, ...], own: Lease | None, network: ipaddress.IPv4Network | None = None
+) -> list[Lease]:
+    """The leases this backend can forward to: a type it ``accepts`` (Flannel ignores the others), not our own.
+
+    With ``network``, a lease outside it (left in the store by another
+    config) is skipped too: the backend's routes are owned inside the network only.
+    """
     kept = []
     for lease in leases:
         if own is not None and lease.subnet == own.subnet:
@@ -67,50 +79,43 @@ def peers(leases: Iterable[Lease], accepts: tuple[str, ...], own: Lease | None) 
         if lease.attrs.backend_type not in accepts:
             log.warning("ignoring non-%s subnet %s: type=%s", accepts[0], lease.subnet, lease.attrs.backend_type)
             continue
+        if network is not None and not lease.subnet.subnet_of(network):
+            log.warning("ignoring subnet %s of %s: outside network %s", lease.subnet, lease.attrs.public_ip, network)
+            continue
         kept.append(lease)
     return kept
 
 
-def remove_stale_routes(
-    ipr: IPRoute,
-    network: ipaddress.IPv4Network,
-    own: Lease | None,
-    wanted: list[Lease],
-    ours: Callable[[overlay.RouteEntry], bool],
-) -> None:
-    """Delete routes into ``network`` that are ``ours`` but belong to no wanted peer.
+def legacy_route(
+    msg: RouteMsg, network: ipaddress.IPv4Network, own: Lease | None, device_index: int, ext_index: int
+) -> bool:
+    """A route into ``network`` an earlier pycni backend wrote, to be adopted by the route driver.
 
-    The cluster network's own route and this node's subnet are never touched.
+    Those routes carry protocol boot and are the ones the old stale-route
+    sweep called its own: on the backend's device (``device_index``, 0 for
+    none), or via the external interface with a gateway. The network's own
+    route and this node's subnet were never the backend's.
     """
-    subnets = {lease.subnet for lease in wanted}
-    own_subnet = own.subnet if own is not None else None
-    for route in overlay.routes(ipr):
-        if (
-            ours(route)
-            and route.dst.subnet_of(network)
-            and route.dst not in (network, own_subnet)
-            and route.dst not in subnets
-        ):
-            log.info("removing stale route %s via %s", route.dst, route.gateway)
-            overlay.route_del(ipr, route.dst, route.gateway, route.oif)
+    if msg.proto != RTPROT_BOOT or msg.dst == network or (own is not None and msg.dst == own.subnet):
+        return False
+    return (device_index != 0 and msg.oif == device_index) or (msg.oif == ext_index and msg.gateway is not None)
 
 
-def sync_each(leases: list[Lease], program: Callable[[Lease], None], what: str) -> list[Exception]:
-    """Program every lease; one failure does not stop the rest. Returns the failures."""
-    errors: list[Exception] = []
-    for lease in leases:
-        try:
-            program(lease)
-        except CNIError as exc:
-            log.error("%s: %s: %s", what, lease.subnet, exc)
-            errors.append(exc)
-    return errors
+def raise_problems(results: Iterable[ApplyResult], problems: list[str], what: str) -> None:
+    """One :class:`BackendError` for an apply's failures, if there were any.
+
+    ``problems`` are the peers that could not even be turned into entries
+    (bad BackendData); a write the kernel refused stays pending in its
+    driver, and the next apply tries it again.
+    """
+    problems = problems + [f"{result.kind} {result.target}: {error}" for result in results for error in result.errors]
+    if problems:
+        raise BackendError(f"{what}: {len(problems)} failed; first: {problems[0]}", problems)
 
 
-def raise_errors(errors: list[Exception], what: str) -> None:
-    """One :class:`BackendError` for the failures of a sync, if there were any."""
-    if errors:
-        raise BackendError(f"{what}: {len(errors)} peers failed; first: {errors[0]}", errors)
+def writes(results: Iterable[ApplyResult]) -> int:
+    """Netlink requests that could change the kernel, over an apply's results (0 when nothing changed)."""
+    return sum(result.writes for result in results)
 
 
 class NetlinkOwner:

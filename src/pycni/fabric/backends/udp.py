@@ -3,6 +3,11 @@
 Ground truth: flannel ``pkg/backend/udp/{udp_amd64.go,udp_network_amd64.go}``.
 Every packet crosses userspace twice, so it is slow; it needs nothing from
 the kernel but TUN, which makes it the backend of last resort.
+
+Peers live in the proxy's table, not the kernel's. The one route, the whole
+network through ``flannel0``, is a :class:`~pycni.dataplane.RouteTable`'s
+(pycni's protocol; the protocol-boot one an earlier pycni wrote is adopted),
+so a sync repairs it if it went and otherwise writes nothing.
 """
 
 from __future__ import annotations
@@ -13,19 +18,23 @@ import os
 import socket
 from typing import TYPE_CHECKING, Any
 
+from pycni.dataplane import ApplyResult, Route, RouteTable
 from pycni.fabric.backends import ExternalInterface
 from pycni.fabric.backends.common import (
     DEFAULT_STATE_DIR,
+    RTPROT_BOOT,
     BackendError,
     NetlinkOwner,
     ipv4_network,
     option_int,
     peers,
+    raise_problems,
 )
 from pycni.fabric.backends.udp_proxy import PeerTable, UdpProxy
 from pycni.fabric.model import Lease, NetworkConfig
-from pycni.net import addr, link, overlay, sysctl
+from pycni.net import link, overlay, sysctl
 from pycni.net.errors import NetError
+from pycni.net.route import RT_SCOPE_UNIVERSE, RouteMsg
 
 if TYPE_CHECKING:
     from pyroute2 import IPRoute
@@ -61,6 +70,9 @@ class UdpBackend(NetlinkOwner):
         self._sock: socket.socket | None = None
         self._proxy: UdpProxy | None = None
         self._own: Lease | None = None
+        self._routes: RouteTable | None = None
+        self._tun_index = 0
+        self.last_apply: list[ApplyResult] = []
 
     def prepare(self) -> dict[str, Any]:
         """Attach to (or create) the persistent TUN, bind the socket, start the proxy. No BackendData."""
@@ -97,13 +109,27 @@ class UdpBackend(NetlinkOwner):
             overlay.ensure_only_address(ipr, tun.index, address, self.network, self.name)
             if not tun.up:
                 link.set_up(ipr, self.name)
-            addr.add_route(ipr, ipaddress.IPv4Interface(str(self.network)), oif=tun.index, scope=addr.RT_SCOPE_UNIVERSE)
+            self._tun_index = tun.index
+            self._apply_route(ipr, resync=True)
         # The proxy's ICMP errors come from this node's own flannel0 address; without accept_local
         # the kernel drops them as martians (Flannel's C proxy has the same problem, unfixed).
         sysctl.write(f"net/ipv4/conf/{self.name}/accept_local", "1")
         if self._proxy is not None:
             self._proxy.tun_address = lease.subnet.network_address.packed
         self._own = lease
+
+    def _adopt(self, msg: RouteMsg) -> bool:
+        """The network's route through ``flannel0`` as an earlier pycni wrote it (protocol boot)."""
+        return msg.proto == RTPROT_BOOT and msg.dst == self.network and msg.oif == self._tun_index and not msg.gateway
+
+    def _apply_route(self, ipr: IPRoute, resync: bool) -> None:
+        if self._routes is None:
+            self._routes = RouteTable(ipr, within=[self.network], adopt=self._adopt, name=f"{self.name} network")
+            self._routes.set_routes([Route(self.network, dev=self.name, scope=RT_SCOPE_UNIVERSE)])
+        if resync:
+            self._routes.queue_resync()
+        self.last_apply = [self._routes.apply()]
+        raise_problems(self.last_apply, [], f"{self.name} route")
 
     def resolve_clash(self, leases: list[Lease]) -> dict[str, Any] | None:
         """Nothing to clash: a udp node is known by its public IP alone, which the lease keeps."""
@@ -118,10 +144,16 @@ class UdpBackend(NetlinkOwner):
             self.table.delete(peer.subnet)
 
     def sync(self, leases: list[Lease]) -> None:
-        """The proxy's table becomes exactly the given peers."""
+        """The proxy's table becomes exactly the given peers; the network's route is checked against the kernel."""
         self.table.replace(
             {peer.subnet: (peer.attrs.public_ip, self.port) for peer in peers(leases, self.accepts, self._own)}
         )
+        if self._routes is None:
+            return  # not configured yet: configure() writes the route
+        with self.netlink() as ipr:
+            tun = link.find(ipr, self.name)
+            self._tun_index = tun.index if tun is not None else 0  # gone: the route waits for it
+            self._apply_route(ipr, resync=True)
 
     @property
     def running(self) -> bool:
@@ -147,4 +179,6 @@ class UdpBackend(NetlinkOwner):
         try:
             self._release()
         finally:
+            with self.netlink():
+                self._routes = None  # it holds the socket that closes now
             self.close_netlink()

@@ -4,6 +4,14 @@ Ground truth: flannel ``pkg/backend/vxlan/{vxlan.go,vxlan_network.go,device.go}`
 No L2/L3-miss callbacks: every peer is programmed statically, so the
 dataplane keeps working while the agent is down or restarting.
 
+The peers' entries are a desired state (:func:`desired_entries`, pure) that
+three :mod:`pycni.dataplane` drivers reconcile with the kernel: permanent
+neighbours and FDB remotes on ``flannel.N``, and routes into the network with
+pycni's protocol. A sync re-reads the kernel and writes only what differs, so
+the periodic resync writes nothing on a node in order (Flannel rewrites every
+peer). Routes an earlier pycni wrote with protocol boot are adopted: taken
+over with one replace each, never duplicated (:func:`common.legacy_route`).
+
 The VTEP MAC is what peers hold in their neighbour and FDB tables, so it must
 survive a restart, and it must be this node's alone: a vxlan FDB holds one
 destination per MAC, so two nodes publishing one MAC cut every peer off from
@@ -34,27 +42,30 @@ import ipaddress
 import logging
 import os
 import re
+from collections.abc import Callable, Iterable
 from contextlib import suppress
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from pycni.dataplane import ApplyResult, FdbTable, NeighbourTable, Route, RouteTable, apply_layered
 from pycni.fabric.backends import ExternalInterface
 from pycni.fabric.backends.common import (
     DEFAULT_STATE_DIR,
-    BackendError,
+    DeviceMissing,
     NetlinkOwner,
     ipv4_network,
+    legacy_route,
     option_bool,
     option_int,
     peers,
-    raise_errors,
-    remove_stale_routes,
-    sync_each,
+    raise_problems,
 )
 from pycni.fabric.model import Lease, NetworkConfig
 from pycni.fsutil import write_atomic
 from pycni.net import link, overlay, sysctl
 from pycni.net.errors import NetError
+from pycni.net.neigh import IPAddress
+from pycni.net.route import RouteMsg
 from pycni.spec.errors import CNIError
 from pycni.spec.jsonutil import get_key
 
@@ -117,14 +128,6 @@ def normalize_mac(text: object) -> str | None:
     return folded.replace("-", ":") if _MAC.match(folded) else None
 
 
-def vtep_mac(lease: Lease) -> str:
-    """The peer's VTEP MAC from its BackendData (``{"VNI": 1, "VtepMAC": "..."}``)."""
-    mac = normalize_mac(get_key(lease.attrs.backend_data, "VtepMAC"))
-    if mac is None:
-        raise BackendError(f"lease {lease.subnet}: BackendData has no valid VtepMAC: {lease.attrs.backend_data}")
-    return mac
-
-
 def incompatibility(want: overlay.VxlanSpec, have: overlay.VxlanInfo) -> str:
     """Why an existing device cannot be reused, or ``""`` (Flannel's ``vxlanLinksIncompat``, plus learning)."""
     if have.kind != "vxlan":
@@ -146,6 +149,51 @@ def incompatibility(want: overlay.VxlanSpec, have: overlay.VxlanInfo) -> str:
     if have.learning != want.learning:
         return f"learning: {have.learning} vs {want.learning}"
     return ""
+
+
+@dataclass
+class Entries:
+    """What the peers need on this node: ``flannel.N``'s neighbours and FDB remotes, and the routes."""
+
+    neighbours: dict[IPAddress, str] = field(default_factory=dict)  # peer's VTEP address -> VTEP MAC
+    fdb: dict[str, ipaddress.IPv4Address] = field(default_factory=dict)  # VTEP MAC -> peer's public IP
+    routes: list[Route] = field(default_factory=list)
+    problems: list[str] = field(default_factory=list)  # peers left out, and why
+
+
+def desired_entries(leases: Iterable[Lease], device: str, ext: str, direct: Callable[[Lease], bool]) -> Entries:
+    """The entries for ``leases`` (already filtered to peers), in subnet order; pure.
+
+    An encapsulated peer gets ``<subnet> via <subnet address> dev flannel.N
+    onlink``, that address's neighbour (the peer's VTEP MAC) and the MAC's
+    FDB remote (the peer's public IP): Flannel's ``vxlan_network.go``. A
+    ``direct`` peer (DirectRouting, on the same L2) gets ``<subnet> via
+    <public IP> dev <ext>`` only. A peer without a valid VtepMAC or public
+    IP is left out and named in ``problems``; a MAC two peers publish is sent
+    to the first only (the nodes themselves resolve the clash).
+    """
+    entries = Entries()
+    for lease in sorted(leases, key=lambda lease: int(lease.subnet.network_address)):
+        try:
+            public_ip = ipaddress.IPv4Address(lease.attrs.public_ip)
+        except ValueError:
+            entries.problems.append(f"lease {lease.subnet}: PublicIP {lease.attrs.public_ip!r} is not an IPv4 address")
+            continue
+        if direct(lease):
+            entries.routes.append(Route(lease.subnet, dev=ext, gateway=public_ip))
+            continue
+        mac = normalize_mac(get_key(lease.attrs.backend_data, "VtepMAC"))
+        if mac is None:
+            data = lease.attrs.backend_data
+            entries.problems.append(f"lease {lease.subnet}: BackendData has no valid VtepMAC: {data}")
+            continue
+        gateway = lease.subnet.network_address
+        entries.neighbours[gateway] = mac
+        holder = entries.fdb.setdefault(mac, public_ip)
+        if holder != public_ip:
+            log.warning("VTEP MAC %s is published by %s and %s; frames for it go to %s", mac, holder, public_ip, holder)
+        entries.routes.append(Route(lease.subnet, dev=device, gateway=gateway, onlink=True))
+    return entries
 
 
 class VxlanBackend(NetlinkOwner):
@@ -171,6 +219,11 @@ class VxlanBackend(NetlinkOwner):
         self.state_path = mac_state_path(state_dir, self.name, ext.public_ip, netns_inode())
         self.mac = ""
         self._own: Lease | None = None
+        self._peers: dict[ipaddress.IPv4Network, Lease] = {}
+        self._direct: dict[ipaddress.IPv4Network, bool] = {}  # DirectRouting's answer per peer, from the last sync
+        self._index = 0  # flannel.N's index at the last look
+        self._drivers: tuple[NeighbourTable, FdbTable, RouteTable] | None = None
+        self.last_apply: list[ApplyResult] = []
 
     def spec(self, mac: str = "") -> overlay.VxlanSpec:
         return overlay.VxlanSpec(
@@ -238,7 +291,7 @@ class VxlanBackend(NetlinkOwner):
     def _device(self, ipr: IPRoute) -> overlay.VxlanInfo:
         device = overlay.find_vxlan(ipr, self.name)
         if device is None or device.kind != "vxlan":
-            raise BackendError(f"vxlan device {self.name} does not exist (run prepare() again)")
+            raise DeviceMissing(f"vxlan device {self.name} does not exist (run prepare() again)")
         return device
 
     def configure(self, lease: Lease) -> None:
@@ -297,114 +350,79 @@ class VxlanBackend(NetlinkOwner):
 
     # -- peers -----------------------------------------------------------------
 
-    def _direct(self, ipr: IPRoute, lease: Lease) -> bool:
+    def _tables(self, ipr: IPRoute) -> tuple[NeighbourTable, FdbTable, RouteTable]:
+        if self._drivers is None:
+            routes = RouteTable(ipr, within=[self.network], adopt=self._adopt, name=f"{self.name} peers")
+            self._drivers = (NeighbourTable(ipr, self.name), FdbTable(ipr, self.name), routes)
+        return self._drivers
+
+    def _adopt(self, msg: RouteMsg) -> bool:
+        return legacy_route(msg, self.network, self._own, self._index, self.ext.index)
+
+    def _is_direct(self, ipr: IPRoute, lease: Lease, look: bool) -> bool:
+        """DirectRouting: the peer's public IP is on-link (looked up again if ``look``, else the last answer)."""
         if not self.options.direct_routing:
             return False
-        try:
-            return overlay.on_link(ipr, lease.attrs.public_ip)
-        except NetError as exc:
-            log.error("DirectRouting: %s", exc)
-            return False
+        if look or lease.subnet not in self._direct:
+            try:
+                self._direct[lease.subnet] = overlay.on_link(ipr, lease.attrs.public_ip)
+            except NetError as exc:
+                log.error("DirectRouting: %s", exc)
+                self._direct[lease.subnet] = False
+        return self._direct[lease.subnet]
 
-    def _program(self, ipr: IPRoute, device: overlay.VxlanInfo, lease: Lease) -> bool:
-        """Neighbour, FDB, then route (the kernel would ARP for the gateway otherwise); ``True`` if direct."""
-        if self._direct(ipr, lease):
-            overlay.route_replace(ipr, lease.subnet, lease.attrs.public_ip, self.ext.index)
-            return True
-        mac = vtep_mac(lease)
-        gateway = str(lease.subnet.network_address)
-        overlay.neigh_set(ipr, device.index, gateway, mac)
-        try:
-            overlay.fdb_set(ipr, device.index, mac, lease.attrs.public_ip)
-        except CNIError:
-            overlay.neigh_del(ipr, device.index, gateway)
-            raise
-        try:
-            overlay.route_replace(ipr, lease.subnet, gateway, device.index, onlink=True)
-        except CNIError:
-            overlay.fdb_del(ipr, device.index, mac, lease.attrs.public_ip)
-            overlay.neigh_del(ipr, device.index, gateway)
-            raise
-        return False
+    def _apply(self, ipr: IPRoute, look: frozenset[ipaddress.IPv4Network] | None) -> None:
+        """Desired entries for the current peers, then the layered apply; a resync (re-read) when ``look`` is None.
+
+        ``look`` names the peers whose DirectRouting answer is looked up
+        again (an event's peer); a resync looks every peer up again.
+        """
+        self._index = self._device(ipr).index
+        neighbours, fdb, routes = self._tables(ipr)
+        if look is None:
+            for driver in (neighbours, fdb, routes):
+                driver.queue_resync()
+            self._direct = {subnet: on for subnet, on in self._direct.items() if subnet in self._peers}
+
+        def direct(lease: Lease) -> bool:
+            return self._is_direct(ipr, lease, look is None or lease.subnet in look)
+
+        entries = desired_entries(self._peers.values(), self.name, self.ext.name, direct)
+        neighbours.set_neighbours(entries.neighbours)
+        fdb.set_entries(entries.fdb)
+        routes.set_routes(entries.routes)
+        self.last_apply = apply_layered([neighbours, fdb], [routes])
+        raise_problems(self.last_apply, entries.problems, f"{self.name} sync")
 
     def add_peer(self, lease: Lease) -> None:
-        """Program one peer; an FDB entry its previous VTEP MAC left for the same address goes."""
-        if not peers([lease], self.accepts, self._own):
-            return
-        with self.netlink() as ipr:
-            device = self._device(ipr)
-            if self._program(ipr, device, lease):
-                return
-            mac = vtep_mac(lease)
-            for old_mac, dst in overlay.fdb_entries(ipr, device.index):
-                if dst == lease.attrs.public_ip and old_mac != mac:
-                    overlay.fdb_del(ipr, device.index, old_mac, dst)
+        """Program one peer (a changed VTEP MAC replaces its FDB remote; the old MAC's goes)."""
+        for peer in peers([lease], self.accepts, self._own, self.network):
+            with self.netlink() as ipr:
+                self._peers[peer.subnet] = peer
+                self._apply(ipr, frozenset({peer.subnet}))
 
     def remove_peer(self, lease: Lease) -> None:
-        """Route, FDB entry, neighbour: the reverse of :meth:`add_peer`; anything missing is fine."""
-        if not peers([lease], self.accepts, self._own):
-            return
-        gateway = str(lease.subnet.network_address)
-        with self.netlink() as ipr:
-            if self.options.direct_routing:
-                overlay.route_del(ipr, lease.subnet, lease.attrs.public_ip, self.ext.index)
-            device = overlay.find_vxlan(ipr, self.name)
-            if device is None:
-                return
-            overlay.route_del(ipr, lease.subnet, gateway, device.index)
-            mac = normalize_mac(get_key(lease.attrs.backend_data, "VtepMAC"))
-            if mac is None:  # a removal event without the value: the neighbour entry knows the MAC
-                mac = dict(overlay.neighbours(ipr, device.index)).get(gateway)
-            if mac:
-                overlay.fdb_del(ipr, device.index, mac, lease.attrs.public_ip)
-            overlay.neigh_del(ipr, device.index, gateway)
+        """Route, then FDB remote and neighbour (after the route through them); anything missing is fine."""
+        for peer in peers([lease], self.accepts, self._own, self.network):
+            with self.netlink() as ipr:
+                if self._peers.pop(peer.subnet, None) is not None:
+                    self._apply(ipr, frozenset())
 
     def sync(self, leases: list[Lease]) -> None:
-        """Program every given peer, then remove what no given peer accounts for.
+        """Make the given peers the whole desired state, re-read the kernel and write only the difference.
 
-        Only routes inside the cluster network that use ``flannel.N`` (or,
-        direct-routed, the external interface with a gateway), and only
-        neighbours and FDB entries on ``flannel.N``, are ever removed. A peer
-        that failed to program keeps whatever entries it already had.
+        Only routes inside the cluster network with pycni's protocol (or the
+        protocol-boot routes an earlier pycni wrote on ``flannel.N`` or via the
+        external interface with a gateway), and only permanent neighbours and
+        FDB entries on ``flannel.N``, are ever removed. A peer that cannot be
+        programmed is named in the :class:`BackendError` raised after the others are.
         """
-        wanted = peers(leases, self.accepts, self._own)
         with self.netlink() as ipr:
-            device = self._device(ipr)
-            direct: set[ipaddress.IPv4Network] = set()
-
-            def program(lease: Lease) -> None:
-                if self._program(ipr, device, lease):
-                    direct.add(lease.subnet)
-
-            errors = sync_each(wanted, program, f"{self.name} sync")
-            self._remove_stale(ipr, device, wanted, [lease for lease in wanted if lease.subnet not in direct])
-        raise_errors(errors, f"{self.name} sync")
-
-    def _remove_stale(
-        self, ipr: IPRoute, device: overlay.VxlanInfo, wanted: list[Lease], encapsulated: list[Lease]
-    ) -> None:
-        remove_stale_routes(
-            ipr,
-            self.network,
-            self._own,
-            wanted,
-            lambda route: route.oif == device.index or (route.oif == self.ext.index and route.gateway is not None),
-        )
-        gateways = {str(lease.subnet.network_address) for lease in encapsulated}
-        for ip, _ in overlay.neighbours(ipr, device.index):
-            if ip not in gateways:
-                log.info("removing stale neighbour %s on %s", ip, self.name)
-                overlay.neigh_del(ipr, device.index, ip)
-        remotes = set()
-        for lease in encapsulated:
-            mac = normalize_mac(get_key(lease.attrs.backend_data, "VtepMAC"))
-            if mac:
-                remotes.add((mac, lease.attrs.public_ip))
-        for mac, dst in overlay.fdb_entries(ipr, device.index):
-            if (mac.lower(), dst) not in remotes:
-                log.info("removing stale fdb entry %s dst %s on %s", mac, dst, self.name)
-                overlay.fdb_del(ipr, device.index, mac, dst)
+            self._peers = {peer.subnet: peer for peer in peers(leases, self.accepts, self._own, self.network)}
+            self._apply(ipr, None)
 
     def close(self) -> None:
         """Nothing runs in the background; the device, routes and entries stay for the next agent."""
+        with self.netlink():
+            self._drivers = None  # they hold the socket that closes now
         self.close_netlink()
