@@ -1,4 +1,4 @@
-"""``pycni demo``: the seed article's Cases 1 and 2 and its Flannel set-up, end to end, then cleaned up.
+"""``pycni demo``: the seed article's Cases 1 and 2, its Flannel and its Calico set-ups, end to end, then cleaned up.
 
 Cases 1 and 2 happen inside two namespaces the demo makes: ``pycni-demo-node``
 plays the host (so the machine's own network is never touched) and
@@ -12,8 +12,13 @@ plays the host (so the machine's own network is never touched) and
 * Case 3 (``demo_fabric``) runs the article's Flannel ConfigMap on two nodes:
   ``pycni flanneld`` with vxlan and the embedded store, pods through the
   ``flannel`` CNI plugin, pod-to-pod across the overlay.
+* Case 4 (``demo_calico``) runs the article's Calico operator Installation
+  (custom-resources.yaml) on four nodes in two subnets joined by a router:
+  ``pycni calico-node`` with BIRD 2 (BGP full mesh) and the embedded store,
+  pods through the ``calico`` CNI plugin with ``calico-ipam``, same-subnet
+  routes by BGP, cross-subnet over ``vxlan.calico``, natOutgoing to an outside host.
 
-Every plugin is pycni's own (loopback, bridge, host-local, portmap, flannel), installed
+Every plugin is pycni's own (loopback, bridge, host-local, portmap, flannel, calico, calico-ipam), installed
 with ``pycni plugins install`` into the one directory on CNI_PATH.
 """
 
@@ -247,14 +252,18 @@ class Demo:
 
 
 def main() -> int:
+    from pycni.cli.demo_calico import CalicoDemo
     from pycni.cli.demo_fabric import FabricDemo
+    from pycni.cli.demo_shell import DemoFailed as CaseFailed
 
     demo = Demo()
     fabric = FabricDemo(demo.work, demo.bin, demo.pycni())
+    calico = CalicoDemo(demo.work, demo.bin, demo.pycni())
     try:
         try:
             demo.preflight()
-        except DemoFailed:
+            calico.preflight()
+        except (DemoFailed, CaseFailed):
             shutil.rmtree(demo.work, ignore_errors=True)  # nothing else was made yet
             raise
         try:
@@ -262,12 +271,14 @@ def main() -> int:
             demo.case1()
             demo.case2()
             fabric.run()
+            calico.run()
         finally:
             say("Clean up: the bridge (the article's last step), namespaces, state directories")
+            calico.teardown()
             fabric.teardown()
             demo.teardown()
-    except DemoFailed as exc:
+    except (DemoFailed, CaseFailed) as exc:
         print(f"\npycni demo: FAILED: {exc}", file=sys.stderr)
         return 1
-    say("Done: all three cases worked and nothing was left behind")
+    say("Done: all four cases worked and nothing was left behind")
     return 0
