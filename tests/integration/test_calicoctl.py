@@ -203,6 +203,8 @@ def test_ipam_show_check_release(ctl: Ctl) -> None:
                     {
                         "node": "node1",
                         "orchestrator": "cni",
+                        "containerID": f"c{index}",
+                        "endpoint": "eth0",
                         "interfaceName": f"cali{index:011d}",
                         "ipNetworks": [f"{address.ip}/32"],
                     },

@@ -20,6 +20,7 @@ from pycni.datastore.sqlite import SqliteDatastore
 from pycni.fabric.calico.ipam import AllocationBlock, Handle
 from pycni.fabric.calico.ipam_store import IPAM
 from pycni.fabric.calico.model import new_resource
+from pycni.fabric.calico.names import split_name as split_wep_name
 from pycni.fabric.calico.resources import ResourceClient
 from pycni.plugins.ipam import calico_ipam
 from pycni.plugins.ipam.calico_ipam import (
@@ -28,7 +29,6 @@ from pycni.plugins.ipam.calico_ipam import (
     default_lock_path,
     determine_nodename,
     go_timestamp,
-    split_wep_name,
     store_config,
 )
 from pycni.plugins.main.calico import _ipam_stdin_for_delete, host_veth_name, sanitize_mesos_label

@@ -10,6 +10,7 @@ import pytest
 from pycni.datastore.memory import MemoryDatastore
 from pycni.fabric.calico.errors import ResourceAlreadyExists, ResourceNotFound, UpdateConflict, ValidationError
 from pycni.fabric.calico.model import load_manifest, new_resource
+from pycni.fabric.calico.resource import Resource
 from pycni.fabric.calico.resources import ResourceClient
 
 POOL = "apiVersion: projectcalico.org/v3\nkind: IPPool\nmetadata: {name: p1}\nspec: {cidr: 10.244.0.0/16}\n"
@@ -66,16 +67,48 @@ def test_apply_creates_then_replaces(client: ResourceClient) -> None:
     assert second.metadata["creationTimestamp"] == "2024-01-01T00:00:00Z"
 
 
+def wep(pod: str, namespace: str = "default", name: str = "", node: str = "n1", **spec: object) -> Resource:
+    fields = {"orchestrator": "k8s", "node": node, "pod": pod, "endpoint": "eth0", "interfaceName": "cali1", **spec}
+    return new_resource("WorkloadEndpoint", name, fields, namespace=namespace)
+
+
 def test_namespaced_keys_and_list(client: ResourceClient) -> None:
-    for ns, name in (("a", "w1"), ("b", "w2"), ("a", "w3")):
-        client.create(new_resource("WorkloadEndpoint", name, {"interfaceName": "cali1", "node": "n1"}, namespace=ns))
-    assert client.store.get("/calico/resources/v3/projectcalico.org/workloadendpoints/a/w1") is not None
-    assert [r.name for r in client.list("WorkloadEndpoint", "a")[0]] == ["w1", "w3"]
+    for ns, pod in (("a", "w1"), ("b", "w2"), ("a", "w3")):
+        client.create(wep(pod, ns, f"n1-k8s-{pod}-eth0"))
+    assert client.store.get("/calico/resources/v3/projectcalico.org/workloadendpoints/a/n1-k8s-w1-eth0") is not None
+    assert [r.name for r in client.list("WorkloadEndpoint", "a")[0]] == ["n1-k8s-w1-eth0", "n1-k8s-w3-eth0"]
     assert len(client.list("WorkloadEndpoint")[0]) == 3
-    gone = client.delete("WorkloadEndpoint", "w1", "a")
-    assert gone.name == "w1"
-    with pytest.raises(ResourceNotFound, match=r"WorkloadEndpoint\(a/w1\)"):
-        client.get("WorkloadEndpoint", "w1", "a")
+    gone = client.delete("WorkloadEndpoint", "n1-k8s-w1-eth0", "a")
+    assert gone.name == "n1-k8s-w1-eth0"
+    with pytest.raises(ResourceNotFound, match=r"WorkloadEndpoint\(a/n1-k8s-w1-eth0\)"):
+        client.get("WorkloadEndpoint", "n1-k8s-w1-eth0", "a")
+
+
+def test_workload_endpoints_are_named_by_their_spec_and_get_clientv3s_labels(client: ResourceClient) -> None:
+    """clientv3: assignOrValidateName (an unnamed endpoint is named; a wrong name refused), updateLabelsForStorage."""
+    given = wep("my-pod")
+    given.set_meta("labels", {"app": "web", "projectcalico.org/namespace": "spoofed"})
+    created = client.create(given)
+    assert created.name == "n1-k8s-my--pod-eth0"
+    assert created.labels == {
+        "app": "web",
+        "projectcalico.org/namespace": "default",
+        "projectcalico.org/orchestrator": "k8s",
+    }
+    kv = client.store.get(f"/calico/resources/v3/projectcalico.org/workloadendpoints/default/{created.name}")
+    assert kv is not None and '"labels":{"app":"web","projectcalico.org/namespace":"default",' in kv.value
+    changed = created.copy()
+    changed.set_meta("labels", {})
+    assert client.update(changed).labels == {
+        "projectcalico.org/namespace": "default",
+        "projectcalico.org/orchestrator": "k8s",
+    }
+    with pytest.raises(ValidationError, match=r"does not match the primary identifiers.*expected name n1-k8s-p-eth0"):
+        client.create(wep("p", name="n1-k8s-other-eth0"))
+    with pytest.raises(ValidationError, match=r"pod = '' \(field should be assigned\)"):
+        client.create(wep(""))
+    cni = client.create(wep("", orchestrator="cni", containerID="4d5e-f"))
+    assert cni.name == "n1-cni-4d5e--f-eth0" and cni.labels["projectcalico.org/orchestrator"] == "cni"
 
 
 def test_pool_rules(client: ResourceClient) -> None:

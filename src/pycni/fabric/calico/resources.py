@@ -17,7 +17,10 @@ creationTimestamp and is a compare-and-swap on the revision
 create-or-replace. IPPools keep clientv3's extra rules: no overlap with
 another pool, no block size that contradicts blocks already in the range,
 ``cidr`` and ``blockSize`` never change, and delete first disables the pool
-and releases its block affinities. Deleting a Node first cleans up after it as
+and releases its block affinities. A WorkloadEndpoint's name must be the one
+its spec's identifiers make (:mod:`~pycni.fabric.calico.names`; an unnamed one
+gets it), and it is stored with the ``projectcalico.org/namespace`` and
+``projectcalico.org/orchestrator`` labels clientv3 sets. Deleting a Node first cleans up after it as
 clientv3's ``Nodes().Delete`` does: the addresses of its WorkloadEndpoints and
 its tunnel addresses are released, the endpoints deleted, its block
 affinities released, and the BGPPeers naming it and its per-node
@@ -62,6 +65,7 @@ from pycni.fabric.calico.model import (
     to_json,
     validate_resource,
 )
+from pycni.fabric.calico.names import check_endpoint_name
 from pycni.fabric.calico.resource import Resource
 
 log = logging.getLogger(__name__)
@@ -70,6 +74,8 @@ RESOURCES_PREFIX = "/calico/resources/v3/projectcalico.org/"
 IPAM_CONFIG_KEY = "/calico/ipam/v2/config"
 BLOCKS_PREFIX = "/calico/ipam/v2/assignment/"
 CLUSTER_INFO_NAME = "default"
+LABEL_NAMESPACE = "projectcalico.org/namespace"
+LABEL_ORCHESTRATOR = "projectcalico.org/orchestrator"
 # The tunnel address handles calico-node uses: ``<kind>-tunnel-addr-<node>`` (node/pkg/allocateip).
 TUNNEL_HANDLE_KINDS = ("ipip", "vxlan", "vxlan-v6", "wireguard", "wireguard-v6")
 
@@ -191,6 +197,8 @@ class ResourceClient:
     def _prepare(self, resource: Resource, current: Resource | None) -> Resource:
         resource = resource.copy()
         resource.api_version = API_VERSION
+        if resource.kind == "WorkloadEndpoint":
+            _endpoint_for_storage(resource)
         validate_resource(resource)
         if resource.kind == "IPPool":
             self._check_pool(resource, current)
@@ -422,6 +430,19 @@ class ResourceClient:
             len(endpoints),
             len(peers),
         )
+
+
+def _endpoint_for_storage(wep: Resource) -> None:
+    """clientv3 WorkloadEndpoints' Create/Update: the name the spec implies, and the two labels it owns.
+
+    ``assignOrValidateName`` names an unnamed endpoint and refuses a name that
+    does not match the spec; ``updateLabelsForStorage`` sets
+    ``projectcalico.org/namespace`` and ``projectcalico.org/orchestrator``
+    (not the user's to choose).
+    """
+    wep.set_meta("name", check_endpoint_name(wep.name, wep.spec))
+    labels = {**wep.labels, LABEL_NAMESPACE: wep.namespace, LABEL_ORCHESTRATOR: str(wep.spec.get("orchestrator", ""))}
+    wep.set_meta("labels", dict(sorted(labels.items())))
 
 
 def _identifier(kind: str, name: str, namespace: str) -> str:

@@ -68,7 +68,8 @@ from typing import TYPE_CHECKING
 
 from pycni.datastore import Datastore, DatastoreError, Unavailable
 from pycni.fabric.calico.config import DEFAULT_STORE_PATH, STORE_ENV, StoreConfig, open_store
-from pycni.fabric.calico.errors import CalicoError
+from pycni.fabric.calico.errors import CalicoError, ErroredField, ValidationError
+from pycni.fabric.calico.names import WorkloadEndpointIdentifiers
 from pycni.skel import CmdArgs, Plugin
 from pycni.spec import CNIError, ErrorCode, Fields, IPConfig, Result, load_args
 
@@ -238,61 +239,39 @@ class Identifiers:
         """The handle Calico 2.x used: ``<namespace>.<pod>`` for a pod, else the container ID."""
         return f"{self.namespace}.{self.pod}" if self.k8s else self.container_id
 
-    def segments(self) -> list[tuple[str, str]]:
-        """(field, value) of the name's segments (``names.WorkloadEndpointIdentifiers.getSegments``)."""
-        if not self.node:
-            raise config_error("WorkloadEndpoint name: field node should be assigned (no node name)")
-        middle = {"k8s": ("pod", self.pod), "cni": ("containerID", self.container_id)}.get(
-            self.orchestrator, ("workload", self.workload)
+    def names(self) -> WorkloadEndpointIdentifiers:
+        return WorkloadEndpointIdentifiers(
+            node=self.node,
+            orchestrator=self.orchestrator,
+            endpoint=self.endpoint,
+            workload=self.workload,
+            pod=self.pod,
+            container_id=self.container_id,
         )
-        if self.orchestrator == "libnetwork":
-            middle = ("orchestrator", self.orchestrator)
-        return [("node", self.node), ("orchestrator", self.orchestrator), middle, ("endpoint", self.endpoint)]
 
     def wep_name(self, prefix: bool = False) -> str:
-        """``CalculateWorkloadEndpointName``: segments joined by ``-``, each ``-`` doubled.
+        """``CalculateWorkloadEndpointName`` (:mod:`pycni.fabric.calico.names`); a bad identifier is code 7.
 
         With ``prefix``, stop at the first empty segment and end with ``-``
         (the name prefix every endpoint of this workload starts with).
         """
-        parts: list[str] = []
-        for name, value in self.segments():
-            if not value:
-                if prefix:
-                    return "-".join(parts) + "-"
-                raise config_error(f"error constructing WorkloadEndpoint name: field {name} should be assigned")
-            if value.startswith("-") or value.endswith("-"):
-                where = "begin" if value.startswith("-") else "end"
-                raise config_error(
-                    f"error constructing WorkloadEndpoint name: {name} = '{value}' (field must not {where} with a '-')"
-                )
-            parts.append(value.replace("-", "--"))
-        return "-".join(parts)
+        try:
+            return self.names().name(prefix)
+        except ValidationError as exc:
+            problem = exc.fields[0]
+            if problem.name == "node" and not self.node:
+                raise config_error("WorkloadEndpoint name: field node should be assigned (no node name)") from None
+            raise config_error(f"error constructing WorkloadEndpoint name: {_naming(problem)}") from None
 
     def name_matches(self, name: str) -> bool:
         """``NameMatches``: the name's segments equal every identifier given (an empty one matches anything)."""
-        wanted = self.segments()
-        parts = split_wep_name(name)
-        if len(parts) != len(wanted):
-            return False
-        return all(not value or value == part for (_, value), part in zip(wanted, parts, strict=True))
+        return self.names().name_matches(name)
 
 
-def split_wep_name(name: str) -> list[str]:
-    """A WorkloadEndpoint name's segments, ``--`` unescaped (``extractParts``)."""
-    parts: list[str] = []
-    last = -1
-    i = 1
-    while i < len(name):
-        if name[i] == "-":
-            if i < len(name) - 1 and name[i + 1] == "-":
-                i += 2
-                continue
-            parts.append(name[last + 1 : i].replace("--", "-"))
-            last = i
-        i += 1
-    parts.append(name[last + 1 :].replace("--", "-"))
-    return parts
+def _naming(problem: ErroredField) -> str:
+    if not problem.value:
+        return f"field {problem.name} should be assigned"
+    return str(problem)
 
 
 def identifiers(args: CmdArgs, nodename: str, ignore_unknown: bool = False) -> Identifiers:

@@ -30,9 +30,10 @@ ADD, as Calico 3.31 does it in etcd mode:
    ``<ip> dev cali… scope link`` route per address (one to another interface
    is an error). A pod with ``host-local`` may name its own routes
    (``ipam.routes``; ``include_default_routes`` keeps the default too).
-6. Write the WorkloadEndpoint (labels, ``projectcalico.org/namespace`` and
-   ``/orchestrator``, profiles, ipNetworks /32, interfaceName, mac,
-   containerID) and, with no ``policy.type``, the network's Profile if absent
+6. Write the WorkloadEndpoint (labels, profiles, ipNetworks /32,
+   interfaceName, mac, containerID; the resource client adds the
+   ``projectcalico.org/namespace`` and ``/orchestrator`` labels and checks the
+   name, as clientv3 does) and, with no ``policy.type``, the network's Profile if absent
    (egress allow; ingress from ``has(<network>)``, or all for pods).
 7. Print Calico's result: interfaces ``[host, container]``, ``ips[].interface``
    1, no gateway.
@@ -68,6 +69,7 @@ from typing import TYPE_CHECKING, Any
 
 from pycni.datastore import DatastoreError, NotFound
 from pycni.fabric.calico.errors import ResourceAlreadyExists, ResourceNotFound, UpdateConflict
+from pycni.fabric.calico.resources import LABEL_NAMESPACE
 from pycni.net import addr, link, netns, routed_veth, sysctl
 from pycni.net.link import LinkInfo
 from pycni.net.veth import InterfaceExists
@@ -102,8 +104,6 @@ WORKING_VERSION = "1.1.0"
 DEFAULT_MTU_FILE = "/var/lib/calico/mtu"
 MAX_MTU = 65535
 DEFAULT_ROUTES = (ipaddress.ip_network("0.0.0.0/0"), ipaddress.ip_network("::/0"))
-LABEL_NAMESPACE = "projectcalico.org/namespace"
-LABEL_ORCHESTRATOR = "projectcalico.org/orchestrator"
 MESOS_KEY = "org.apache.mesos"
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
@@ -353,8 +353,7 @@ def build_endpoint(
     metadata: dict[str, Any] = {
         "name": ids.wep_name(),
         "namespace": ids.namespace,
-        # clientv3 stores these two itself (updateLabelsForStorage); they are not the user's to set.
-        "labels": {**labels, LABEL_NAMESPACE: ids.namespace, LABEL_ORCHESTRATOR: ids.orchestrator},
+        "labels": dict(labels),  # the resource client adds the namespace and orchestrator labels, as clientv3 does
     }
     if existing is not None:
         for key in ("uid", "creationTimestamp", "resourceVersion"):
