@@ -214,20 +214,3 @@ def test_unusable_files_are_unavailable_with_the_path(tmp_path: Path) -> None:
     db.close()
     with pytest.raises(Unavailable, match="schema 99"):
         SqliteDatastore(newer)
-
-
-def test_it_shares_a_file_with_the_flannel_lease_store(path: str) -> None:
-    """Until Flannel moves onto this package, both may open one file: no table of one is the other's."""
-    from pycni.fabric.model import IPv4Net, Lease, LeaseAttrs
-    from pycni.fabric.store.sqlite import SqliteStore
-
-    leases = SqliteStore(path)
-    store = SqliteDatastore(path)
-    try:
-        assert leases.create_lease(Lease(IPv4Net("10.5.1.0/24"), LeaseAttrs("198.51.100.1", "vxlan")), 60)
-        store.put("/calico/resources/v3/projectcalico.org/ippools/p", "{}")
-        assert [str(lease.subnet) for lease in leases.list_leases()[0]] == ["10.5.1.0/24"]
-        assert [kv.key for kv in store.list("")[0]] == ["/calico/resources/v3/projectcalico.org/ippools/p"]
-    finally:
-        leases.close()
-        store.close()
