@@ -34,11 +34,11 @@ from typing import Any, TypeVar
 import pytest
 
 from pycni.dataplane import RTPROT_PYCNI
-from pycni.fabric.backends import BACKENDS, Backend, ExternalInterface
-from pycni.fabric.backends.common import BackendError
-from pycni.fabric.backends.udp import UdpBackend
-from pycni.fabric.backends.vxlan import mac_state_path
-from pycni.fabric.model import Lease, LeaseAttrs, NetworkConfig
+from pycni.fabric.flannel.backends import BACKENDS, Backend, ExternalInterface
+from pycni.fabric.flannel.backends.common import BackendError
+from pycni.fabric.flannel.backends.udp import UdpBackend
+from pycni.fabric.flannel.backends.vxlan import mac_state_path
+from pycni.fabric.flannel.model import Lease, LeaseAttrs, NetworkConfig
 from pycni.net import netns
 from tests.support.netlink import Counting, Monitor
 from tests.support.netns import NetnsPool, run

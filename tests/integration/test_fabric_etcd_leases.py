@@ -20,8 +20,8 @@ import pytest
 
 from pycni.datastore import Compacted, Unavailable
 from pycni.datastore.etcd import EtcdDatastore
-from pycni.fabric.leases import LeaseStore
-from pycni.fabric.model import ConfigError, EventType, IPv4Net, IPv6Net, Lease, LeaseAttrs, LeaseEvent
+from pycni.fabric.flannel.leases import LeaseStore
+from pycni.fabric.flannel.model import ConfigError, EventType, IPv4Net, IPv6Net, Lease, LeaseAttrs, LeaseEvent
 from tests.support.etcd import EtcdServer, etcd_server, free_port
 from tests.support.netns import NetnsPool, run
 
@@ -340,8 +340,8 @@ def test_close_ends_a_blocked_watch(store: LeaseStore) -> None:
 
 NODE_SCRIPT = """
 import sys
-from pycni.fabric.leases import open_lease_store
-from pycni.fabric.model import IPv4Net, Lease, LeaseAttrs
+from pycni.fabric.flannel.leases import open_lease_store
+from pycni.fabric.flannel.model import IPv4Net, Lease, LeaseAttrs
 store = open_lease_store(sys.argv[1], "/coreos.com/network", None)
 print(store.create_lease(Lease(IPv4Net("10.5.7.0/24"), LeaseAttrs("198.51.100.1", "vxlan")), 60))
 """

@@ -29,9 +29,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from pycni.fabric import subnetenv
-from pycni.fabric.backends.common import DEFAULT_STATE_DIR
-from pycni.fabric.backends.vxlan import mac_state_path
+from pycni.fabric.flannel import subnetenv
+from pycni.fabric.flannel.backends.common import DEFAULT_STATE_DIR
+from pycni.fabric.flannel.backends.vxlan import mac_state_path
 from tests.support.netns import NetnsPool, run
 
 UNDERLAY_GATEWAY = "198.51.100.1"

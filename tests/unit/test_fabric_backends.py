@@ -27,14 +27,14 @@ from pyroute2.netlink.exceptions import NetlinkError
 from pyroute2.netlink.rtnl.ifinfmsg import ifinfmsg
 
 from pycni.dataplane import Route
-from pycni.fabric.backends import BACKENDS, ExternalInterface
-from pycni.fabric.backends import vxlan as vxlan_module
-from pycni.fabric.backends.common import legacy_route, peers
-from pycni.fabric.backends.host_gw import NAT_ERROR, HostGwBackend, desired_routes
-from pycni.fabric.backends.udp import UdpBackend
-from pycni.fabric.backends.udp_proxy import PeerTable, UdpProxy, checksum, decrement_ttl, net_unreachable
-from pycni.fabric.backends.vxlan import VxlanBackend, VxlanOptions, desired_entries, incompatibility
-from pycni.fabric.model import ConfigError, Lease, LeaseAttrs, NetworkConfig
+from pycni.fabric.flannel.backends import BACKENDS, ExternalInterface
+from pycni.fabric.flannel.backends import vxlan as vxlan_module
+from pycni.fabric.flannel.backends.common import legacy_route, peers
+from pycni.fabric.flannel.backends.host_gw import NAT_ERROR, HostGwBackend, desired_routes
+from pycni.fabric.flannel.backends.udp import UdpBackend
+from pycni.fabric.flannel.backends.udp_proxy import PeerTable, UdpProxy, checksum, decrement_ttl, net_unreachable
+from pycni.fabric.flannel.backends.vxlan import VxlanBackend, VxlanOptions, desired_entries, incompatibility
+from pycni.fabric.flannel.model import ConfigError, Lease, LeaseAttrs, NetworkConfig
 from pycni.net import overlay
 from pycni.net.route import RouteMsg
 
@@ -350,7 +350,7 @@ def test_a_peer_publishing_our_mac_makes_us_take_a_new_one(
     assert backend.resolve_clash([lease(1, old)]) is None, "our own lease is no clash"
     assert backend.resolve_clash([lease(4, old, backend_type="host-gw")]) is None, "a lease we do not forward to"
     assert ipr.calls == []
-    with caplog.at_level("WARNING", logger="pycni.fabric.backends.vxlan"):
+    with caplog.at_level("WARNING", logger="pycni.fabric.flannel.backends.vxlan"):
         data = backend.resolve_clash([lease(2, MAC2), lease(3, old.upper().replace(":", "-"))])
     assert data is not None and data["VNI"] == 1
     new = data["VtepMAC"]
@@ -455,7 +455,7 @@ def test_vxlan_peers_that_cannot_be_programmed_are_named_and_the_rest_kept() -> 
 
 
 def test_vxlan_a_mac_two_peers_publish_is_sent_to_the_first(caplog: pytest.LogCaptureFixture) -> None:
-    with caplog.at_level("WARNING", logger="pycni.fabric.backends.vxlan"):
+    with caplog.at_level("WARNING", logger="pycni.fabric.flannel.backends.vxlan"):
         entries = desired_entries([lease(2, MAC2), lease(3, MAC2)], "flannel.1", "eth0", lambda lease: False)
     assert entries.fdb == {MAC2: addr("198.51.100.12")} and len(entries.routes) == 2
     assert "198.51.100.13" in caplog.text

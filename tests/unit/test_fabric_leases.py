@@ -23,9 +23,9 @@ import pytest
 from pycni.datastore import Compacted, Unavailable
 from pycni.datastore.memory import MemoryDatastore
 from pycni.datastore.sqlite import SqliteDatastore
-from pycni.fabric.leases import LeaseStore, open_lease_store
-from pycni.fabric.migrate import migrate_lease_file
-from pycni.fabric.model import ConfigError, EventType, IPv4Net, Lease, LeaseAttrs, LeaseEvent
+from pycni.fabric.flannel.leases import LeaseStore, open_lease_store
+from pycni.fabric.flannel.migrate import migrate_lease_file
+from pycni.fabric.flannel.model import ConfigError, EventType, IPv4Net, Lease, LeaseAttrs, LeaseEvent
 
 CONFIG = '{"Network": "10.5.0.0/16", "Backend": {"Type": "vxlan"}}'
 PREFIX = "/coreos.com/network"
@@ -290,8 +290,8 @@ def test_two_stores_on_one_file_share_cas_and_watch(path: str, clock: Clock) -> 
 
 RACER = """
 import sys
-from pycni.fabric.leases import open_lease_store
-from pycni.fabric.model import IPv4Net, Lease, LeaseAttrs
+from pycni.fabric.flannel.leases import open_lease_store
+from pycni.fabric.flannel.model import IPv4Net, Lease, LeaseAttrs
 store = open_lease_store(None, "/coreos.com/network", sys.argv[1])
 sys.stdin.readline()  # start together
 won = store.create_lease(Lease(IPv4Net("10.5.1.0/24"), LeaseAttrs(sys.argv[2], "vxlan")), 60)

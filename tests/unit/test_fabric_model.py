@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from pycni.fabric.model import (
+from pycni.fabric.flannel.model import (
     ConfigError,
     IPv4Net,
     IPv6Net,

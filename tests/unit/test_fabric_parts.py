@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from pycni.fabric import subnetenv
+from pycni.fabric.flannel import subnetenv
 from pycni.nft import flannel as flannel_rules
 from pycni.plugins.meta import flannel
 from pycni.skel import CmdArgs
@@ -116,7 +116,7 @@ def test_inspect_finds_the_vxlan_device_whatever_the_key_case(monkeypatch: pytes
     import subprocess
 
     from pycni.cli import flanneld as cli
-    from pycni.fabric.model import NetworkConfig
+    from pycni.fabric.flannel.model import NetworkConfig
 
     seen: list[list[str]] = []
 
@@ -138,7 +138,7 @@ def test_agent_log_lines_mark_warnings() -> None:
     from pycni.cli.flanneld import _AgentFormatter
 
     def line(level: int, message: str) -> str:
-        record = logging.LogRecord("pycni.fabric.agent", level, __file__, 1, message, None, None)
+        record = logging.LogRecord("pycni.fabric.flannel.agent", level, __file__, 1, message, None, None)
         return _AgentFormatter().format(record)
 
     assert re.fullmatch(r"\d\d:\d\d:\d\d flanneld: ready", line(logging.INFO, "ready"))

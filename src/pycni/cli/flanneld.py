@@ -16,8 +16,8 @@ import subprocess
 import time
 from typing import Any
 
-from pycni.fabric import subnetenv
-from pycni.fabric.model import DEFAULT_PREFIX, SUBNET_TTL
+from pycni.fabric.flannel import subnetenv
+from pycni.fabric.flannel.model import DEFAULT_PREFIX, SUBNET_TTL
 from pycni.spec.jsonutil import get_key
 
 
@@ -168,7 +168,7 @@ def _configure_logging() -> None:
 
 
 def cmd_flanneld(opts: argparse.Namespace) -> int:
-    from pycni.fabric.agent import AgentOptions, main
+    from pycni.fabric.flannel.agent import AgentOptions, main
 
     _configure_logging()
     options = AgentOptions(
@@ -191,9 +191,9 @@ def cmd_flanneld(opts: argparse.Namespace) -> int:
 
 
 def cmd_inspect(opts: argparse.Namespace) -> int:
-    from pycni.fabric.agent import lease_summary
-    from pycni.fabric.leases import open_lease_store
-    from pycni.fabric.model import NetworkConfig
+    from pycni.fabric.flannel.agent import lease_summary
+    from pycni.fabric.flannel.leases import open_lease_store
+    from pycni.fabric.flannel.model import NetworkConfig
 
     store = open_lease_store(opts.etcd_endpoints or None, opts.etcd_prefix, opts.store_path or None)
     try:

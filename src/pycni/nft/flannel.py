@@ -10,8 +10,11 @@ resync can tell whether the live table is complete without parsing rules.
 
 from __future__ import annotations
 
+import ipaddress
+
 from pycni import nft
-from pycni.fabric.model import IPv4Net
+
+IPv4Net = ipaddress.IPv4Network  # nft sits below fabric: it takes plain networks, not fabric's types
 
 FAMILY = "ip"
 TABLE = "flannel-ipv4"

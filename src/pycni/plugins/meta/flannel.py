@@ -17,7 +17,7 @@ import os
 from typing import Any
 
 from pycni import fsutil
-from pycni.fabric import subnetenv
+from pycni.fabric.flannel import subnetenv
 from pycni.fsutil import write_atomic
 from pycni.runtime import delegate
 from pycni.skel import CmdArgs, Plugin

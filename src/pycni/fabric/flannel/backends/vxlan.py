@@ -48,8 +48,8 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from pycni.dataplane import ApplyResult, FdbTable, NeighbourTable, Route, RouteTable, apply_layered
-from pycni.fabric.backends import ExternalInterface
-from pycni.fabric.backends.common import (
+from pycni.fabric.flannel.backends import ExternalInterface
+from pycni.fabric.flannel.backends.common import (
     DEFAULT_STATE_DIR,
     DeviceMissing,
     NetlinkOwner,
@@ -60,7 +60,7 @@ from pycni.fabric.backends.common import (
     peers,
     raise_problems,
 )
-from pycni.fabric.model import Lease, NetworkConfig
+from pycni.fabric.flannel.model import Lease, NetworkConfig
 from pycni.fsutil import write_atomic
 from pycni.net import link, overlay, sysctl
 from pycni.net.errors import NetError
@@ -72,7 +72,7 @@ from pycni.spec.jsonutil import get_key
 if TYPE_CHECKING:
     from pyroute2 import IPRoute
 
-log = logging.getLogger("pycni.fabric.backends.vxlan")
+log = logging.getLogger("pycni.fabric.flannel.backends.vxlan")
 
 ENCAP_OVERHEAD = 50  # outer Ethernet 14 + IPv4 20 + UDP 8 + VXLAN 8
 MAX_VNI = (1 << 24) - 1

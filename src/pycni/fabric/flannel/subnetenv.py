@@ -10,7 +10,7 @@ from __future__ import annotations
 import ipaddress
 import os
 
-from pycni.fabric.model import IPv4Net, IPv6Net
+from pycni.fabric.flannel.model import IPv4Net, IPv6Net
 from pycni.fsutil import write_atomic
 from pycni.spec.errors import CNIError, ErrorCode
 

@@ -19,7 +19,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from pycni.fabric.model import Lease, NetworkConfig
+from pycni.fabric.flannel.model import Lease, NetworkConfig
 
 
 @dataclass(frozen=True)
@@ -61,8 +61,8 @@ class BackendClass(Protocol):
 
 
 # The backend modules import ExternalInterface from here, so they come after it.
-from pycni.fabric.backends.host_gw import HostGwBackend  # noqa: E402
-from pycni.fabric.backends.udp import UdpBackend  # noqa: E402
-from pycni.fabric.backends.vxlan import VxlanBackend  # noqa: E402
+from pycni.fabric.flannel.backends.host_gw import HostGwBackend  # noqa: E402
+from pycni.fabric.flannel.backends.udp import UdpBackend  # noqa: E402
+from pycni.fabric.flannel.backends.vxlan import VxlanBackend  # noqa: E402
 
 BACKENDS: dict[str, BackendClass] = {"vxlan": VxlanBackend, "host-gw": HostGwBackend, "udp": UdpBackend}

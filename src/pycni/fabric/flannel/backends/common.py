@@ -10,7 +10,7 @@ from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
 from pycni.dataplane import ApplyResult
-from pycni.fabric.model import ConfigError, Lease, NetworkConfig
+from pycni.fabric.flannel.model import ConfigError, Lease, NetworkConfig
 from pycni.net.route import RouteMsg
 from pycni.spec.errors import CNIError, ErrorCode
 from pycni.spec.jsonutil import get_key
@@ -18,7 +18,7 @@ from pycni.spec.jsonutil import get_key
 if TYPE_CHECKING:
     from pyroute2 import IPRoute
 
-log = logging.getLogger("pycni.fabric.backends")
+log = logging.getLogger("pycni.fabric.flannel.backends")
 
 DEFAULT_STATE_DIR = "/run/flannel"
 RTPROT_BOOT = 3  # the protocol of ``ip route add``, and of the routes pycni's backends wrote before the dataplane

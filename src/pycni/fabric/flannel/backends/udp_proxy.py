@@ -18,7 +18,7 @@ import socket
 import struct
 import threading
 
-log = logging.getLogger("pycni.fabric.backends.udp")
+log = logging.getLogger("pycni.fabric.flannel.backends.udp")
 
 BUFFER = 65535
 ICMP = 1

@@ -19,8 +19,8 @@ import socket
 from typing import TYPE_CHECKING, Any
 
 from pycni.dataplane import ApplyResult, Route, RouteTable
-from pycni.fabric.backends import ExternalInterface
-from pycni.fabric.backends.common import (
+from pycni.fabric.flannel.backends import ExternalInterface
+from pycni.fabric.flannel.backends.common import (
     DEFAULT_STATE_DIR,
     RTPROT_BOOT,
     BackendError,
@@ -30,8 +30,8 @@ from pycni.fabric.backends.common import (
     peers,
     raise_problems,
 )
-from pycni.fabric.backends.udp_proxy import PeerTable, UdpProxy
-from pycni.fabric.model import Lease, NetworkConfig
+from pycni.fabric.flannel.backends.udp_proxy import PeerTable, UdpProxy
+from pycni.fabric.flannel.model import Lease, NetworkConfig
 from pycni.net import link, overlay, sysctl
 from pycni.net.errors import NetError
 from pycni.net.route import RT_SCOPE_UNIVERSE, RouteMsg
@@ -39,7 +39,7 @@ from pycni.net.route import RT_SCOPE_UNIVERSE, RouteMsg
 if TYPE_CHECKING:
     from pyroute2 import IPRoute
 
-log = logging.getLogger("pycni.fabric.backends.udp")
+log = logging.getLogger("pycni.fabric.flannel.backends.udp")
 
 ENCAP_OVERHEAD = 28  # IPv4 header 20 + UDP header 8
 DEFAULT_PORT = 8285

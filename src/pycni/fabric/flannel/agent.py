@@ -41,12 +41,12 @@ from types import FrameType
 from typing import Any
 
 from pycni.datastore import DatastoreError, Unavailable
-from pycni.fabric import subnetenv
-from pycni.fabric.backends import BACKENDS, Backend, ExternalInterface
-from pycni.fabric.backends.common import BackendError, DeviceMissing
-from pycni.fabric.leases import LeaseStore, open_lease_store
-from pycni.fabric.model import SUBNET_TTL, ConfigError, EventType, Lease, LeaseAttrs, LeaseEvent, NetworkConfig
-from pycni.fabric.subnet import SubnetManager
+from pycni.fabric.flannel import subnetenv
+from pycni.fabric.flannel.backends import BACKENDS, Backend, ExternalInterface
+from pycni.fabric.flannel.backends.common import BackendError, DeviceMissing
+from pycni.fabric.flannel.leases import LeaseStore, open_lease_store
+from pycni.fabric.flannel.model import SUBNET_TTL, ConfigError, EventType, Lease, LeaseAttrs, LeaseEvent, NetworkConfig
+from pycni.fabric.flannel.subnet import SubnetManager
 from pycni.net import addr, link, netns
 from pycni.nft import flannel as rules
 from pycni.spec.errors import CNIError, ErrorCode
@@ -70,7 +70,7 @@ class AgentOptions:
     release_on_exit: bool = False
 
 
-log = logging.getLogger("pycni.fabric.agent")
+log = logging.getLogger("pycni.fabric.flannel.agent")
 
 
 def external_interface(names: list[str], public_ip: str) -> ExternalInterface:

@@ -18,8 +18,8 @@ import logging
 from typing import TYPE_CHECKING, Any
 
 from pycni.dataplane import ApplyResult, Route, RouteTable
-from pycni.fabric.backends import ExternalInterface
-from pycni.fabric.backends.common import (
+from pycni.fabric.flannel.backends import ExternalInterface
+from pycni.fabric.flannel.backends.common import (
     DEFAULT_STATE_DIR,
     NetlinkOwner,
     ipv4_network,
@@ -27,13 +27,13 @@ from pycni.fabric.backends.common import (
     peers,
     raise_problems,
 )
-from pycni.fabric.model import ConfigError, Lease, NetworkConfig
+from pycni.fabric.flannel.model import ConfigError, Lease, NetworkConfig
 from pycni.net.route import RouteMsg
 
 if TYPE_CHECKING:
     from pyroute2 import IPRoute
 
-log = logging.getLogger("pycni.fabric.backends.host_gw")
+log = logging.getLogger("pycni.fabric.flannel.backends.host_gw")
 
 NAT_ERROR = (
     "your PublicIP differs from interface IP, meaning that probably you're on a NAT, "

@@ -18,8 +18,8 @@ from __future__ import annotations
 import random
 from collections.abc import Callable
 
-from pycni.fabric.leases import LeaseStore
-from pycni.fabric.model import IPv4Net, Lease, LeaseAttrs, NetworkConfig
+from pycni.fabric.flannel.leases import LeaseStore
+from pycni.fabric.flannel.model import IPv4Net, Lease, LeaseAttrs, NetworkConfig
 from pycni.spec.errors import CNIError, ErrorCode
 
 RACE_RETRIES = 10

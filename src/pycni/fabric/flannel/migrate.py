@@ -32,7 +32,7 @@ from collections.abc import Callable
 
 from pycni.datastore import AlreadyExists, Datastore, Unavailable
 
-log = logging.getLogger("pycni.fabric.migrate")
+log = logging.getLogger("pycni.fabric.flannel.migrate")
 
 OLD_TABLES = ("config", "leases", "changes", "meta")
 RENAMED_PREFIX = "flannel_v1_"

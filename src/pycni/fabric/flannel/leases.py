@@ -27,7 +27,7 @@ from contextlib import suppress
 
 from pycni.datastore import AlreadyExists, Datastore, NotFound, open_datastore
 from pycni.datastore import EventType as Change
-from pycni.fabric.model import (
+from pycni.fabric.flannel.model import (
     DEFAULT_PREFIX,
     ConfigError,
     EventType,
@@ -178,7 +178,7 @@ def open_lease_store(endpoints: str | None, prefix: str, path: str | None) -> Le
     if urls:
         return LeaseStore(open_datastore(urls), prefix)
     if path:
-        from pycni.fabric.migrate import migrate_lease_file
+        from pycni.fabric.flannel.migrate import migrate_lease_file
 
         datastore = open_datastore(path=path)
         try:
