@@ -35,6 +35,14 @@ def test_flags_win_over_the_environment() -> None:
     assert config.autodetection == AutodetectMethod("interface", (r"^eth0\.1$",))
     assert config.felix_env == {"vxlanMTU": 1400, "ipipMTU": 1400}
     assert config.nodename_file == "/var/lib/calico/nodename" and config.mtu_file == "/var/lib/calico/mtu"
+    assert config.pid_path == "/var/run/calico/calico-node.pid" and config.leak_grace_period == 900.0
+
+
+def test_per_node_pid_file_and_leak_grace_period() -> None:
+    config = node_config(parse("--run-dir", "/tmp/n1", "--ipam-leak-grace-period", "2s"), {})  # type: ignore[arg-type]
+    assert config.pid_path == "/tmp/n1/calico-node.pid" and config.leak_grace_period == 2.0
+    config = node_config(parse("--pid-file", "/tmp/a.pid", "--ipam-leak-grace-period", "0"), {})  # type: ignore[arg-type]
+    assert config.pid_path == "/tmp/a.pid" and config.leak_grace_period == 0.0
 
 
 def test_the_installation_gives_pools_and_backend_unless_a_flag_says_otherwise(tmp_path: Path) -> None:
@@ -61,6 +69,7 @@ def test_without_an_installation_the_pool_comes_from_the_environment() -> None:
         ([], {"CALICO_IPV4POOL_IPIP": "sometimes"}, "CALICO_IPV4POOL_IPIP='sometimes'"),
         (["--ip-autodetection-method", "kubernetes-internal-ip"], {}, "needs the Kubernetes API"),
         ([], {"DATASTORE_TYPE": "kubernetes"}, "datastoreType kubernetes"),
+        (["--ipam-leak-grace-period", "soon"], {}, "--ipam-leak-grace-period='soon' is not a duration"),
     ],
 )
 def test_bad_configuration_is_one_error_line_and_status_1(

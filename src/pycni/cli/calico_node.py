@@ -7,7 +7,7 @@ The environment is calico/node's (``NODENAME``, ``IP``,
 given, wins over its variable. ``--installation`` reads the Tigera operator's
 Installation (custom-resources.yaml) for the pools, the backend, the MTU and
 the autodetection method. Per-node paths (node-name file, MTU file, BIRD's
-run directory) are flags, so several nodes can share one machine.
+run directory, pid file) are flags, so several nodes can share one machine.
 """
 
 from __future__ import annotations
@@ -55,7 +55,18 @@ def add_parsers(sub: Any) -> None:
     node.add_argument("--mtu-file", default=DEFAULT_MTU_FILE, help="where to write the pod MTU for the CNI plugin")
     node.add_argument("--run-dir", default=DEFAULT_RUN_DIR, help="BIRD's config, control socket and logs")
     node.add_argument(
+        "--pid-file",
+        default="",
+        help="the agent's pid while it runs, for calicoctl node status (default: RUN_DIR/calico-node.pid)",
+    )
+    node.add_argument(
         "--resync", type=float, default=None, help="seconds between resyncs (default: routeRefreshInterval, 90)"
+    )
+    node.add_argument(
+        "--ipam-leak-grace-period",
+        default="",
+        help="release this node's IPAM allocations no workload uses after this long (a Go duration; 0: never; "
+        "default 15m, kube-controllers' leakGracePeriod)",
     )
     node.add_argument(
         "--stop-bird-on-exit",
@@ -101,7 +112,9 @@ def node_config(opts: argparse.Namespace, env: dict[str, str]) -> Any:
         "nodename_file": opts.nodename_file,
         "mtu_file": opts.mtu_file,
         "run_dir": opts.run_dir,
+        "pid_file": opts.pid_file,
         "resync": opts.resync,
+        "leak_grace_period": opts.ipam_leak_grace_period,
     }
     felix: dict[str, Any] = {}
     if opts.installation:

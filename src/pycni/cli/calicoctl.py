@@ -20,7 +20,9 @@ for one machine without etcd. Errors are one line on stderr and exit status 1.
 (``--bird-socket``, ``$PYCNI_CALICO_BIRD_SOCKET``, else calicoctl's
 /var/run/calico/bird.ctl then /var/run/bird/bird.ctl); the pycni
 ``calico-node`` agent stands for calico-felix (``--agent-pid-file`` or
-``$PYCNI_CALICO_NODE_PIDFILE`` names its pid file, else any running
+``$PYCNI_CALICO_NODE_PIDFILE`` names its pid file, else the
+``calico-node.pid`` the agent writes beside its BIRD socket, so each of several
+nodes on one machine is told apart; with none of those any running
 ``calico-node`` or ``calico-felix`` process counts, as calicoctl looks).
 """
 
@@ -501,6 +503,7 @@ def cmd_version(opts: argparse.Namespace) -> int:
 BGP_PEER_NAME = re.compile(r"^(Global|Node|Mesh)_(.+)$")
 PEER_TYPES = {"Global": "global", "Mesh": "node-to-node mesh", "Node": "node specific"}
 AGENT_NAMES = frozenset({"calico-node", "calico-felix"})
+AGENT_PID_FILE = "calico-node.pid"  # in the agent's run directory, beside bird.ctl
 
 
 def _process_alive(pid: int) -> bool:
@@ -567,14 +570,23 @@ def _bird_socket(opts: argparse.Namespace) -> str:
     return DEFAULT_CONTROL_SOCKET if os.path.exists(DEFAULT_CONTROL_SOCKET) else FALLBACK_CONTROL_SOCKET
 
 
+def _agent_pid_file(opts: argparse.Namespace, socket_path: str) -> str | None:
+    """The agent's pid file: as given, else the one ``pycni calico-node`` writes beside its BIRD socket."""
+    given: str | None = opts.agent_pid_file or os.environ.get("PYCNI_CALICO_NODE_PIDFILE")
+    if given:
+        return given
+    beside = os.path.join(os.path.dirname(socket_path), AGENT_PID_FILE)
+    return beside if os.path.exists(beside) else None
+
+
 def cmd_node_status(opts: argparse.Namespace) -> int:
     if os.geteuid() != 0:
         print("Need super user privileges: Operation not permitted")
         return 1
-    if not agent_running(opts.agent_pid_file or os.environ.get("PYCNI_CALICO_NODE_PIDFILE")):
+    path = _bird_socket(opts)
+    if not agent_running(_agent_pid_file(opts, path)):
         raise CtlError("Calico process is not running.")
     print("Calico process is running.")
-    path = _bird_socket(opts)
     try:
         protocols = parse_protocols(BirdControl(path, timeout=2.0).request("show protocols"))
     except BirdNotRunning:

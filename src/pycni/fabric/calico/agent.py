@@ -28,7 +28,9 @@ re-lists and the next calculation catches up. Link events of the node's
 namespace (a device deleted or brought down) wake the agent at once.
 
 Its own Node deleted (an administrator removed the node) stops the agent
-with status 1. A clean exit (SIGTERM, SIGINT) removes the agent's nftables
+with status 1, and BIRD with it, its kernel routes removed. The agent's pid
+is in ``<run dir>/calico-node.pid`` (``--pid-file``) while it runs, for
+``calicoctl node status``. A clean exit (SIGTERM, SIGINT) removes the agent's nftables
 table; devices, routes, neighbours and FDB entries stay, as Felix leaves
 them, so pods keep their paths and a restarted agent takes them over without
 a write; BIRD keeps running for the next agent unless ``stop_bird`` is set.
@@ -135,6 +137,7 @@ class CalicoNode:
         self.dataplane: Dataplane | None = None
         self.address: ipaddress.IPv4Interface | None = None
         self.exit_code = 0
+        self.left = False  # this node's Node was deleted: it left the cluster for good
         self.steps = 0
         self._ipr: IPRoute | None = None
         self._last: ClusterState | None = None
@@ -225,6 +228,7 @@ class CalicoNode:
         for sig in (signal.SIGTERM, signal.SIGINT):
             signal.signal(sig, self._on_signal)
         try:
+            nodefiles.write_pid_file(self.config.pid_path)
             self.start()
         except (CNIError, OSError) as exc:
             log.error("cannot start: %s", exc)
@@ -280,6 +284,7 @@ class CalicoNode:
             if self.syncer.in_sync and self.ready.is_set():
                 log.error("this node's Node resource (%s) was deleted from the datastore; stopping", config.nodename)
                 self.exit_code = 1
+                self.left = True
                 self.stop()
             return interval
         host_mtu = nodefiles.host_mtu(self._ipr, felix.mtu_iface_pattern, self.local.parent)
@@ -344,8 +349,9 @@ class CalicoNode:
                     log.info("natOutgoing rules removed")
             except CNIError as exc:
                 log.error("could not remove the natOutgoing rules: %s", exc)
-        self.routing.close(self.stop_bird)
+        self.routing.close(self.stop_bird, leaving=self.left)
         if self._ipr is not None:
             self._ipr.close()
         self.store.close()
-        log.info("stopped (devices and routes stay)")
+        nodefiles.remove_pid_file(self.config.pid_path)
+        log.info("stopped (%s)", "the node left: BGP routes removed" if self.left else "devices and routes stay")

@@ -32,6 +32,7 @@ variable and what it accepts (calico/node exits on them too).
 from __future__ import annotations
 
 import ipaddress
+import os
 import re
 import socket
 from collections.abc import Mapping
@@ -47,6 +48,9 @@ DEFAULT_POOL_CIDR = "192.168.0.0/16"
 DEFAULT_NODENAME_FILE = "/var/lib/calico/nodename"
 DEFAULT_MTU_FILE = "/var/lib/calico/mtu"
 DEFAULT_RUN_DIR = "/var/run/calico"
+PID_FILE_NAME = "calico-node.pid"
+# kube-controllers' default LeakGracePeriod (kube-controllers/pkg/config/runconfig.go): 15 minutes.
+DEFAULT_LEAK_GRACE_PERIOD = 900.0
 AUTODETECTION_METHODS = ("first-found", "interface", "skip-interface", "can-reach", "cidr")
 # Felix's defaults for what the agent reads beyond FelixSettings (felix/config/config_params.go).
 DEFAULT_ROUTE_REFRESH = 90.0
@@ -100,7 +104,13 @@ class NodeConfig:
     nodename_file: str = DEFAULT_NODENAME_FILE
     mtu_file: str = DEFAULT_MTU_FILE
     run_dir: str = DEFAULT_RUN_DIR
+    pid_file: str = ""  # "": <run_dir>/calico-node.pid
     resync: float | None = None  # seconds; None: routeRefreshInterval (Felix's 90 s)
+    leak_grace_period: float = DEFAULT_LEAK_GRACE_PERIOD  # seconds; 0: no IPAM leak GC
+
+    @property
+    def pid_path(self) -> str:
+        return self.pid_file or os.path.join(self.run_dir, PID_FILE_NAME)
 
 
 def parse_bool(name: str, text: str, default: bool) -> bool:
@@ -309,5 +319,17 @@ def from_environment(env: Mapping[str, str], **flags: Any) -> NodeConfig:
         nodename_file=str(flags.get("nodename_file") or DEFAULT_NODENAME_FILE),
         mtu_file=str(flags.get("mtu_file") or DEFAULT_MTU_FILE),
         run_dir=str(flags.get("run_dir") or DEFAULT_RUN_DIR),
+        pid_file=str(flags.get("pid_file") or ""),
         resync=flags.get("resync"),
+        leak_grace_period=leak_grace_period_from(str(flags.get("leak_grace_period") or "")),
     )
+
+
+def leak_grace_period_from(text: str) -> float:
+    """``--ipam-leak-grace-period``: a Go duration (``15m``, ``3s``); ``0`` turns the leak GC off."""
+    if not text:
+        return DEFAULT_LEAK_GRACE_PERIOD
+    seconds = parse_duration("--ipam-leak-grace-period", text)
+    if seconds < 0:
+        raise ConfigError(f"--ipam-leak-grace-period={text!r} is negative: use 0 (off) or a duration such as 15m")
+    return seconds

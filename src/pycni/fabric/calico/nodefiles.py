@@ -5,11 +5,13 @@
   agent registered;
 * ``/var/lib/calico/mtu`` (Felix's ``writeMTUFile``): the pod MTU the agent
   computed, which the plugin uses when its config says ``mtu: 0``;
+* the agent's pid file (``<run dir>/calico-node.pid`` by default), which
+  ``pycni calicoctl node status`` reads to say whether this node's agent runs;
 * the host MTU (Felix's ``findHostMTU``): the smallest MTU among the up
   interfaces matching ``mtuIfacePattern``, else the MTU of the interface
   holding the node's address.
 
-Several nodes share one machine in tests, so both paths are flags; both files
+Several nodes share one machine in tests, so every path is a flag; the files
 are written atomically and only when their content changes.
 """
 
@@ -50,6 +52,22 @@ def write_nodename(path: str, nodename: str) -> bool:
 
 def write_mtu(path: str, mtu: int) -> bool:
     return write_if_changed(path, f"{mtu}\n")
+
+
+def write_pid_file(path: str) -> None:
+    """This process's pid, so ``calicoctl node status`` tells this node's agent from another node's."""
+    write_if_changed(path, f"{os.getpid()}\n")
+
+
+def remove_pid_file(path: str) -> None:
+    """Remove the pid file if it is still this process's (a successor may have written its own)."""
+    try:
+        with open(path, encoding="utf-8") as handle:
+            if handle.read().strip() != str(os.getpid()):
+                return
+        os.unlink(path)
+    except OSError:
+        pass
 
 
 def host_mtu(ipr: IPRoute, pattern: str, fallback_interface: str = "") -> int:

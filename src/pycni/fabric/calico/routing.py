@@ -16,7 +16,9 @@ directory. BIRD inherits the agent's network namespace.
 At the agent's exit BIRD is left running unless asked otherwise (``stop``):
 a restarted agent adopts it, so BGP sessions and the routes BIRD programs
 outlive an agent restart; stopping it sends its peers a Cease and they
-withdraw this node's routes at once.
+withdraw this node's routes at once. A node that leaves for good (its Node
+deleted) stops BIRD and removes the kernel routes BIRD left (``flush``), so
+no ``proto bird`` route outlives it.
 """
 
 from __future__ import annotations
@@ -42,8 +44,12 @@ class Routing(Protocol):
         """Bring the routing daemon in line with ``state`` (cheap when nothing it uses changed)."""
         ...
 
-    def close(self, stop: bool) -> None:
-        """The agent is exiting; ``stop`` the daemon too, or leave it for the next agent."""
+    def close(self, stop: bool, *, leaving: bool = False) -> None:
+        """The agent is exiting; ``stop`` the daemon too, or leave it for the next agent.
+
+        ``leaving``: the node left the cluster for good (its Node was
+        deleted): stop the daemon and remove every route it programmed.
+        """
         ...
 
 
@@ -55,7 +61,7 @@ class NoRouting:
     def update(self, state: ClusterState) -> None:
         return None
 
-    def close(self, stop: bool) -> None:
+    def close(self, stop: bool, *, leaving: bool = False) -> None:
         return None
 
 
@@ -112,8 +118,10 @@ class BirdRouting:
             log.info("BGP: BIRD is configured again")
             self._failure = ""
 
-    def close(self, stop: bool) -> None:
-        if stop:
+    def close(self, stop: bool, *, leaving: bool = False) -> None:
+        if leaving:
+            self.process.stop(flush=True)  # no proto bird route stays behind a node that is gone
+        elif stop:
             self.process.stop()
             log.info("BIRD stopped")
         elif self.process.running():
