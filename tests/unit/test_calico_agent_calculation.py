@@ -21,12 +21,12 @@ from pycni.fabric.calico.calculation import (
     IPIP_DEVICE,
     VXLAN_DEVICE,
     Desired,
-    FelixParams,
     LocalNode,
     calculate,
     default_vtep_mac,
+    felix_settings,
 )
-from pycni.fabric.calico.model import IPPoolInfo, NodeInfo, new_resource
+from pycni.fabric.calico.model import FelixSettings, IPPoolInfo, NodeInfo, new_resource
 from pycni.fabric.calico.syncer import BlockInfo, ClusterState
 
 net = ipaddress.ip_network
@@ -455,18 +455,21 @@ def test_felix_settings_default_then_node_then_environment() -> None:
         node("n1"),
         felix={
             "default": {"vxlanVNI": 5000, "vxlanPort": 4790, "routeRefreshInterval": "30s"},
-            "node.n1": {"vxlanPort": 4791, "vxlanMTU": 1400},
+            "node.n1": {"vxlanPort": 4791, "vxlanMTU": 1400, "mtuIfacePattern": "^ens"},
         },
     )
-    params = FelixParams.from_state(state, "n1", {"vxlanMTU": 1300})
+    params = felix_settings(state, "n1", {"vxlanMTU": 1300})
     assert (params.vxlan_vni, params.vxlan_port, params.vxlan_mtu, params.route_refresh) == (5000, 4791, 1300, 30.0)
-    assert FelixParams.from_state(state, "n2").vxlan_port == 4790
+    assert params.mtu_iface_pattern == "^ens"
+    other = felix_settings(state, "n2", {"routeRefreshInterval": 2.5})
+    assert (other.vxlan_port, other.route_refresh) == (4790, 2.5)
+    assert other.mtu_iface_pattern == FelixSettings().mtu_iface_pattern
 
 
 def test_configured_vxlan_mtu_and_host_mtu_decide_the_pod_mtu() -> None:
     state = cluster(*(node(n) for n in ALL), pools=(pool(vxlan="Always"),))
     assert calculate(state, LocalNode("n1"), host_mtu=9000).pod_mtu == 8950
-    tuned = calculate(state, LocalNode("n1"), FelixParams(vxlan_mtu=1410))
+    tuned = calculate(state, LocalNode("n1"), FelixSettings(vxlan_mtu=1410))
     assert tuned.pod_mtu == 1410 and tuned.vxlan is not None and tuned.vxlan.mtu == 1410
 
 

@@ -230,8 +230,15 @@ def test_other_kinds_shape_and_defaults() -> None:
         "FelixConfiguration", "default", {"vxlanVNI": 4097, "nftablesMode": "Enabled", "ipipEnabled": False}
     )
     assert felix.spec == {"ipipEnabled": False, "vxlanVNI": 4097, "nftablesMode": "Enabled"}  # Go's field order
-    assert FelixSettings.from_resources(None) == FelixSettings(4096, 4789, 0, 0, "Auto")
+    defaults = FelixSettings.from_resources(None)
+    pattern = r"^((en|wl|ww|sl|ib)[Pcopsvx].*|(eth|wlan|wwan).*)"  # Felix's MTUIfacePattern
+    assert defaults == FelixSettings(4096, 4789, 0, 0, "Auto", 90.0, pattern)
     assert FelixSettings.from_resources(felix).vxlan_vni == 4097
+    node = new_resource("FelixConfiguration", "node.n1", {"routeRefreshInterval": "1m30s", "mtuIfacePattern": "^ens"})
+    merged = FelixSettings.from_resources(felix, node, env={"vxlanVNI": 4098})
+    assert (merged.vxlan_vni, merged.route_refresh, merged.mtu_iface_pattern) == (4098, 90.0, "^ens")
+    fast = new_resource("FelixConfiguration", "default", {"routeRefreshInterval": "500ms"})
+    assert FelixSettings.from_resources(fast).route_refresh == 0.5
     with pytest.raises(ValidationError, match="vxlanPort"):
         new_resource("FelixConfiguration", "default", {"vxlanPort": 70000})
     peer = new_resource("BGPPeer", "tor", {"peerIP": "[fd00::1]:179", "asNumber": 64513, "nodeSelector": "rack == 'a'"})

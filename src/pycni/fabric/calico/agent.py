@@ -55,10 +55,10 @@ from typing import TYPE_CHECKING, TypeVar
 from pycni import __version__
 from pycni.datastore import Datastore, Unavailable
 from pycni.fabric.calico import autodetect, nodefiles, startup
-from pycni.fabric.calico.calculation import IPIP_DEVICE, VXLAN_DEVICE, Desired, FelixParams, LocalNode, calculate
+from pycni.fabric.calico.calculation import IPIP_DEVICE, VXLAN_DEVICE, Desired, LocalNode, calculate, felix_settings
 from pycni.fabric.calico.ipam_store import IPAM
 from pycni.fabric.calico.managers import Dataplane
-from pycni.fabric.calico.model import NodeInfo
+from pycni.fabric.calico.model import FelixSettings, NodeInfo
 from pycni.fabric.calico.nodeconfig import NodeConfig
 from pycni.fabric.calico.resources import ResourceClient
 from pycni.fabric.calico.routing import NoRouting, Routing, routing_for
@@ -266,7 +266,7 @@ class CalicoNode:
                 interval = self.step(state, resync=resync)
             except (CNIError, OSError) as exc:  # the kernel or a file refused: the next change or resync retries
                 log.error("could not bring the node in line: %s", exc)
-                interval = self.config.resync or FelixParams().route_refresh
+                interval = self.config.resync or FelixSettings().route_refresh
             if resync:
                 next_resync = time.monotonic() + interval
 
@@ -278,7 +278,7 @@ class CalicoNode:
             log_changes(self._last, state, config.nodename)
         self._last = state
         self.steps += 1
-        felix = FelixParams.from_state(state, config.nodename, config.felix_env)
+        felix = felix_settings(state, config.nodename, config.felix_env)
         interval = config.resync or felix.route_refresh
         if config.nodename not in state.nodes:
             if self.syncer.in_sync and self.ready.is_set():

@@ -48,8 +48,7 @@ from typing import Any
 
 from pycni.dataplane import Route, RouteType
 from pycni.fabric.calico.ipam import Network
-from pycni.fabric.calico.model import IPPoolInfo, NodeInfo
-from pycni.fabric.calico.nodeconfig import DEFAULT_MTU_IFACE_PATTERN, DEFAULT_ROUTE_REFRESH, parse_duration
+from pycni.fabric.calico.model import FelixSettings, IPPoolInfo, NodeInfo
 from pycni.fabric.calico.syncer import ClusterState
 
 VXLAN_DEVICE = "vxlan.calico"
@@ -74,36 +73,11 @@ class LocalNode:
     parent: str = "eth0"
 
 
-@dataclass(frozen=True)
-class FelixParams:
-    """The FelixConfiguration values the agent uses: ``default``, then ``node.<name>``, then ``FELIX_*``."""
-
-    vxlan_vni: int = 4096
-    vxlan_port: int = 4789
-    vxlan_mtu: int = 0
-    ipip_mtu: int = 0
-    route_refresh: float = DEFAULT_ROUTE_REFRESH
-    mtu_iface_pattern: str = DEFAULT_MTU_IFACE_PATTERN
-
-    @classmethod
-    def from_state(cls, state: ClusterState, nodename: str, env: Mapping[str, Any] | None = None) -> FelixParams:
-        merged: dict[str, Any] = {}
-        for name in ("default", f"node.{nodename}"):
-            config = state.felix_configs.get(name)
-            if config is not None:
-                merged.update({k: v for k, v in config.spec.items() if v is not None})
-        merged.update(env or {})
-        refresh = merged.get("routeRefreshInterval", DEFAULT_ROUTE_REFRESH)
-        if isinstance(refresh, str):
-            refresh = parse_duration("routeRefreshInterval", refresh)
-        return cls(
-            vxlan_vni=int(merged.get("vxlanVNI") or 4096),
-            vxlan_port=int(merged.get("vxlanPort") or 4789),
-            vxlan_mtu=int(merged.get("vxlanMTU") or 0),
-            ipip_mtu=int(merged.get("ipipMTU") or 0),
-            route_refresh=float(refresh) if refresh else DEFAULT_ROUTE_REFRESH,
-            mtu_iface_pattern=str(merged.get("mtuIfacePattern") or DEFAULT_MTU_IFACE_PATTERN),
-        )
+def felix_settings(state: ClusterState, nodename: str, env: Mapping[str, Any] | None = None) -> FelixSettings:
+    """The FelixConfiguration values in force on ``nodename``: ``default``, then ``node.<name>``, then ``FELIX_*``."""
+    return FelixSettings.from_resources(
+        state.felix_configs.get("default"), state.felix_configs.get(f"node.{nodename}"), env=env
+    )
 
 
 @dataclass(frozen=True)
@@ -290,10 +264,10 @@ class _Builder:
 
 
 def calculate(
-    state: ClusterState, local: LocalNode, felix: FelixParams | None = None, host_mtu: int = DEFAULT_HOST_MTU
+    state: ClusterState, local: LocalNode, felix: FelixSettings | None = None, host_mtu: int = DEFAULT_HOST_MTU
 ) -> Desired:
     """This node's desired dataplane from ``state`` (see the module docstring)."""
-    felix = felix or FelixParams()
+    felix = felix or FelixSettings()
     me = state.nodes.get(local.name)
     if me is None:
         return Desired(problems=(f"node {local.name} is not registered in the datastore",))

@@ -549,6 +549,8 @@ FELIX_DEFAULTS: dict[str, Any] = {
     "vxlanMTU": 0,
     "ipipMTU": 0,
     "nftablesMode": "Auto",
+    "routeRefreshInterval": 90.0,  # seconds
+    "mtuIfacePattern": r"^((en|wl|ww|sl|ib)[Pcopsvx].*|(eth|wlan|wwan).*)",
 }
 
 

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import ipaddress
 import json
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -36,7 +36,7 @@ from pycni.fabric.calico.kinds import (
     pool_network,
 )
 from pycni.fabric.calico.resource import API_VERSION, OBJECT_META, KindSpec, Resource, name_problem
-from pycni.fabric.calico.schema import MISSING
+from pycni.fabric.calico.schema import MISSING, duration_seconds
 from pycni.policy.selector import Selector
 from pycni.policy.selector import parse as parse_selector
 
@@ -348,24 +348,36 @@ class BGPDefaults:
 
 @dataclass(frozen=True)
 class FelixSettings:
-    """What pycni's node agent reads from FelixConfiguration (``default``, then ``node.<name>`` overrides)."""
+    """What pycni's node agent reads from FelixConfiguration, with Felix's defaults (``config_params.go``).
+
+    :meth:`from_resources` merges ``default``, then ``node.<name>``, then the
+    ``FELIX_*`` environment (Felix's precedence); unset or null fields keep
+    the default, and durations are seconds.
+    """
 
     vxlan_vni: int = FELIX_DEFAULTS["vxlanVNI"]
     vxlan_port: int = FELIX_DEFAULTS["vxlanPort"]
     vxlan_mtu: int = 0  # 0: computed from the host interface
     ipip_mtu: int = 0
     nftables_mode: str = FELIX_DEFAULTS["nftablesMode"]
+    route_refresh: float = FELIX_DEFAULTS["routeRefreshInterval"]  # seconds between the agent's resyncs
+    mtu_iface_pattern: str = FELIX_DEFAULTS["mtuIfacePattern"]  # the interfaces the host MTU is read from
 
     @classmethod
-    def from_resources(cls, *configs: Resource | None) -> FelixSettings:
+    def from_resources(cls, *configs: Resource | None, env: Mapping[str, Any] | None = None) -> FelixSettings:
         merged: dict[str, Any] = {}
         for config in configs:
             if config is not None:
-                merged.update(config.spec)
+                merged.update({k: v for k, v in config.spec.items() if v is not None})
+        merged.update(env or {})
+        refresh = merged.get("routeRefreshInterval")
+        seconds = duration_seconds(refresh) if isinstance(refresh, str) else refresh
         return cls(
-            vxlan_vni=merged.get("vxlanVNI", FELIX_DEFAULTS["vxlanVNI"]),
-            vxlan_port=merged.get("vxlanPort", FELIX_DEFAULTS["vxlanPort"]),
-            vxlan_mtu=merged.get("vxlanMTU", 0),
-            ipip_mtu=merged.get("ipipMTU", 0),
-            nftables_mode=merged.get("nftablesMode", FELIX_DEFAULTS["nftablesMode"]),
+            vxlan_vni=int(merged.get("vxlanVNI") or FELIX_DEFAULTS["vxlanVNI"]),
+            vxlan_port=int(merged.get("vxlanPort") or FELIX_DEFAULTS["vxlanPort"]),
+            vxlan_mtu=int(merged.get("vxlanMTU") or 0),
+            ipip_mtu=int(merged.get("ipipMTU") or 0),
+            nftables_mode=str(merged.get("nftablesMode") or FELIX_DEFAULTS["nftablesMode"]),
+            route_refresh=float(seconds) if seconds else FELIX_DEFAULTS["routeRefreshInterval"],
+            mtu_iface_pattern=str(merged.get("mtuIfacePattern") or FELIX_DEFAULTS["mtuIfacePattern"]),
         )

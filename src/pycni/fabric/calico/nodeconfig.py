@@ -41,6 +41,7 @@ from typing import Any
 
 from pycni.fabric.calico.config import ConfigError
 from pycni.fabric.calico.model import Resource, new_resource
+from pycni.fabric.calico.schema import duration_seconds
 
 BACKENDS = ("bird", "vxlan", "none")
 DEFAULT_POOL_NAME = "default-ipv4-ippool"
@@ -52,9 +53,6 @@ PID_FILE_NAME = "calico-node.pid"
 # kube-controllers' default LeakGracePeriod (kube-controllers/pkg/config/runconfig.go): 15 minutes.
 DEFAULT_LEAK_GRACE_PERIOD = 900.0
 AUTODETECTION_METHODS = ("first-found", "interface", "skip-interface", "can-reach", "cidr")
-# Felix's defaults for what the agent reads beyond FelixSettings (felix/config/config_params.go).
-DEFAULT_ROUTE_REFRESH = 90.0
-DEFAULT_MTU_IFACE_PATTERN = r"^((en|wl|ww|sl|ib)[Pcopsvx].*|(eth|wlan|wwan).*)"
 FELIX_ENV = {
     "FELIX_VXLANMTU": "vxlanMTU",
     "FELIX_IPINIPMTU": "ipipMTU",
@@ -73,8 +71,6 @@ _MODES = {
 }
 _TRUE = ("1", "t", "true", "yes", "y", "on")
 _FALSE = ("0", "f", "false", "no", "n", "off")
-_DURATION = re.compile(r"(\d+(?:\.\d+)?)(ns|us|µs|ms|s|m|h)")
-_UNITS = {"ns": 1e-9, "us": 1e-6, "µs": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0, "h": 3600.0}
 
 
 @dataclass(frozen=True)
@@ -127,15 +123,10 @@ def parse_bool(name: str, text: str, default: bool) -> bool:
 
 def parse_duration(name: str, text: str) -> float:
     """A Go duration (``90s``, ``1m30s``, ``500ms``) or plain seconds, as Felix reads its intervals."""
-    stripped = text.strip()
-    try:
-        return float(stripped)
-    except ValueError:
-        pass
-    parts = _DURATION.findall(stripped)
-    if not parts or "".join(n + u for n, u in parts) != stripped:
+    seconds = duration_seconds(text)
+    if seconds is None:
         raise ConfigError(f"{name}={text!r} is not a duration: use e.g. 90s, 1m30s or 500ms")
-    return sum(float(number) * _UNITS[unit] for number, unit in parts)
+    return seconds
 
 
 def encap_mode(name: str, text: str) -> str:

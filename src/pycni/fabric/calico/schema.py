@@ -232,6 +232,25 @@ def MAC() -> Str:
     return Str(lambda text: None if _MAC.match(text) else "must be a MAC address such as ee:ee:ee:ee:ee:ee")
 
 
+_DURATION_PART = re.compile(r"(\d+(?:\.\d*)?|\.\d+)(ns|us|µs|ms|s|m|h)")
+_DURATION_UNITS = {"ns": 1e-9, "us": 1e-6, "µs": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0, "h": 3600.0}
+
+
+def duration_seconds(text: str) -> float | None:
+    """A Go duration (``90s``, ``1m30s``, ``500ms``, ``0``) or plain seconds (``2.5``) in seconds; None if neither."""
+    stripped = text.strip()
+    try:
+        return float(stripped)
+    except ValueError:
+        pass
+    sign = -1.0 if stripped.startswith("-") else 1.0
+    body = stripped.lstrip("+-")
+    parts = _DURATION_PART.findall(body)
+    if not parts or "".join(number + unit for number, unit in parts) != body:
+        return None
+    return sign * sum(float(number) * _DURATION_UNITS[unit] for number, unit in parts)
+
+
 def Duration() -> Str:
     return Str(lambda text: None if _DURATION.match(text) else "must be a duration such as 90s, 1m30s or 500ms")
 
