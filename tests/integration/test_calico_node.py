@@ -36,6 +36,7 @@ from tests.support.calico_cluster import (
     wait_until,
 )
 from tests.support.etcd import EtcdServer, etcd_server
+from tests.support.kernel import missing_link_kind
 from tests.support.netns import NetnsPool, run
 
 VXLAN = ("--backend", "vxlan")
@@ -520,16 +521,8 @@ def test_ip_autodetection_methods_in_a_namespace(netns: NetnsPool) -> None:
 # -- IPIP (the kernel here has no ipip module) ------------------------------------------------
 
 
-def missing_ipip(netns: NetnsPool) -> str:
-    scratch = netns.new("probe")
-    proc = run("ip", "link", "add", "probe0", "type", "ipip", netns=scratch, check=False)
-    return "" if proc.returncode == 0 else (proc.stderr.strip() or "ipip links cannot be made")
-
-
-def test_an_ipip_pool_is_accepted_and_tunl0_reported_when_the_kernel_cannot_make_it(
-    calico: Make, netns: NetnsPool
-) -> None:
-    if not missing_ipip(netns):
+def test_an_ipip_pool_is_accepted_and_tunl0_reported_when_the_kernel_cannot_make_it(calico: Make) -> None:
+    if not missing_link_kind("ipip"):
         pytest.skip("this kernel has ipip: the connectivity test below covers it")
     cluster, _ = calico(
         installation=None, env={"CALICO_IPV4POOL_CIDR": "10.244.0.0/16", "CALICO_IPV4POOL_IPIP": "Always"}
@@ -542,8 +535,8 @@ def test_an_ipip_pool_is_accepted_and_tunl0_reported_when_the_kernel_cannot_make
     assert n1.mtu_file.read_text() == "1480\n"
 
 
-def test_ipip_always_full_mesh(calico: Make, netns: NetnsPool) -> None:
-    reason = missing_ipip(netns)
+def test_ipip_always_full_mesh(calico: Make) -> None:
+    reason = missing_link_kind("ipip")
     if reason:
         pytest.skip(f"this kernel has no ipip module ({reason}): tunl0 cannot be created")
     cluster, _ = calico(

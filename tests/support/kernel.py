@@ -11,6 +11,7 @@ PROBES: dict[str, list[str]] = {
     "vlan": ["link", "p0", "type", "vlan", "id", "10"],
     "dummy": ["type", "dummy"],
     "vrf": ["type", "vrf", "table", "10"],
+    "ipip": ["type", "ipip"],
 }
 
 
