@@ -4,7 +4,7 @@
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: setup demo test lint unit integration e2e bench bench-fabric reliability campaign-sigkill campaign-corruption campaign-fuzz campaign-properties campaign-concurrency campaign-soak campaign-restarts clean
+.PHONY: setup demo test lint unit integration e2e bench bench-fabric bench-calico reliability campaign-sigkill campaign-corruption campaign-fuzz campaign-properties campaign-concurrency campaign-soak campaign-restarts clean
 
 setup:
 	@scripts/setup.sh
@@ -34,6 +34,9 @@ bench: setup
 
 bench-fabric: setup
 	$(BIN)/python benchmarks/fabric_bench.py --nodes 30 --json benchmarks/last-fabric-run.json
+
+bench-calico: setup
+	$(BIN)/python benchmarks/calico_bench.py --nodes 30 --json benchmarks/last-calico-run.json
 
 # The fault campaigns of RELIABILITY.md, in full (make test runs each with a small count).
 # Each writes its report to reliability/last-<name>.json; all of them take about 2 hours here.
