@@ -257,3 +257,23 @@ def test_agent_restart_and_etcd_outage_keep_traffic_flowing(cluster_for: object,
     third = cluster.add_node()  # after the outage the agents resync and see newcomers
     cluster.add_pod(third)
     cluster.wait_full_mesh(within=10)
+
+
+def test_a_deleted_vxlan_device_is_rebuilt_by_the_running_agent(cluster_for: object) -> None:
+    """Someone deletes ``flannel.1`` under a running agent: its next resync makes it again, with the MAC
+    its peers know, and the dataplane drivers write every entry the kernel flushed with it."""
+    cluster, _etcd = cluster_for({"Type": "vxlan"})  # type: ignore[operator]
+    nodes = [cluster.add_node() for _ in range(3)]
+    for node in nodes:
+        cluster.add_pod(node)
+    cluster.wait_full_mesh(within=10)
+    victim = nodes[0]
+    mac = vtep_mac(victim)
+    routes_before = run("ip", "route", "show", "dev", "flannel.1", netns=victim.name).stdout
+    run("ip", "link", "del", "flannel.1", netns=victim.name)
+    cluster.wait_full_mesh(within=10)  # the agents resync every second here
+    assert vtep_mac(victim) == mac, "the peers' FDB entries for it still hold"
+    assert run("ip", "route", "show", "dev", "flannel.1", netns=victim.name).stdout == routes_before
+    assert routes_before.count("proto 112 onlink") == 2
+    assert set(fdb(victim).values()) == {peer.address for peer in nodes[1:]}
+    assert "rebuilding the backend's device" in victim.log.read_text()
