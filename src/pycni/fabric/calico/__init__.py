@@ -34,7 +34,10 @@ IPAM:
 * :mod:`.ipam_store` — libcalico-go's IPAM client: auto-assign (affine blocks,
   the two-phase claim, borrowing), given and tunnel addresses, release, every
   write a compare-and-swap retried;
-* :mod:`.ipam_check` — ``calicoctl ipam check``'s analysis (leaks, orphans).
+* :mod:`.ipam_check` — ``calicoctl ipam check``'s analysis (leaks, orphans);
+* :mod:`.leaks` — the leak GC's decisions: grace period, all-or-none per
+  handle, empty blocks, orphaned handles (pure);
+* :mod:`.leak_gc` — the agent's periodic GC pass for its own node.
 
 The node agent (``pycni calico-node``):
 

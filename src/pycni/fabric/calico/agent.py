@@ -22,6 +22,11 @@ the MTU file is refreshed, and the routing backend (BIRD for ``bird``,
 before the first complete listing, so a restarted agent never removes routes
 it has not yet seen the datastore ask for.
 
+Beside it, for this node only, the IPAM leak GC that Calico runs in
+kube-controllers (:mod:`.leak_gc`): addresses no workload endpoint uses for
+the grace period (``--ipam-leak-grace-period``, 15 minutes by default) are
+released, and empty blocks and orphaned handles given back.
+
 While the datastore is away the dataplane stays exactly as it is (resyncs
 keep repairing drift against the last state); when it is back the syncer
 re-lists and the next calculation catches up. Link events of the node's
@@ -57,6 +62,7 @@ from pycni.datastore import Datastore, Unavailable
 from pycni.fabric.calico import autodetect, nodefiles, startup
 from pycni.fabric.calico.calculation import IPIP_DEVICE, VXLAN_DEVICE, Desired, LocalNode, calculate, felix_settings
 from pycni.fabric.calico.ipam_store import IPAM
+from pycni.fabric.calico.leak_gc import LeakCollector
 from pycni.fabric.calico.managers import Dataplane
 from pycni.fabric.calico.model import FelixSettings, NodeInfo
 from pycni.fabric.calico.nodeconfig import NodeConfig
@@ -235,6 +241,8 @@ class CalicoNode:
             self.shutdown()
             return 1
         threading.Thread(target=self._link_loop, name="link-events", daemon=True).start()
+        if self.config.leak_grace_period > 0:
+            threading.Thread(target=self._gc_loop, name="ipam-gc", daemon=True).start()
         try:
             self.loop()
         finally:
@@ -338,6 +346,23 @@ class CalicoNode:
                 self.dataplane.link_events(batch)
                 if batch.lost or batch.names & watched:
                     self._wake.set()
+
+    def _gc_loop(self) -> None:
+        """The IPAM leak GC for this node, every half grace period once the agent is ready (:mod:`.leak_gc`)."""
+        collector = LeakCollector(self.ipam, self.config.nodename, self.config.leak_grace_period)
+        log.info("IPAM leak GC: every %g s, grace period %g s", collector.interval, collector.grace)
+        problem = ""
+        while not self.stopping.wait(collector.interval):
+            if not self.ready.is_set():
+                continue
+            try:
+                collector.run_once()
+            except CNIError as exc:  # the datastore away, or a lost race: the next pass tries again
+                if str(exc) != problem:
+                    log.warning("IPAM leak GC pass failed: %s; retrying at the next pass", exc)
+                    problem = str(exc)
+                continue
+            problem = ""
 
     def shutdown(self) -> None:
         """Stop following the datastore, remove the nft table; devices and routes stay for the next agent."""

@@ -5,7 +5,8 @@ allocated in a block that no WorkloadEndpoint or node tunnel uses (leaks,
 except those cooling down), addresses in use that IPAM did not allocate,
 handles with no addresses, handles named by blocks that do not exist, and
 blocks whose structure is broken. :func:`check` returns the report's lines and
-the problem count; the node agent's leak GC can use the same :class:`Findings`.
+the problem count; the node agent's leak GC (:mod:`.leak_gc`) works from the
+same :class:`Findings`, so the GC releases exactly what the check names.
 """
 
 from __future__ import annotations
@@ -40,6 +41,7 @@ class Findings:
     empty_handles: list[str] = field(default_factory=list)
     missing_handles: list[str] = field(default_factory=list)
     invalid_blocks: list[tuple[str, str]] = field(default_factory=list)
+    blocks: list[AllocationBlock] = field(default_factory=list)  # as read, for the leak GC's sequence numbers
 
     @property
     def problems(self) -> int:
@@ -59,6 +61,7 @@ def check(  # noqa: PLR0915 - one report, section by section in calicoctl's orde
     out: list[str] = ["Checking IPAM for inconsistencies...", ""]
     found = Findings()
     blocks: list[AllocationBlock] = ipam.list_blocks()
+    found.blocks = blocks
     out.append("Loading all IPAM blocks...")
     out.append(f"Found {len(blocks)} IPAM blocks.")
     allocations: dict[str, list[tuple[AllocationBlock, Attribute]]] = {}
