@@ -24,11 +24,8 @@ Neighbours and FDB on real vxlan devices:
 
 from __future__ import annotations
 
-import subprocess
-import threading
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
 from ipaddress import ip_address, ip_network
 from typing import Any
 
@@ -47,108 +44,12 @@ from pycni.dataplane import (
 from pycni.net import netns as pycni_netns
 from pycni.net.linkevents import LinkEvents
 from pycni.net.route import RouteMsg
+from tests.support.netlink import Counting, Monitor
 from tests.support.netns import NetnsPool, run
 
 READS = frozenset({"dump", "get", "show"})
 MAC1, MAC2, MAC3 = "02:aa:00:00:00:01", "02:aa:00:00:00:02", "02:aa:00:00:00:03"
 ZERO = "00:00:00:00:00:00"
-
-
-class Counting:
-    """A pyroute2 socket that records every request that could change the kernel (all but dumps and gets)."""
-
-    def __init__(self, ipr: Any) -> None:
-        self._ipr = ipr
-        self.writes: list[tuple[str, str]] = []
-
-    def _call(self, kind: str, command: str, **kwargs: Any) -> Any:
-        if command not in READS:
-            self.writes.append((kind, command))
-        return getattr(self._ipr, kind)(command, **kwargs)
-
-    def route(self, command: str, **kwargs: Any) -> Any:
-        return self._call("route", command, **kwargs)
-
-    def neigh(self, command: str, **kwargs: Any) -> Any:
-        return self._call("neigh", command, **kwargs)
-
-    def link(self, command: str, **kwargs: Any) -> Any:
-        return self._call("link", command, **kwargs)
-
-    def close(self) -> None:
-        self._ipr.close()
-
-
-class Monitor:
-    """``ip monitor route neigh`` in the namespace: every change the kernel announces, fenced by a sentinel route.
-
-    The kernel announces no event for a write that changes nothing (a replace
-    with identical attributes), so this proves what changed; :class:`Counting`
-    proves what was sent.
-    """
-
-    SENTINEL = "10.255.255.254/32"
-
-    def __init__(self, ns: str) -> None:
-        self.ns = ns
-        self.lines: list[str] = []
-        self._cond = threading.Condition()
-        self._proc = subprocess.Popen(
-            ["ip", "-n", ns, "monitor", "route", "neigh"], stdout=subprocess.PIPE, text=True, bufsize=1
-        )
-        self._reader = threading.Thread(target=self._read, daemon=True)
-        self._reader.start()
-        self._fences = 100  # sentinel metrics all have three digits: none is a prefix of another
-
-    def _read(self) -> None:
-        assert self._proc.stdout is not None
-        for line in self._proc.stdout:
-            with self._cond:
-                self.lines.append(line.rstrip("\n"))
-                self._cond.notify_all()
-
-    def _wait_for(self, *words: str, timeout: float = 10.0) -> int | None:
-        deadline = time.monotonic() + timeout
-        with self._cond:
-            while True:
-                for index, line in enumerate(self.lines):
-                    if all(word in line for word in words):
-                        return index
-                left = deadline - time.monotonic()
-                if left <= 0:
-                    return None
-                self._cond.wait(left)
-
-    def fence(self) -> int:
-        """Index in ``lines`` after which every later kernel event is seen.
-
-        ``ip monitor`` subscribes some time after it starts, so a sentinel it
-        missed is removed and another (next metric) added until one is seen.
-        """
-        for _ in range(20):
-            self._fences += 1
-            metric = ["metric", str(self._fences)]
-            run("ip", "route", "add", "blackhole", self.SENTINEL, "proto", "99", *metric, netns=self.ns)
-            index = self._wait_for("10.255.255.254", " ".join(metric), timeout=0.5)
-            run("ip", "route", "del", "blackhole", self.SENTINEL, "proto", "99", *metric, netns=self.ns)
-            if index is not None:
-                assert self._wait_for("Deleted", "10.255.255.254", " ".join(metric)) is not None
-                return index
-        raise AssertionError(f"ip monitor in {self.ns} never showed a sentinel route: {self.lines[-5:]}")
-
-    @contextmanager
-    def changes(self) -> Iterator[list[str]]:
-        """The kernel events caused inside the block (the sentinel's own left out)."""
-        seen: list[str] = []
-        start = self.fence()
-        yield seen
-        end = self.fence()
-        seen.extend(line for line in self.lines[start:end] if "10.255.255.254" not in line)
-
-    def close(self) -> None:
-        self._proc.terminate()
-        self._proc.wait(5)
-        self._reader.join(5)
 
 
 class Node:
