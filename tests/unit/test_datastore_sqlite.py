@@ -18,6 +18,7 @@ from pathlib import Path
 import pytest
 
 from pycni.datastore import AlreadyExists, Compacted, Unavailable, open_datastore
+from pycni.datastore.errors import Unusable
 from pycni.datastore.sqlite import SqliteDatastore
 from tests.support.datastore import Clock, Collector, summary
 
@@ -214,3 +215,161 @@ def test_unusable_files_are_unavailable_with_the_path(tmp_path: Path) -> None:
     db.close()
     with pytest.raises(Unavailable, match="schema 99"):
         SqliteDatastore(newer)
+
+
+# -- a damaged file (pycni issue 9): refused with the path and what to do, never emptied or replaced --------------
+
+
+def _filled(path: str, keys: int = 30) -> None:
+    with SqliteDatastore(path) as store:
+        for index in range(keys):
+            store.put(f"/k/{index}", "v" * 100)
+
+
+def _digest(path: Path) -> bytes:
+    return path.read_bytes()
+
+
+def test_a_symlink_is_refused_and_nothing_is_made_beside_its_target(tmp_path: Path) -> None:
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    _filled(str(outside / "real.db"))
+    before = sorted(os.listdir(outside))
+    for target in (outside / "real.db", outside / "dangling.db"):
+        link = tmp_path / "store.db"
+        link.unlink(missing_ok=True)
+        link.symlink_to(target)
+        with pytest.raises(Unusable, match="is a symlink") as error:
+            SqliteDatastore(str(link))
+        assert error.value.code == 5 and str(link) in error.value.msg and "real path" in error.value.msg
+    assert sorted(os.listdir(outside)) == before, "no -wal, -shm or dangling target made outside"
+
+
+def test_a_directory_and_a_foreign_database_are_refused(tmp_path: Path) -> None:
+    (tmp_path / "dir.db").mkdir()
+    with pytest.raises(Unusable, match="is a directory"):
+        SqliteDatastore(str(tmp_path / "dir.db"))
+    foreign = tmp_path / "app.db"
+    db = sqlite3.connect(foreign)
+    db.execute("CREATE TABLE users (name TEXT)")
+    db.commit()
+    db.close()
+    before = _digest(foreign)
+    with pytest.raises(Unusable, match=r"something else \(tables users\)"):
+        SqliteDatastore(str(foreign))
+    assert _digest(foreign) == before, "no table of ours was added to someone else's database"
+    with SqliteDatastore(str(foreign), adopt=["users"]) as store:  # a layout the caller migrates
+        store.put("/k", "v")
+
+
+def test_a_newer_schema_is_refused_before_anything_is_written(tmp_path: Path) -> None:
+    path = tmp_path / "newer.db"
+    _filled(str(path))
+    db = sqlite3.connect(path)
+    db.execute("UPDATE kv_meta SET value = 2 WHERE name = 'schema'")
+    db.commit()
+    db.close()
+    before = _digest(path)
+    with pytest.raises(Unusable, match="schema 2, written by a newer pycni"):
+        SqliteDatastore(str(path))
+    assert _digest(path) == before
+
+
+@pytest.mark.parametrize("cut", [0.5, 50 / 30720])
+def test_garbage_and_truncated_files_are_refused_and_kept(tmp_path: Path, cut: float) -> None:
+    path = tmp_path / "store.db"
+    _filled(str(path))
+    data = path.read_bytes()
+    path.write_bytes(data[: int(len(data) * cut)])
+    with pytest.raises(Unusable, match="is truncated") as error:
+        SqliteDatastore(str(path))
+    assert "restore it from a backup" in error.value.msg
+    path.write_bytes(os.urandom(3000))
+    garbage = _digest(path)
+    with pytest.raises(Unusable, match="is not a sqlite database"):
+        SqliteDatastore(str(path))
+    assert _digest(path) == garbage and not os.path.exists(f"{path}-wal"), "the file is never replaced"
+
+
+def test_an_empty_file_is_a_new_store(tmp_path: Path) -> None:
+    path = tmp_path / "store.db"
+    path.write_bytes(b"")
+    with SqliteDatastore(str(path)) as store:
+        assert store.put("/k", "v").mod_revision == 1
+
+
+def test_a_stale_or_foreign_wal_is_refused_and_left_in_place(tmp_path: Path) -> None:
+    path = str(tmp_path / "store.db")
+    store = SqliteDatastore(path)
+    for index in range(20):
+        store.put(f"/k/{index}", "old")
+    stale = Path(f"{path}-wal").read_bytes()  # a copy taken while the store was in use
+    for index in range(20, 40):
+        store.put(f"/k/{index}", "new")
+    store.close()
+    Path(f"{path}-wal").write_bytes(stale)
+    with pytest.raises(Unusable, match="stale write-ahead log") as error:
+        SqliteDatastore(path)
+    assert "from revision 40 to 20" in error.value.msg
+    assert Path(f"{path}-wal").read_bytes() == stale, "left for a person to look at"
+    other = str(tmp_path / "other.db")
+    with SqliteDatastore(other) as second:
+        second.put("/z", "other")
+        Path(f"{path}-wal").write_bytes(Path(f"{other}-wal").read_bytes())
+    with pytest.raises(Unusable, match="belongs to another store"):
+        SqliteDatastore(path)
+    os.unlink(f"{path}-wal")  # what the message says to do
+    with SqliteDatastore(path) as store:
+        listed, revision = store.list("/k/")
+        assert len(listed) == 40 and revision == 40
+
+
+@pytest.mark.parametrize("suffix", ["-wal", "-journal"])
+def test_a_garbage_wal_or_journal_beside_the_store_loses_nothing(tmp_path: Path, suffix: str) -> None:
+    path = str(tmp_path / "store.db")
+    _filled(path)
+    Path(path + suffix).write_bytes(os.urandom(5000))
+    with SqliteDatastore(path) as store:
+        assert len(store.list("/k/")[0]) == 30
+
+
+def test_a_write_lock_held_elsewhere_is_a_bounded_wait_and_reads_go_on(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = str(tmp_path / "store.db")
+    _filled(path)
+    monkeypatch.setattr("pycni.datastore.sqlite.BUSY_TIMEOUT", 0.3)
+    holder = sqlite3.connect(path, isolation_level=None)
+    holder.execute("BEGIN IMMEDIATE")
+    try:
+        with SqliteDatastore(path) as store:
+            assert len(store.list("/k/")[0]) == 30, "WAL readers do not wait for a writer"
+            started = time.monotonic()
+            with pytest.raises(Unavailable, match="is locked: another process has held its write lock") as error:
+                store.put("/k/x", "v")
+            assert time.monotonic() - started < 3 and not isinstance(error.value, Unusable)
+            assert error.value.code == 11
+    finally:
+        holder.execute("ROLLBACK")
+        holder.close()
+
+
+def test_a_file_damaged_under_an_open_store_is_reported_then_reopened_when_restored(tmp_path: Path) -> None:
+    path = tmp_path / "store.db"
+    _filled(str(path))
+    backup = tmp_path / "backup.db"
+    backup.write_bytes(path.read_bytes())
+    store = SqliteDatastore(str(path))
+    try:
+        assert store.get("/k/1") is not None
+        with open(path, "r+b") as handle:  # in place, as a disk fault would
+            handle.write(os.urandom(200))
+        with pytest.raises(Unusable, match="no longer starts as a sqlite database"):
+            store.get("/k/1")
+        with pytest.raises(Unusable, match="is not a sqlite database"):
+            store.get("/k/1")  # and so on, until the file is good again
+        os.replace(backup, path)  # restored
+        assert store.get("/k/1") is not None
+        assert store.put("/k/new", "v").mod_revision == 31
+    finally:
+        store.close()

@@ -24,7 +24,7 @@ from pycni.datastore import Compacted, Unavailable
 from pycni.datastore.memory import MemoryDatastore
 from pycni.datastore.sqlite import SqliteDatastore
 from pycni.fabric.flannel.leases import LeaseStore, open_lease_store
-from pycni.fabric.flannel.migrate import migrate_lease_file
+from pycni.fabric.flannel.migrate import OLD_TABLES, migrate_lease_file
 from pycni.fabric.flannel.model import ConfigError, EventType, IPv4Net, Lease, LeaseAttrs, LeaseEvent
 
 CONFIG = '{"Network": "10.5.0.0/16", "Backend": {"Type": "vxlan"}}'
@@ -468,7 +468,7 @@ def test_an_old_lease_file_is_migrated_once(path: str) -> None:
 def test_a_migration_cut_short_is_finished_and_keys_already_there_win(path: str) -> None:
     now = time.time()
     old_file(path, [(lease("10.5.1.0/24"), now + 600), (lease("10.5.2.0/24", "198.51.100.2"), now + 600)])
-    datastore = SqliteDatastore(path)
+    datastore = SqliteDatastore(path, adopt=OLD_TABLES)  # Flannel's old tables are not foreign to its own store
     try:
         # What the datastore holds already: one lease copied before a crash, then renewed with new attributes.
         renewed = lease("10.5.1.0/24", mac="0e:00:00:00:00:01")

@@ -4,6 +4,9 @@ Every error is a :class:`~pycni.spec.errors.CNIError`, so one that escapes to
 a plugin or the CLI becomes spec JSON without translation. The codes say what
 the runtime should do:
 
+* 5 (I/O failure): the store's file cannot be used as it is (:class:`Unusable`:
+  damaged, not a datastore, a newer schema, a symlink, read-only for a write);
+  retrying cannot help until a person acts, and the message says how;
 * 11 (try again later): the store is away (:class:`Unavailable`), the history
   asked for is gone (:class:`Compacted`, re-list), or a compare-and-set lost to
   another writer (:class:`AlreadyExists`, :class:`Conflict`): a retry re-reads
@@ -33,6 +36,18 @@ class Unavailable(DatastoreError):
     """The store cannot be reached or cannot serve now; keep the dataplane as it is and retry."""
 
     code_for_class = ErrorCode.TRY_AGAIN_LATER
+
+
+class Unusable(Unavailable):
+    """The store's file is there but cannot be used as it is; the message names it and says what to do.
+
+    A subclass of :class:`Unavailable` because a running agent treats it as an
+    outage (the dataplane stays, it reports and retries: the file may be
+    restored under it), while a command or an agent starting up gives up at
+    once with the message instead of waiting for something only a person can do.
+    """
+
+    code_for_class = ErrorCode.IO_FAILURE
 
 
 class Compacted(Unavailable):

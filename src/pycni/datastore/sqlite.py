@@ -23,23 +23,49 @@ after a cheap check, so expiries reach watchers in real time.
 
 The log is pruned to the last ``keep_revisions`` revisions (an automatic
 :meth:`compact`); a watch from before that raises ``Compacted``.
+
+A damaged file (pycni issue 9): what is at the path is checked before sqlite
+touches it (:mod:`pycni.datastore.sqlite_file`: symlinks, directories, garbage,
+truncation, a stale or foreign ``-wal``), then its tables: ours, with our
+columns and a schema version this code reads; a database with other tables and
+none of ours is someone else's file and is refused, unless the caller
+``adopts`` those tables (Flannel's pre-datastore lease tables, migrated into
+ours). A file is never emptied or replaced: everything that cannot be used is
+:class:`~pycni.datastore.errors.Unusable` (code 5) with the path and what to do,
+and an empty file is a new store. A file that can only be read opens read-only.
+Another process holding the write lock longer than ``BUSY_TIMEOUT`` is
+``Unavailable`` (try again), named as such.
+
+While open, every transaction first checks that the path still names the file
+that was opened and that it still starts as a sqlite file. If not (replaced,
+removed, overwritten in place), or sqlite finds it corrupt, the connection is
+closed at once (sqlite moves the WAL's committed pages into the file it had
+opened, so nothing committed is dropped) and every call raises ``Unusable``
+until the path holds a good store again, which the next call then opens. A
+running agent treats that as an outage: it keeps its dataplane and retries.
+Restore a store only with every process using it stopped, moving its ``-wal``
+with it: sqlite cannot tell a WAL from an older copy, and neither can anyone.
 """
 
 from __future__ import annotations
 
 import os
+import random
 import sqlite3
 import threading
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable, Collection, Iterator
+from contextlib import contextmanager, suppress
 from typing import Any
 
+from pycni.datastore import sqlite_file
 from pycni.datastore.base import ClosingMixin
 from pycni.datastore.errors import (
     Compacted,
+    DatastoreError,
     InvalidArgument,
     Unavailable,
+    Unusable,
     already_exists,
     conflict,
     not_found,
@@ -71,6 +97,17 @@ CREATE TABLE IF NOT EXISTS kv_log (
 CREATE TABLE IF NOT EXISTS kv_meta (name TEXT PRIMARY KEY, value INTEGER NOT NULL);
 INSERT OR IGNORE INTO kv_meta (name, value) VALUES ('revision', 0), ('compact_revision', 0), ('schema', 1);
 """
+TABLES = {
+    "kv_data": ("key", "value", "create_revision", "mod_revision", "version", "expires_at"),
+    "kv_log": (
+        "revision", "key", "kind", "value", "create_revision", "version", "expires_at",
+        "prev_value", "prev_create_revision", "prev_mod_revision", "prev_version", "prev_expires_at",
+    ),
+    "kv_meta": ("name", "value"),
+}  # fmt: skip
+# sqlite's primary result codes that say something about the file (sqlite3.h)
+SQLITE_PERM, SQLITE_BUSY, SQLITE_LOCKED, SQLITE_READONLY = 3, 5, 6, 8
+SQLITE_CORRUPT, SQLITE_FULL, SQLITE_CANTOPEN, SQLITE_NOTADB = 11, 13, 14, 26
 _COLUMNS = "key, value, create_revision, mod_revision, version, expires_at"
 _LOG_COLUMNS = (
     "revision, key, kind, value, create_revision, version, expires_at, "
@@ -106,48 +143,184 @@ class SqliteDatastore(ClosingMixin):
         poll_interval: float = 0.1,
         keep_revisions: int = 10000,
         clock: Callable[[], float] = time.time,
+        adopt: Collection[str] = (),
     ) -> None:
+        """Open (or create) the store at ``path``; ``adopt`` names tables another layout left that may be there."""
         self.path = path
         self.poll_interval = poll_interval
         self.keep_revisions = keep_revisions
         self.clock = clock  # wall clock: expiry times are shared between processes
+        self.read_only = False
+        self._adopt = frozenset(adopt)
         self._lock = threading.Lock()
         self._closed = False
+        self._db: sqlite3.Connection | None = None
+        self._identity: tuple[int, int] | None = None
+        self._open()
+
+    # -- opening ----------------------------------------------------------------
+
+    def _open(self) -> None:
+        """Check what is at the path, connect, and check or create the tables (see the module docstring)."""
+        path = self.path
+        state = sqlite_file.inspect(path)
+        if state.identity is not None and not state.empty:
+            sqlite_file.check_wal(path)
         try:
-            os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-            self._db = sqlite3.connect(path, timeout=BUSY_TIMEOUT, isolation_level=None, check_same_thread=False)
+            if state.identity is None:
+                os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+            mode = "ro" if state.read_only else "rwc"
+            db = sqlite3.connect(
+                sqlite_file.uri(path, mode=mode),
+                uri=True,
+                timeout=BUSY_TIMEOUT,
+                isolation_level=None,
+                check_same_thread=False,
+            )
         except (OSError, sqlite3.Error) as error:
             raise Unavailable(
                 f"cannot open the datastore file {path}: {error}; check the path and its permissions"
             ) from None
+        self._db, self.read_only = db, state.read_only
+        self._identity = sqlite_file.identity(path)
         try:
-            with self._guard() as db:
-                db.execute("PRAGMA journal_mode=WAL")  # persistent in the file; a no-op once set
-                db.executescript("BEGIN IMMEDIATE;" + _SCHEMA + "COMMIT;")
-                row = db.execute("SELECT value FROM kv_meta WHERE name = 'schema'").fetchone()
-            if row is None or int(row[0]) != SCHEMA_VERSION:
-                raise Unavailable(
-                    f"the datastore file {path} has schema {row and row[0]}, this pycni reads {SCHEMA_VERSION}"
-                )
+            self._prepare(db)
         except BaseException:
-            self.close()
+            self._drop()
             raise
+
+    def _prepare(self, db: sqlite3.Connection) -> None:
+        """Our tables with our columns at a schema this code reads, created in a file that has none."""
+        try:
+            query = "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite\\_%' ESCAPE '\\'"
+            tables = {row[0] for row in db.execute(query)}
+            ours = tables & TABLES.keys()
+            if not ours:
+                self._create(db, tables)
+            elif ours != TABLES.keys():
+                missing = ", ".join(sorted(TABLES.keys() - ours))
+                raise Unusable(
+                    f"the datastore file {self.path} is damaged: its table(s) {missing} are missing; "
+                    f"{sqlite_file.MOVE_AWAY}"
+                )
+            self._check_tables(db)
+            if not self.read_only and db.execute("PRAGMA journal_mode").fetchone()[0] != "wal":
+                db.execute("PRAGMA journal_mode=WAL")  # persistent in the file
+            if not self.read_only and db.execute("SELECT 1 FROM kv_meta WHERE name = 'store_id'").fetchone() is None:
+                db.execute("INSERT OR IGNORE INTO kv_meta (name, value) VALUES ('store_id', ?)", (_store_id(),))
+        except sqlite3.Error as error:
+            raise self._translate(error) from None
+
+    def _create(self, db: sqlite3.Connection, tables: set[str]) -> None:
+        foreign = sorted(tables - self._adopt)
+        if foreign:
+            listed = ", ".join(foreign[:6]) + (", ..." if len(foreign) > 6 else "")
+            raise Unusable(
+                f"the datastore file {self.path} is a sqlite database of something else (tables {listed}), "
+                f"not a pycni datastore: give another path (pycni keeps its keys in tables kv_data, kv_log, kv_meta)"
+            )
+        if self.read_only:
+            raise Unusable(f"the datastore file {self.path} is read-only and holds no datastore yet: make it writable")
+        db.execute("PRAGMA journal_mode=WAL")
+        db.executescript(
+            "BEGIN IMMEDIATE;"
+            + _SCHEMA
+            + f"INSERT OR IGNORE INTO kv_meta (name, value) VALUES ('store_id', {_store_id()});COMMIT;"
+        )
+
+    def _check_tables(self, db: sqlite3.Connection) -> None:
+        for table, columns in TABLES.items():
+            found = tuple(row[1] for row in db.execute(f"PRAGMA table_info({table})"))
+            if found != columns:
+                raise Unusable(
+                    f"the datastore file {self.path} has a table {table} that is not the datastore's (columns "
+                    f"{', '.join(found)}): it is not a pycni store of this version; give another path"
+                )
+        row = db.execute("SELECT value FROM kv_meta WHERE name = 'schema'").fetchone()
+        if row is None or not isinstance(row[0], int):
+            raise Unusable(f"the datastore file {self.path} is damaged: kv_meta has no schema version")
+        if row[0] != SCHEMA_VERSION:
+            newer = "a newer" if row[0] > SCHEMA_VERSION else "an unknown"
+            raise Unusable(
+                f"the datastore file {self.path} has schema {row[0]}, written by {newer} pycni; this pycni reads "
+                f"schema {SCHEMA_VERSION}: run the pycni that wrote it (or a newer one)"
+            )
+
+    def _drop(self) -> None:
+        """Close the connection (sqlite checkpoints what it holds into the file it opened)."""
+        if self._db is not None:
+            db, self._db = self._db, None
+            with suppress(sqlite3.Error):
+                db.close()
+
+    def _translate(self, error: sqlite3.Error) -> DatastoreError:
+        """A sqlite error as the datastore error a caller acts on, naming the file and what to do."""
+        code = (getattr(error, "sqlite_errorcode", 0) or 0) & 0xFF
+        path = self.path
+        if code in (SQLITE_CORRUPT, SQLITE_NOTADB):
+            self._drop()  # reopened, with every check, by the next call
+            return Unusable(f"the datastore file {path} is damaged ({error}); {sqlite_file.MOVE_AWAY}")
+        if code == SQLITE_READONLY:
+            return Unusable(f"the datastore file {path} is read-only ({error}): make it writable to change the store")
+        if code in (SQLITE_BUSY, SQLITE_LOCKED):
+            return Unavailable(
+                f"the datastore file {path} is locked: another process has held its write lock for more than "
+                f"{BUSY_TIMEOUT:.0f} s; retry, or find that process (fuser {path})"
+            )
+        if code in (SQLITE_PERM, SQLITE_CANTOPEN):
+            return Unusable(f"cannot use the datastore file {path}: {error}; check the path and its permissions")
+        if code == SQLITE_FULL:
+            return Unavailable(f"the datastore file {path} cannot grow: the disk is full")
+        return Unavailable(f"datastore {path}: {error}")
+
+    def _usable(self) -> sqlite3.Connection:
+        """The connection, if the path still names the good file it was opened on; else reopened, or Unusable."""
+        if self._closed:
+            raise Unavailable(f"the datastore {self.path} is closed")
+        if self._db is not None:
+            problem = self._changed()
+            if problem:
+                self._drop()
+                raise Unusable(f"{problem}; the store is reopened once the path holds a good store again")
+        if self._db is None:
+            self._open()
+        assert self._db is not None
+        return self._db
+
+    def _changed(self) -> str:
+        """Why the file at the path is no longer the store this connection uses ("" if it still is)."""
+        path = self.path
+        now = sqlite_file.identity(path)
+        if now is None:
+            return f"the datastore file {path} was removed"
+        if now != self._identity:
+            return f"the datastore file {path} was replaced by another file"
+        try:
+            with open(path, "rb") as handle:
+                head = handle.read(len(sqlite_file.MAGIC))
+        except OSError as error:
+            return f"the datastore file {path} cannot be read any more: {error.strerror}"
+        if head != sqlite_file.MAGIC:
+            return f"the datastore file {path} was overwritten: it no longer starts as a sqlite database"
+        return ""
 
     # -- plumbing ---------------------------------------------------------------
 
     @contextmanager
     def _guard(self) -> Iterator[sqlite3.Connection]:
-        """The connection, for one thread at a time; sqlite errors become Unavailable."""
+        """The connection, for one thread at a time; sqlite errors become the datastore's."""
         with self._lock:
-            if self._closed:
-                raise Unavailable(f"the datastore {self.path} is closed")
+            db = self._usable()
             try:
-                yield self._db
+                yield db
             except BaseException as error:
-                if self._db.in_transaction:
-                    self._db.rollback()
+                if self._db is not None and db.in_transaction:
+                    try:
+                        db.rollback()
+                    except sqlite3.Error:
+                        self._drop()
                 if isinstance(error, sqlite3.Error):
-                    raise Unavailable(f"datastore {self.path}: {error}") from None
+                    raise self._translate(error) from None
                 raise
 
     @contextmanager
@@ -221,13 +394,20 @@ class SqliteDatastore(ClosingMixin):
         write transaction after sweeping it, so the answer and its revision agree.
         """
         with self._transaction(write=False) as db:
-            if not self._due(db):
+            if not self._due(db) or self.read_only:  # read-only: the queries leave out what is past its expiry
                 return query(db)
         with self._transaction(write=True) as db:
             return query(db)
 
+    def _live(self) -> tuple[str, tuple[float, ...]]:
+        """The condition leaving out keys past their expiry, where no sweep can delete them (a read-only file)."""
+        if not self.read_only:
+            return "", ()
+        return " AND (expires_at IS NULL OR expires_at > ?)", (self.clock(),)
+
     def _current(self, db: sqlite3.Connection, key: str) -> KeyValue | None:
-        row = db.execute(f"SELECT {_COLUMNS} FROM kv_data WHERE key = ?", (key,)).fetchone()
+        live, now = self._live()
+        row = db.execute(f"SELECT {_COLUMNS} FROM kv_data WHERE key = ?{live}", (key, *now)).fetchone()
         return _row_kv(row) if row else None
 
     def _range(self, prefix: str) -> tuple[str, tuple[str, ...]]:
@@ -267,7 +447,10 @@ class SqliteDatastore(ClosingMixin):
         where, args = self._range(check_prefix(prefix))
 
         def query(db: sqlite3.Connection) -> Listing:
-            rows = db.execute(f"SELECT {_COLUMNS} FROM kv_data WHERE {where} ORDER BY key", args).fetchall()
+            live, now = self._live()
+            rows = db.execute(
+                f"SELECT {_COLUMNS} FROM kv_data WHERE {where}{live} ORDER BY key", (*args, *now)
+            ).fetchall()
             return [_row_kv(row) for row in rows], self._meta(db, "revision")
 
         listing: Listing = self._read(query)
@@ -357,7 +540,7 @@ class SqliteDatastore(ClosingMixin):
                 since = max(since, self._meta(db, "revision"))
             if rows:
                 yield [_log_event(row) for row in rows]
-            elif due:  # an idle store: this poll turns the expiry into its DELETE, seen on the next pass
+            elif due and not self.read_only:  # an idle store: this poll turns the expiry into its DELETE
                 with self._transaction(write=True):
                     pass  # the write transaction sweeps when it begins
             else:
@@ -375,4 +558,9 @@ class SqliteDatastore(ClosingMixin):
         with self._lock:
             if not self._closed:
                 self._closed = True
-                self._db.close()
+                self._drop()
+
+
+def _store_id() -> int:
+    """A random identity for a new store, so a WAL of another store is told apart (:func:`sqlite_file.check_wal`)."""
+    return random.SystemRandom().randrange(1, 1 << 62)

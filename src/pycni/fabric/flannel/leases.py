@@ -178,9 +178,10 @@ def open_lease_store(endpoints: str | None, prefix: str, path: str | None) -> Le
     if urls:
         return LeaseStore(open_datastore(urls), prefix)
     if path:
-        from pycni.fabric.flannel.migrate import migrate_lease_file
+        from pycni.datastore.sqlite import SqliteDatastore
+        from pycni.fabric.flannel.migrate import OLD_TABLES, migrate_lease_file
 
-        datastore = open_datastore(path=path)
+        datastore = SqliteDatastore(path, adopt=OLD_TABLES)  # a file of an earlier pycni is Flannel's to migrate
         try:
             migrate_lease_file(path, datastore)
         except BaseException:
