@@ -20,10 +20,11 @@ for one machine without etcd. Errors are one line on stderr and exit status 1.
 (``--bird-socket``, ``$PYCNI_CALICO_BIRD_SOCKET``, else calicoctl's
 /var/run/calico/bird.ctl then /var/run/bird/bird.ctl); the pycni
 ``calico-node`` agent stands for calico-felix (``--agent-pid-file`` or
-``$PYCNI_CALICO_NODE_PIDFILE`` names its pid file, else the
-``calico-node.pid`` the agent writes beside its BIRD socket, so each of several
-nodes on one machine is told apart; with none of those any running
-``calico-node`` or ``calico-felix`` process counts, as calicoctl looks).
+``$PYCNI_CALICO_NODE_PIDFILE`` names its pid file; with a BIRD socket named
+explicitly, the ``calico-node.pid`` the agent writes beside it while it runs,
+so each of several nodes on one machine is told apart; otherwise that file at
+the default socket's place if there is one, else any running ``calico-node``
+or ``calico-felix`` process counts, as calicoctl looks).
 """
 
 from __future__ import annotations
@@ -571,12 +572,19 @@ def _bird_socket(opts: argparse.Namespace) -> str:
 
 
 def _agent_pid_file(opts: argparse.Namespace, socket_path: str) -> str | None:
-    """The agent's pid file: as given, else the one ``pycni calico-node`` writes beside its BIRD socket."""
+    """The agent's pid file: as given; else, for a BIRD socket named explicitly, the agent's beside it.
+
+    ``pycni calico-node`` writes ``calico-node.pid`` in its run directory, where
+    its BIRD socket is, while it runs; so with ``--bird-socket RUN/bird.ctl``
+    the answer is about that node's agent, not any agent on the machine.
+    None: look for any agent process, as calicoctl does.
+    """
     given: str | None = opts.agent_pid_file or os.environ.get("PYCNI_CALICO_NODE_PIDFILE")
     if given:
         return given
     beside = os.path.join(os.path.dirname(socket_path), AGENT_PID_FILE)
-    return beside if os.path.exists(beside) else None
+    explicit = bool(opts.bird_socket or os.environ.get("PYCNI_CALICO_BIRD_SOCKET"))
+    return beside if explicit or os.path.exists(beside) else None
 
 
 def cmd_node_status(opts: argparse.Namespace) -> int:

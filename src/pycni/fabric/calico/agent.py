@@ -33,7 +33,8 @@ re-lists and the next calculation catches up. Link events of the node's
 namespace (a device deleted or brought down) wake the agent at once.
 
 Its own Node deleted (an administrator removed the node) stops the agent
-with status 1, and BIRD with it, its kernel routes removed. The agent's pid
+with status 1, and BIRD with it, its kernel routes removed; it gives back
+its tunnel addresses and block affinities on the way out. The agent's pid
 is in ``<run dir>/calico-node.pid`` (``--pid-file``) while it runs, for
 ``calicoctl node status``. A clean exit (SIGTERM, SIGINT) removes the agent's nftables
 table; devices, routes, neighbours and FDB entries stay, as Felix leaves
@@ -48,6 +49,7 @@ nothing to do.
 
 from __future__ import annotations
 
+import contextlib
 import ipaddress
 import logging
 import signal
@@ -61,12 +63,12 @@ from pycni import __version__
 from pycni.datastore import Datastore, Unavailable
 from pycni.fabric.calico import autodetect, nodefiles, startup
 from pycni.fabric.calico.calculation import IPIP_DEVICE, VXLAN_DEVICE, Desired, LocalNode, calculate, felix_settings
-from pycni.fabric.calico.ipam_store import IPAM
+from pycni.fabric.calico.ipam_store import IPAM, NotAssigned
 from pycni.fabric.calico.leak_gc import LeakCollector
 from pycni.fabric.calico.managers import Dataplane
 from pycni.fabric.calico.model import FelixSettings, NodeInfo
 from pycni.fabric.calico.nodeconfig import NodeConfig
-from pycni.fabric.calico.resources import ResourceClient
+from pycni.fabric.calico.resources import TUNNEL_HANDLE_KINDS, ResourceClient
 from pycni.fabric.calico.routing import NoRouting, Routing, routing_for
 from pycni.fabric.calico.syncer import ClusterState, Syncer
 from pycni.net import netns, sysctl
@@ -364,6 +366,26 @@ class CalicoNode:
                 continue
             problem = ""
 
+    def _give_back(self) -> None:
+        """The node left: release its tunnel addresses and block affinities, as Calico's node controller does.
+
+        ``calicoctl delete node`` released them already, but this agent may
+        have claimed its tunnel address again before it saw its Node go;
+        kube-controllers releases a deleted node's tunnel addresses and
+        affinities, and pycni has no kube-controllers.
+        """
+        nodename = self.config.nodename
+        try:
+            for kind in TUNNEL_HANDLE_KINDS:
+                with contextlib.suppress(NotAssigned):
+                    self.ipam.release_by_handle(startup.tunnel_handle(kind, nodename))
+            released = self.ipam.release_host_affinities(nodename)
+        except CNIError as exc:
+            log.error("could not give back this node's tunnel addresses and blocks: %s", exc)
+            return
+        if released:
+            log.info("released %d block affinit(ies) of the departed node", released)
+
     def shutdown(self) -> None:
         """Stop following the datastore, remove the nft table; devices and routes stay for the next agent."""
         self.stopping.set()
@@ -374,6 +396,8 @@ class CalicoNode:
                     log.info("natOutgoing rules removed")
             except CNIError as exc:
                 log.error("could not remove the natOutgoing rules: %s", exc)
+        if self.left:
+            self._give_back()
         self.routing.close(self.stop_bird, leaving=self.left)
         if self._ipr is not None:
             self._ipr.close()
