@@ -186,6 +186,7 @@ class CalicoCluster:
         ]  # fmt: skip
 
     def start_agent(self, node: Node, *extra: str, wait: bool = True) -> None:
+        offset = node.log.stat().st_size if node.log.exists() else 0  # a restarted agent's "ready" is a new one
         handle = node.log.open("ab")
         env = {**os.environ, **self.env}
         node.agent = subprocess.Popen(
@@ -194,7 +195,6 @@ class CalicoCluster:
         handle.close()
         if not wait:
             return
-        offset = 0
         deadline = time.monotonic() + 40
         while time.monotonic() < deadline:
             text = node.log.read_text()
@@ -222,6 +222,21 @@ class CalicoCluster:
         proc = subprocess.run(argv, input=stdin, env=env, capture_output=True, text=True, timeout=60, check=False)
         assert proc.returncode == 0, f"calicoctl {' '.join(args)}: {proc.stderr}"
         return proc
+
+    def etcd_get(self, prefix: str) -> dict[str, str]:
+        """Every key under ``prefix`` with its value, read with etcdctl in the underlay namespace."""
+        argv = ["ip", "netns", "exec", self.underlay, "etcdctl", f"--endpoints={ETCD_URL}", "get", "--prefix", prefix]
+        env = {**os.environ, "ETCDCTL_API": "3"}
+        lines = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=30, check=True).stdout
+        parts = lines.splitlines()
+        return dict(zip(parts[0::2], parts[1::2], strict=True))
+
+    def affine_blocks(self, node: Node) -> list[str]:
+        """The node's IPv4 blocks with a confirmed affinity, from the datastore."""
+        prefix = f"/calico/ipam/v2/host/{node.nodename}/ipv4/block/"
+        found = self.etcd_get(prefix)
+        confirmed = [k for k, v in found.items() if json.loads(v or "{}").get("state", "") in ("confirmed", "")]
+        return sorted(key[len(prefix) :].replace("-", "/") for key in confirmed)
 
     def resource(self, kind: str, name: str) -> dict[str, Any]:
         value: dict[str, Any] = json.loads(self.calicoctl("get", kind, name, "-o", "json").stdout)
@@ -276,6 +291,7 @@ class CalicoCluster:
             "NETCONFPATH": str(conf_dir),
             "PYCNI_CACHE_DIR": str(node.home / "cache"),
             "CNI_ARGS": f"K8S_POD_NAMESPACE=default;K8S_POD_NAME={pod}",
+            "PYCNI_SOCKET": str(self.tmp / "no-daemon.sock"),  # in-process: never another test's daemon
         }
 
     def add_pod(self, node: Node) -> Pod:
@@ -290,13 +306,68 @@ class CalicoCluster:
         )
         assert proc.returncode == 0, f"pod ADD on {node.ns}: {proc.stdout} {proc.stderr}"
         ip = json.loads(proc.stdout)["ips"][0]["address"].split("/")[0]
+        pod = self.serve(name, ip, node)
+        node.pods.append(pod)
+        return pod
+
+    def serve(self, name: str, ip: str, node: Node) -> Pod:
+        """busybox httpd in the pod's namespace, answering with the pod's name."""
         www = self.tmp / f"www-{name}"
         www.mkdir()
         (www / "index.html").write_text(f"{name}\n")
         run("busybox", "httpd", "-p", "80", "-h", str(www), netns=name)
-        pod = Pod(name, ip, node)
-        node.pods.append(pod)
-        return pod
+        return Pod(name, ip, node)
+
+    def netconf(self, node: Node, pools: list[str] | None = None) -> dict[str, Any]:
+        """The calico plugin's network config as a runtime hands it to the executable (one plugin)."""
+        conf = {"cniVersion": "1.0.0", "name": NETWORK, **self.conflist(node)["plugins"][0]}
+        if pools:
+            conf["ipam"] = {**conf["ipam"], "ipv4_pools": pools}
+        return conf
+
+    def plugin(
+        self,
+        command: str,
+        node: Node,
+        pod_ns: str,
+        container_id: str,
+        *,
+        pools: list[str] | None = None,
+        socket: str | None = None,
+    ) -> subprocess.Popen[str]:
+        """The ``calico`` plugin executable, started in the node's namespace as a runtime starts it.
+
+        ``socket`` is the pycni daemon to hand the call to; without one the
+        shim finds no daemon (a path nothing listens on) and runs the plugin
+        in-process, so a daemon another test runs on the default socket never
+        takes the call. The call runs in its own process group (SIGKILL it whole).
+        """
+        env = {
+            **os.environ,
+            "CNI_COMMAND": command,
+            "CNI_CONTAINERID": container_id,
+            "CNI_NETNS": self.pool.path(pod_ns),
+            "CNI_IFNAME": "eth0",
+            "CNI_PATH": self.plugin_dir,
+            "CNI_ARGS": f"K8S_POD_NAMESPACE=default;K8S_POD_NAME={container_id}",
+            "PYCNI_SOCKET": socket or str(self.tmp / "no-daemon.sock"),
+        }
+        text = json.dumps(self.netconf(node, pools))
+        conf = node.home / f"netconf-{'-'.join(pools or ['default'])}.json".replace("/", "_")
+        if not conf.exists() or conf.read_text() != text:  # never rewritten under a call reading it
+            staged = conf.with_suffix(".tmp")
+            staged.write_text(text)
+            staged.replace(conf)
+        with conf.open() as stdin:
+            return subprocess.Popen(
+                ["ip", "netns", "exec", node.ns, os.path.join(self.plugin_dir, "calico")],
+                env=env,
+                stdin=stdin,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                text=True,
+                start_new_session=True,
+            )
 
     def pods(self) -> list[Pod]:
         return [pod for node in self.nodes for pod in node.pods]
