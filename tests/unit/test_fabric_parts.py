@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import ipaddress
 import json
 from pathlib import Path
@@ -43,12 +44,8 @@ def args(config: dict[str, object]) -> CmdArgs:
     return CmdArgs("ADD", "c1", "/run/netns/x", "eth0", "", [], json.dumps(config).encode(), config)
 
 
-ENV = {
-    "FLANNEL_NETWORK": "10.244.0.0/16",
-    "FLANNEL_SUBNET": "10.244.1.1/24",
-    "FLANNEL_MTU": "1450",
-    "FLANNEL_IPMASQ": "true",
-}
+ENV = subnetenv.SubnetEnv(NET, ipaddress.IPv4Interface("10.244.1.1/24"), 1450, True)
+GOOD = "FLANNEL_NETWORK=10.244.0.0/16\nFLANNEL_SUBNET=10.244.1.1/24\nFLANNEL_MTU=1450\nFLANNEL_IPMASQ=true\n"
 
 
 def test_delegate_config_defaults_as_the_reference() -> None:
@@ -67,15 +64,72 @@ def test_delegate_config_defaults_as_the_reference() -> None:
 def test_delegate_keys_win_and_runtime_config_passes_through() -> None:
     user = {"hairpinMode": True, "isDefaultGateway": True, "mtu": 1400, "ipam": {"routes": [{"dst": "0.0.0.0/0"}]}}
     config = {"cniVersion": "1.0.0", "name": "cbr0", "type": "flannel", "runtimeConfig": {"portMappings": []}}
-    conf = flannel.delegate_config(args(config), {**ENV, "FLANNEL_IPMASQ": "false"}, user)
+    conf = flannel.delegate_config(args(config), dataclasses.replace(ENV, ipmasq=False), user)
     assert conf["mtu"] == 1400 and conf["hairpinMode"] and conf["ipMasq"] is True
     assert conf["ipam"]["routes"] == [{"dst": "0.0.0.0/0"}, {"dst": "10.244.0.0/16"}]
     assert conf["runtimeConfig"] == {"portMappings": []}
 
 
-def test_incomplete_subnet_env_is_a_clear_error() -> None:
-    with pytest.raises(CNIError, match=r"subnet\.env is incomplete"):
-        flannel.delegate_config(args({"cniVersion": "1.0.0", "name": "cbr0"}), {"FLANNEL_NETWORK": "x"}, {})
+@pytest.mark.parametrize(
+    ("text", "code", "message"),
+    [
+        (b"", 7, "is empty"),
+        (GOOD.replace("FLANNEL_MTU=1450\n", "").encode(), 7, "is missing FLANNEL_MTU"),
+        (GOOD.replace("1450", "abc").encode(), 7, "FLANNEL_MTU='abc' is not an MTU"),
+        (GOOD.replace("1450", "99999").encode(), 7, "FLANNEL_MTU='99999' is not an MTU"),
+        (GOOD.replace("=true", "=maybe").encode(), 7, "FLANNEL_IPMASQ='maybe' is neither true nor false"),
+        (GOOD.replace("10.244.1.1/24", "10.9.1.1/24").encode(), 7, "is not inside FLANNEL_NETWORK 10.244.0.0/16"),
+        (GOOD.replace("10.244.1.1/24", "10.244.1.1/2").encode(), 7, "FLANNEL_SUBNET='10.244.1.1/2' is not inside"),
+        (GOOD.replace("10.244.0.0/16", "10.244.0.0/33").encode(), 7, "FLANNEL_NETWORK='10.244.0.0/33' is not"),
+        ((GOOD + "FLANNEL_SUBNET=10.244.2.1/24\n").encode(), 7, "gives FLANNEL_SUBNET twice"),
+        (b"\xff\xfe" + GOOD.encode(), 7, "is not UTF-8 text"),
+        (b"\x00garbage\n" + GOOD.encode(), 7, "line 1 is not KEY=VALUE"),
+    ],
+)
+def test_a_damaged_subnet_env_is_an_error_naming_the_file_and_key(
+    tmp_path: Path, text: bytes, code: int, message: str
+) -> None:
+    path = tmp_path / "subnet.env"
+    path.write_bytes(text)
+    with pytest.raises(CNIError) as error:
+        subnetenv.load(str(path))
+    assert error.value.code == code and str(path) in error.value.msg and message in error.value.msg
+    assert "pycni flanneld writes it again" in error.value.msg
+
+
+def test_subnet_env_with_crlf_or_repeated_keys_reads_as_go_reads_it(tmp_path: Path) -> None:
+    path = tmp_path / "subnet.env"
+    path.write_bytes((GOOD + "FLANNEL_MTU=1450\n# comment\n").replace("\n", "\r\n").encode())
+    assert subnetenv.load(str(path)) == ENV
+    assert subnetenv.load(str(tmp_path / "missing")) is None
+
+
+@pytest.mark.parametrize("kind", ["symlink", "directory"])
+def test_a_subnet_env_that_is_not_a_regular_file_is_code_5(tmp_path: Path, kind: str) -> None:
+    path = tmp_path / "subnet.env"
+    if kind == "symlink":
+        (tmp_path / "elsewhere").write_text(GOOD)
+        path.symlink_to(tmp_path / "elsewhere")
+    else:
+        path.mkdir()
+    with pytest.raises(CNIError) as error:
+        subnetenv.load(str(path))
+    assert error.value.code == 5 and str(path) in error.value.msg
+    subnetenv.write(str(path), GOOD)  # the agent replaces it, never writing through a link
+    assert not path.is_symlink() and path.read_text() == GOOD
+    if kind == "symlink":
+        assert (tmp_path / "elsewhere").read_text() == GOOD
+
+
+def test_what_the_agent_finds_wrong_with_subnet_env(tmp_path: Path) -> None:
+    path = str(tmp_path / "subnet.env")
+    assert subnetenv.problem(path, GOOD) == "it is missing"
+    subnetenv.write(path, GOOD)
+    assert subnetenv.problem(path, GOOD) == ""
+    subnetenv.write(path, GOOD.replace("1450", "abc"))
+    assert "FLANNEL_MTU='abc'" in subnetenv.problem(path, GOOD)
+    subnetenv.write(path, GOOD.replace("10.244.1.1", "10.244.2.1"))
+    assert subnetenv.problem(path, GOOD) == "it holds other values than this node's lease"
 
 
 def test_masquerade_rules_mirror_flannel() -> None:

@@ -11,7 +11,19 @@
    on a node in order).
 
 When the store is unreachable the dataplane is left exactly as it is, and the
-agent re-lists and reconciles once the store answers again.
+agent re-lists and reconciles once the store answers again. The embedded
+store's file damaged under a running agent (:class:`~pycni.datastore.Unusable`)
+is the same outage: the dataplane stays, the agent reports it at every retry
+and goes on once the file is good again. At start-up, waiting is only for what
+can come back by itself (etcd away, the file locked, no config yet): a damaged,
+foreign or read-only store file is one error line naming it and exit 1, and
+the file is left as it is (never replaced by an empty store: moving it away
+is the user's decision, as deleting an etcd data directory is).
+
+``subnet.env`` is written at start, as flanneld writes it, and, unlike
+flanneld, checked at every resync and rewritten (with a warning saying what
+was wrong) when it is damaged or not this node's lease; a damaged file found
+at start is only a lost hint for reusing the previous subnet.
 
 A peer whose lease carries this node's backend identity (the vxlan VTEP MAC:
 a cloned image, copied state) makes the backend take a new one, and the
@@ -41,6 +53,7 @@ from types import FrameType
 from typing import Any
 
 from pycni.datastore import DatastoreError, Unavailable
+from pycni.datastore.errors import Unusable
 from pycni.fabric.flannel import subnetenv
 from pycni.fabric.flannel.backends import BACKENDS, Backend, ExternalInterface
 from pycni.fabric.flannel.backends.common import BackendError, DeviceMissing
@@ -116,14 +129,19 @@ class Agent:
         self._lease_lock = threading.Lock()  # self.lease: renewal and re-publishing must not undo each other
         self._rules_lock = threading.Lock()  # installing vs removing the nft table at exit
         self._unpublished: dict[str, Any] | None = None  # BackendData the store has not taken yet
+        self._subnet_text = ""  # what subnet.env must hold
 
     # -- start-up ---------------------------------------------------------------
 
     def start(self) -> None:
         options = self.options
         if options.net_config_path and self.store.embedded:  # as flanneld, etcd's config is etcd's to hold
-            with open(options.net_config_path) as handle:
-                self.store.set_network_config(handle.read())
+            try:
+                with open(options.net_config_path) as handle:
+                    text = handle.read()
+            except (OSError, UnicodeDecodeError) as exc:
+                raise CNIError(ErrorCode.IO_FAILURE, f"cannot read {options.net_config_path}: {exc}") from None
+            self._until_available(lambda: self.store.set_network_config(text))
         self.config = config = NetworkConfig.from_json(self._until_available(self._read_config))
         if config.network is None:
             raise CNIError(
@@ -153,17 +171,39 @@ class Agent:
         data = backend.prepare()
         attrs = LeaseAttrs(public_ip=ext.public_ip, backend_type=config.backend_type, backend_data=data)
         manager = SubnetManager(self.store, config, options.lease_ttl)
-        previous = subnetenv.subnet_of(subnetenv.read(options.subnet_file))
+        previous = self._previous_subnet()
         lease = self._until_available(lambda: manager.acquire(attrs, previous))
         log.info("lease acquired: %s", lease.subnet)
         backend.configure(lease)
         self.backend, self.lease, self.manager = backend, lease, manager
         self._ensure_rules()
-        subnetenv.write(
-            options.subnet_file, subnetenv.render(config.network, lease.subnet, backend.mtu, options.ip_masq)
-        )
+        self._subnet_text = subnetenv.render(config.network, lease.subnet, backend.mtu, options.ip_masq)
+        subnetenv.write(options.subnet_file, self._subnet_text)
         log.info("wrote %s (MTU %s)", options.subnet_file, backend.mtu)
         self.revision = self._reconcile()
+
+    def _previous_subnet(self) -> Any:
+        """The subnet the last ``subnet.env`` names (flanneld reuses it if it is free); a damaged file names none."""
+        try:
+            return subnetenv.subnet_of(
+                subnetenv.parse(self.options.subnet_file, subnetenv.read_bytes(self.options.subnet_file) or b"")
+            )
+        except CNIError as error:
+            log.warning("ignoring the previous subnet.env (%s); it is written anew", error.msg)
+            return None
+
+    def _ensure_subnet_file(self) -> None:
+        """Rewrite ``subnet.env`` if it no longer holds what this agent wrote (damaged, removed, edited)."""
+        path = self.options.subnet_file
+        problem = subnetenv.problem(path, self._subnet_text)
+        if not problem:
+            return
+        try:
+            subnetenv.write(path, self._subnet_text)
+        except CNIError as error:
+            log.error("%s is not as written (%s) and cannot be rewritten: %s", path, problem, error.msg)
+            return
+        log.warning("%s was not as written (%s); rewrote it", path, problem)
 
     def _read_config(self) -> str:
         """The config JSON; as flanneld, a config not written yet is waited for, not fatal."""
@@ -178,8 +218,8 @@ class Agent:
             try:
                 return fn()
             except Unavailable as error:
-                if self.stopping.is_set():
-                    raise
+                if self.stopping.is_set() or isinstance(error, Unusable):
+                    raise  # a damaged or foreign store file: only a person can fix that
                 log.warning("store unavailable (%s); retrying in %.1f s", error.msg, delay)
                 self.stopping.wait(delay)
                 delay = min(delay * 2, 5.0)
@@ -367,6 +407,7 @@ class Agent:
         while not self.stopping.wait(self.options.resync):
             try:
                 self._ensure_rules()
+                self._ensure_subnet_file()
                 self._reconcile()
             except DatastoreError:
                 continue  # the watch loop reports it

@@ -6,11 +6,18 @@ delegate's config: ``bridge`` by default with ``isGateway`` and
 the node's subnet with a route to the whole cluster network. Keys in
 ``delegate`` win. The generated config is saved under ``dataDir`` per container
 so that DEL (and CHECK) use exactly what ADD used, even if the lease changed.
+
+A damaged ``subnet.env`` (see :mod:`pycni.fabric.flannel.subnetenv` for what is
+checked) fails ADD with a CNI error naming the file and the key, before
+anything is made. DEL and GC never fail because of it: DEL uses the config ADD
+saved; if that is damaged too, the delegate is called with a config rebuilt
+from ``subnet.env`` or, when that is damaged as well, with another container's
+saved config (the same network on the same node: the delegate's DEL goes by
+container ID), and GC takes its delegate config the same way.
 """
 
 from __future__ import annotations
 
-import ipaddress
 import json
 import logging
 import os
@@ -38,14 +45,9 @@ def _settings(args: CmdArgs) -> tuple[str, str, dict[str, Any]]:
     return subnet_file, data_dir, dict(conf.obj("delegate").data)
 
 
-def delegate_config(args: CmdArgs, env: dict[str, str], user: dict[str, Any]) -> dict[str, Any]:
+def delegate_config(args: CmdArgs, env: subnetenv.SubnetEnv, user: dict[str, Any]) -> dict[str, Any]:
     """The delegate's config from ``subnet.env`` and the user's ``delegate`` keys."""
-    try:
-        network, subnet = env["FLANNEL_NETWORK"], env["FLANNEL_SUBNET"]
-        mtu, ipmasq = int(env["FLANNEL_MTU"]), env["FLANNEL_IPMASQ"] == "true"
-        subnet_net = str(ipaddress.ip_interface(subnet).network)
-    except (KeyError, ValueError) as exc:
-        raise CNIError(ErrorCode.INVALID_NETWORK_CONFIG, f"subnet.env is incomplete or invalid: {exc}") from None
+    network, subnet_net, mtu, ipmasq = str(env.network), str(env.subnet.network), env.mtu, env.ipmasq
     conf: dict[str, Any] = {"type": "bridge", **user}
     conf["name"] = args.name
     conf["cniVersion"] = args.cni_version
@@ -71,8 +73,8 @@ def _scratch(data_dir: str, container_id: str) -> str:
 @plugin.add
 def add(args: CmdArgs) -> Result:
     subnet_file, data_dir, user = _settings(args)
-    env = subnetenv.read(subnet_file)
-    if not env:
+    env = subnetenv.load(subnet_file)
+    if env is None:
         raise CNIError(
             ErrorCode.TRY_AGAIN_LATER,
             f"loadFlannelSubnetEnv failed: open {subnet_file}: no such file or directory",
@@ -93,6 +95,43 @@ def add(args: CmdArgs) -> Result:
         raise
 
 
+def _saved(path: str) -> dict[str, Any] | None:
+    """A saved delegate config, if it is one (a JSON object with a string ``type``)."""
+    try:
+        saved = jsonutil.loads(fsutil.read_state(path))
+    except (OSError, ValueError):
+        return None
+    return saved if isinstance(saved, dict) and isinstance(saved.get("type"), str) else None
+
+
+def _rebuilt(args: CmdArgs, subnet_file: str, data_dir: str, user: dict[str, Any], skip: str) -> dict[str, Any] | None:
+    """A delegate config for DEL or GC without this container's own: from subnet.env, else the newest saved one."""
+    try:
+        env = subnetenv.load(subnet_file)
+    except CNIError as error:
+        log.warning("flannel: %s", error.msg)
+        env = None
+    if env is not None:
+        return delegate_config(args, env, user)
+    try:
+        names = [name for name in os.listdir(data_dir) if name != skip and not name.startswith(".")]
+    except OSError:
+        return None
+    paths = [os.path.join(data_dir, name) for name in names]
+    for path in sorted(paths, key=_mtime, reverse=True):
+        saved = _saved(path)
+        if saved is not None:
+            return saved
+    return None
+
+
+def _mtime(path: str) -> float:
+    try:
+        return os.lstat(path).st_mtime
+    except OSError:
+        return 0.0
+
+
 @plugin.delete
 def delete(args: CmdArgs) -> None:
     subnet_file, data_dir, user = _settings(args)
@@ -103,12 +142,11 @@ def delete(args: CmdArgs) -> None:
     except FileNotFoundError:
         return  # never added, or already deleted
     except (OSError, ValueError, KeyError, TypeError) as exc:
-        # Damaged: DEL what ADD would have saved from subnet.env (Go fails every DEL after this);
-        # without subnet.env nothing can be rebuilt, and the delegate's GC releases its address.
+        # Damaged: DEL with what ADD would have saved (Go fails every DEL after this); with nothing
+        # to rebuild it from, the delegate's GC releases the address later.
         log.warning("flannel: saved delegate config %s is unusable (%s); deleting with a rebuilt one", path, exc)
-        env = subnetenv.read(subnet_file)
-        if env:
-            conf = delegate_config(args, env, user)
+        conf = _rebuilt(args, subnet_file, data_dir, user, args.container_id)
+        if conf is not None:
             delegate.delegate_del(str(conf["type"]), json.dumps(conf).encode(), args.env, args.path)
         fsutil.remove(path)
         return
@@ -141,6 +179,7 @@ def gc(args: CmdArgs) -> None:
         return
     subnet_file, data_dir, user = _settings(args)
     valid = {cid for cid, _ifname in listed}
+    conf = _rebuilt(args, subnet_file, data_dir, user, "")  # before the stale ones go: one may be all there is
     try:
         names = os.listdir(data_dir)
     except OSError:  # none yet, or not a directory: nothing saved to forget
@@ -148,17 +187,21 @@ def gc(args: CmdArgs) -> None:
     for name in names:
         if name not in valid and not name.startswith("."):
             fsutil.remove(os.path.join(data_dir, name))
-    env = subnetenv.read(subnet_file)
-    if env:
-        conf = delegate_config(args, env, user)
-        conf["cni.dev/valid-attachments"] = args.config.get("cni.dev/valid-attachments", [])
-        delegate.delegate_gc(str(conf["type"]), json.dumps(conf).encode(), args.env, args.path)
+    if conf is None:
+        log.warning("flannel: no usable subnet.env or saved config: the delegate's GC is skipped")
+        return
+    conf["cni.dev/valid-attachments"] = args.config.get("cni.dev/valid-attachments", [])
+    delegate.delegate_gc(str(conf["type"]), json.dumps(conf).encode(), args.env, args.path)
 
 
 @plugin.status
 def status(args: CmdArgs) -> None:
     subnet_file, _data_dir, _user = _settings(args)
-    if not subnetenv.read(subnet_file):
+    try:
+        env = subnetenv.load(subnet_file)
+    except CNIError as error:
+        raise CNIError(ErrorCode.PLUGIN_NOT_AVAILABLE, error.msg) from None
+    if env is None:
         raise CNIError(ErrorCode.PLUGIN_NOT_AVAILABLE, f"{subnet_file} is missing: is the node agent running?")
 
 

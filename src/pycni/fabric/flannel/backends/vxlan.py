@@ -24,6 +24,11 @@ one of them, silently. Where it comes from, in order:
    namespace lived on;
 3. a new random locally administered MAC (Flannel's ``mac.NewHardwareAddr``).
 
+A state file that is damaged (empty, garbage, not a MAC, a directory, a
+symlink, unreadable) is never trusted nor followed: the device gets a new MAC,
+a warning names the file and why, the lease publishes the new MAC (peers
+reprogram from it), and the file is replaced by a regular one holding it.
+
 Where Flannel differs: in etcd mode it persists nothing (``LocalManager.
 GetStoredMacAddresses`` returns ""), so a deleted device comes back with a new
 MAC; in kube mode it reads the MAC from its own Node's ``backend-data``
@@ -61,7 +66,7 @@ from pycni.fabric.flannel.backends.common import (
     raise_problems,
 )
 from pycni.fabric.flannel.model import Lease, NetworkConfig
-from pycni.fsutil import write_atomic
+from pycni.fsutil import read_state, write_atomic
 from pycni.net import link, overlay, sysctl
 from pycni.net.errors import NetError
 from pycni.net.neigh import IPAddress
@@ -263,7 +268,11 @@ class VxlanBackend(NetlinkOwner):
             link.delete(ipr, self.name)
         else:
             mac = ""
-        mac = mac or self._stored_mac() or overlay.random_mac()
+        if not mac:
+            mac = self._stored_mac() or ""
+        if not mac:
+            mac = overlay.random_mac()
+            log.info("%s gets the new MAC %s", self.name, mac)
         try:
             return overlay.create_vxlan(ipr, self.spec(mac))
         except NetError as exc:
@@ -272,19 +281,28 @@ class VxlanBackend(NetlinkOwner):
                 return raced
             raise
 
-    def _stored_mac(self) -> str | None:
+    def _stored_mac(self, quiet: bool = False) -> str | None:
+        """The MAC the state file keeps; None (with a warning unless ``quiet``) if there is none or it is damaged."""
         try:
-            with open(self.state_path) as handle:
-                return normalize_mac(handle.read())
-        except OSError:
+            data = read_state(self.state_path)  # a symlink is not followed
+        except FileNotFoundError:
             return None
+        except OSError as exc:
+            why = "a symlink" if exc.errno == errno.ELOOP else exc.strerror or str(exc)
+            if not quiet:
+                log.warning("VTEP MAC state file %s is unusable (%s): not used", self.state_path, why)
+            return None
+        mac = normalize_mac(data.decode("ascii", "replace"))
+        if mac is None and not quiet:
+            log.warning("VTEP MAC state file %s holds no MAC (%r): not used", self.state_path, data[:40])
+        return mac
 
     def _store_mac(self, mac: str) -> None:
-        if self._stored_mac() == mac:
+        if self._stored_mac(quiet=True) == mac:
             return
         try:
             os.makedirs(os.path.dirname(self.state_path) or ".", exist_ok=True)
-            write_atomic(self.state_path, f"{mac}\n".encode(), mode=0o644)
+            write_atomic(self.state_path, f"{mac}\n".encode(), mode=0o644, replace_directory=True)
         except OSError as exc:
             log.warning("cannot persist the VTEP MAC of %s in %s: %s", self.name, self.state_path, exc)
 
