@@ -525,38 +525,14 @@ def test_sigkill_during_fifty_adds_then_ipam_check_names_the_leaks_and_the_gc_re
     cluster, nodes = fabric.cluster, fabric.nodes
     n1 = nodes[0]
     apply(cluster, "IPPool", "contention", {"cidr": CONTENTION_POOL, "blockSize": 28, "vxlanMode": "CrossSubnet"})
-    pods = [fabric.pool.new("kill", lo_up=False) for _ in range(50)]
-    procs = [cluster.plugin("ADD", n1, ns, f"kill{i}", pools=[CONTENTION_POOL]) for i, ns in enumerate(pods)]
-
-    def counts() -> tuple[int, int]:
-        handles = cluster.etcd_get(HANDLES + "k8s-pod-network.kill")
-        weps = cluster.etcd_get(WEPS + "node1-k8s-kill")
-        return len(handles), len(weps)
-
-    try:
-        # Half-way, with some ADD between its address and its endpoint (calico-ipam's host lock serialises the
-        # allocations, so only the few being wired are in flight at any moment).
-        wait_until(lambda: (c := counts())[0] >= 20 and c[0] > c[1], within=120, what="ADDs half-way, one in flight")
-    finally:
-        for proc in procs:  # the whole call: the plugin and the calico-ipam it runs
-            if proc.poll() is None:
-                os.killpg(proc.pid, signal.SIGKILL)
-        results(procs)
+    rounds = 0
+    leaked: set[str] = set()
+    while not leaked:  # the kill nearly always finds an ADD between address and endpoint; if not, once more
+        rounds += 1
+        assert rounds <= 3, "three rounds of 50 ADDs were killed without catching one between address and endpoint"
+        allocated, used = kill_half_way(fabric, n1, f"kill{rounds}x")
+        leaked = set(allocated) - used
     killed = time.monotonic()
-    blocks = blocks_by_cidr(cluster)
-    allocated = {
-        str(address): attribute.handle
-        for block in blocks.values()
-        for address, attribute in block.in_use()
-        if attribute.handle.startswith("k8s-pod-network.kill")
-    }
-    used = {
-        ip.split("/")[0]
-        for value in cluster.etcd_get(WEPS + "node1-k8s-kill").values()
-        for ip in json.loads(value)["spec"].get("ipNetworks", [])
-    }
-    leaked = set(allocated) - used
-    assert leaked, "the SIGKILL left addresses without a workload (the kill came while ADDs were in flight)"
 
     report = cluster.calicoctl("ipam", "check", "--show-problem-ips").stdout
     named = set(re.findall(r"^  (\S+) leaked; attrs Main:k8s-pod-network\.kill", report, re.MULTILINE))
@@ -576,11 +552,47 @@ def test_sigkill_during_fifty_adds_then_ipam_check_names_the_leaks_and_the_gc_re
     wait_until(clean, within=20, what="the agent's leak GC released every leak", interval=0.5)
     released = n1.log.read_text().count("IPAM GC: released leaked address")
     assert released == len(leaked), n1.log.read_text()[-2000:]
-    still = {a for a in used if any(a == str(ad) for b in blocks_by_cidr(cluster).values() for ad, _ in b.in_use())}
-    assert still == used, "the workloads that were written keep their addresses"
+    allocated_now = {str(address) for b in blocks_by_cidr(cluster).values() for address, _ in b.in_use()}
+    assert used <= allocated_now, "the workloads that were written keep their addresses"
     print(
-        f"\nSIGKILL during 50 ADDs on node1: {len(allocated)} allocated, {len(used)} with an endpoint; "
+        f"\nSIGKILL during 50 ADDs on node1 (round {rounds}): {len(allocated)} allocated, {len(used)} with endpoints; "
         f"ipam check named {len(named)} leaks ({problems} problems); the agent's GC (grace 3 s, a pass every 1.5 s) "
         f"left 0 problems {time.monotonic() - restarted:.1f} s after the agent started with it "
         f"({time.monotonic() - killed:.1f} s after the kill)"
     )
+
+
+def kill_half_way(fabric: Fabric, node: Node, prefix: str) -> tuple[dict[str, str], set[str]]:
+    """50 in-process ADDs on ``node`` SIGKILLed half-way; (address -> handle) allocated to them, addresses in endpoints.
+
+    Killed once 20 have their handle and some ADD is between its address and
+    its endpoint (calico-ipam's host lock serialises the allocations, so only
+    the few being wired are in flight at any moment).
+    """
+    cluster = fabric.cluster
+    pods = [fabric.pool.new("kill", lo_up=False) for _ in range(50)]
+    procs = [cluster.plugin("ADD", node, ns, f"{prefix}{i}", pools=[CONTENTION_POOL]) for i, ns in enumerate(pods)]
+    handle_prefix, wep_prefix = f"{HANDLES}k8s-pod-network.{prefix}", f"{WEPS}{node.nodename}-k8s-{prefix}"
+
+    def counts() -> tuple[int, int]:
+        return len(cluster.etcd_get(handle_prefix)), len(cluster.etcd_get(wep_prefix))
+
+    try:
+        wait_until(lambda: (c := counts())[0] >= 20 and c[0] > c[1], within=120, what="ADDs half-way, one in flight")
+    finally:
+        for proc in procs:  # the whole call: the plugin and the calico-ipam it runs
+            if proc.poll() is None:
+                os.killpg(proc.pid, signal.SIGKILL)
+        results(procs)
+    allocated = {
+        str(address): attribute.handle
+        for block in blocks_by_cidr(cluster).values()
+        for address, attribute in block.in_use()
+        if attribute.handle.startswith(f"k8s-pod-network.{prefix}")
+    }
+    used = {
+        ip.split("/")[0]
+        for value in cluster.etcd_get(wep_prefix).values()
+        for ip in json.loads(value)["spec"].get("ipNetworks", [])
+    }
+    return allocated, used
