@@ -331,7 +331,7 @@ def one_type(node: Node, plugin_type: str, plugins: Callable[[int], list[dict[st
     kept = {
         part: new
         for part, (gone, new) in leftovers.items()
-        if gone or any(not any(name in line for name in by_design) for line in new)
+        if any(not any(name in line for name in by_design) for line in gone + new)
     }
     if kept:
         outcome.problems.append(f"node differs from fresh: {kept}")

@@ -277,7 +277,7 @@ class TestBadInput:
         [
             ({"isGateway": "true"}, 7, "isGateway: expected true or false, got string 'true'"),
             ({"mtu": "1500"}, 7, "mtu: expected an integer"),
-            ({"bridge": "a-very-long-bridge-name"}, 7, "is too long"),
+            ({"bridge": "a-very-long-bridge-name"}, 7, "is 23 bytes long, at most 15 are allowed"),
             ({"vlan": 5000}, 7, "invalid VLAN ID 5000"),
             ({"hairpinMode": True, "promiscMode": True}, 7, "cannot set hairpin mode and promiscuous mode"),
             ({"vlanTrunk": [{"minID": 10}]}, 7, "maxID is missing"),

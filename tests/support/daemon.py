@@ -65,6 +65,7 @@ class DaemonProcess:
         self.log_calls = log_calls
         self.proc: subprocess.Popen[bytes] | None = None
         self.started = 0.0
+        self.bound = 0.0  # when the socket became this daemon's: calls from then on wait for it, not run in-process
         self.ready = 0.0
 
     def argv(self) -> list[str]:
@@ -95,8 +96,12 @@ class DaemonProcess:
                     message = notify.recv(4096)
                 except TimeoutError:
                     raise AssertionError(f"the daemon did not report ready within {timeout} s") from None
-                if b"READY=1" in message.split(b"\n"):
-                    self.ready = time.monotonic()
+                now, lines = time.monotonic(), message.split(b"\n")
+                if any(line.startswith(b"STATUS=listening on ") for line in lines):
+                    self.bound = now
+                if b"READY=1" in lines:
+                    self.ready = now
+                    self.bound = self.bound or now
                     return
         finally:
             notify.close()

@@ -17,13 +17,14 @@ def snapshot(ns: str) -> dict[str, str]:
     """Links, addresses, routes and rules of every table, and the nftables ruleset of namespace ``ns``.
 
     Counters and interface indexes that change without meaning (statistics,
-    "if123" names of veth peers) are left out, so two snapshots are equal
-    exactly when the same objects exist with the same settings.
+    "if123" names of veth peers, an IPv6 address's passing "tentative" state
+    while duplicate address detection runs) are left out, so two snapshots
+    are equal exactly when the same objects exist with the same settings.
     """
     links = re.sub(r"^\d+: ", "", _ip(ns, "-o", "link", "show"), flags=re.M)
     return {
         "links": re.sub(r"@if\d+", "@if", links),
-        "addresses": re.sub(r"^\d+: ", "", _ip(ns, "-o", "addr", "show"), flags=re.M),
+        "addresses": re.sub(r"^\d+: | tentative(?= )", "", _ip(ns, "-o", "addr", "show"), flags=re.M),
         "routes": _ip(ns, "route", "show", "table", "all") + _ip(ns, "-6", "route", "show", "table", "all"),
         "rules": _ip(ns, "rule", "show") + _ip(ns, "-6", "rule", "show"),
         "nftables": subprocess.run(

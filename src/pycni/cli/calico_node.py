@@ -18,7 +18,7 @@ import os
 import re
 from typing import Any
 
-from pycni.fabric.calico.nodeconfig import DEFAULT_MTU_FILE, DEFAULT_NODENAME_FILE, DEFAULT_RUN_DIR
+from pycni.fabric.calico import paths
 
 
 def add_parsers(sub: Any) -> None:
@@ -51,9 +51,9 @@ def add_parsers(sub: Any) -> None:
     node.add_argument("--veth-mtu", type=int, default=0, help="pod MTU (the ConfigMap's veth_mtu; 0: computed)")
     node.add_argument("-c", "--config", default=None, help="a CalicoAPIConfig file naming the datastore")
     node.add_argument("--store", default=None, help="the embedded store's file (no etcd configured)")
-    node.add_argument("--nodename-file", default=DEFAULT_NODENAME_FILE, help="where to write the node name")
-    node.add_argument("--mtu-file", default=DEFAULT_MTU_FILE, help="where to write the pod MTU for the CNI plugin")
-    node.add_argument("--run-dir", default=DEFAULT_RUN_DIR, help="BIRD's config, control socket and logs")
+    node.add_argument("--nodename-file", default=paths.NODENAME_FILE, help="where to write the node name")
+    node.add_argument("--mtu-file", default=paths.MTU_FILE, help="where to write the pod MTU for the CNI plugin")
+    node.add_argument("--run-dir", default=paths.RUN_DIR, help="BIRD's config, control socket and logs")
     node.add_argument(
         "--pid-file",
         default="",

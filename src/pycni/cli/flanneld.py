@@ -16,8 +16,7 @@ import subprocess
 import time
 from typing import Any
 
-from pycni.fabric.flannel import subnetenv
-from pycni.fabric.flannel.model import DEFAULT_PREFIX, SUBNET_TTL
+from pycni.fabric.flannel import defaults
 from pycni.spec.jsonutil import get_key
 
 
@@ -53,7 +52,7 @@ def _store_args(parser: argparse.ArgumentParser) -> None:
         "",
         help="comma-separated etcd v3 endpoints (e.g. http://127.0.0.1:2379); none: the embedded store",
     )
-    _flag(parser, "--etcd-prefix", DEFAULT_PREFIX, help="etcd key prefix")
+    _flag(parser, "--etcd-prefix", defaults.PREFIX, help="etcd key prefix")
     _flag(
         parser,
         "--store-path",
@@ -109,7 +108,7 @@ def add_parsers(sub: Any) -> None:
         type=float,
         help="seconds between reconciling rules and peers with the store",
     )
-    _flag(agent, "--subnet-file", subnetenv.DEFAULT_PATH, help="where to write subnet.env")
+    _flag(agent, "--subnet-file", defaults.SUBNET_ENV_PATH, help="where to write subnet.env")
     _flag(
         agent,
         "--subnet-lease-renew-margin",
@@ -120,7 +119,7 @@ def add_parsers(sub: Any) -> None:
     _flag(
         agent,
         "--subnet-lease-ttl",
-        SUBNET_TTL,
+        defaults.SUBNET_TTL,
         type=int,
         help="lease TTL in seconds (flanneld: 24 h)",
     )

@@ -70,6 +70,13 @@ def acquire(path: str, env: MutableMapping[str, str] | None = None) -> Listener:
     return bind_atomically(path)
 
 
+def serving(path: str) -> bool:
+    """Whether another daemon listens at ``path`` now (not when systemd passed this process its socket)."""
+    if os.environ.get("LISTEN_PID") == str(os.getpid()):
+        return False
+    return _listening_pid(path) is not None
+
+
 def bind_atomically(path: str) -> Listener:
     """Bind a temporary name, listen, then rename it over ``path``.
 

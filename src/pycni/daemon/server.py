@@ -45,7 +45,7 @@ from typing import TYPE_CHECKING, TypeVar
 
 from pycni.daemon import systemd, wire
 from pycni.daemon.executor import InProcessExecutor
-from pycni.daemon.listener import Listener, acquire
+from pycni.daemon.listener import Listener, acquire, serving
 from pycni.net.netns import setns
 from pycni.plugins import PLUGIN_MODULES
 from pycni.runtime import delegate
@@ -124,7 +124,7 @@ class Daemon:
         children = {self._spawn(stop) for _ in range(workers)}
         how = "from systemd" if self.listener.activated else "bound"
         log.info("serving %s (%s, %d plugins, %d workers)", self.listener.path, how, len(self.plugins), workers)
-        systemd.notify("READY=1")
+        systemd.notify(f"READY=1\nSTATUS=serving with {workers} workers")
         try:
             while not stop.is_set():
                 _wait_readable(stop.read_fd, 0.5)
@@ -324,12 +324,30 @@ def _limit_malloc_arenas() -> None:
         ctypes.CDLL(None).mallopt(M_ARENA_MAX, MALLOC_ARENAS)
 
 
+def _take(socket_path: str) -> Listener:
+    """The listening socket; from here on calls reach this daemon (``STATUS=`` says so to systemd and tests)."""
+    listener = acquire(socket_path)
+    systemd.notify(f"STATUS=listening on {listener.path}")
+    return listener
+
+
 def main(socket_path: str, log_calls: bool, workers: int = 0) -> int:
-    """Import every plugin, then take the socket (so it is served the moment it appears), then serve."""
+    """Take the socket as soon as that costs no call anything, import every plugin, then serve.
+
+    When no daemon serves the path (a first start, or a restart after the old
+    one let go), the socket is bound before the plugins are imported: calls
+    that arrive meanwhile wait in its backlog for the shim's READY (the shim
+    waits ``PYCNI_DAEMON_WAIT`` for it), as they do behind systemd's socket,
+    instead of each running in-process, which would be slower for them and
+    would take the CPU this start needs. When a live daemon serves the path
+    (a take-over), the plugins are imported first, so the old daemon keeps
+    answering until the rename and no call waits at all.
+    """
     _limit_malloc_arenas()
-    plugins = load_plugins()
     try:
-        listener = acquire(socket_path)
+        listener = None if serving(socket_path) else _take(socket_path)
+        plugins = load_plugins()
+        listener = listener or _take(socket_path)
     except CNIError as error:
         log.error("%s", error)
         return 1

@@ -39,6 +39,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from pycni.fabric.calico import paths
 from pycni.fabric.calico.config import ConfigError
 from pycni.fabric.calico.model import Resource, new_resource
 from pycni.fabric.calico.schema import duration_seconds
@@ -46,9 +47,9 @@ from pycni.fabric.calico.schema import duration_seconds
 BACKENDS = ("bird", "vxlan", "none")
 DEFAULT_POOL_NAME = "default-ipv4-ippool"
 DEFAULT_POOL_CIDR = "192.168.0.0/16"
-DEFAULT_NODENAME_FILE = "/var/lib/calico/nodename"
-DEFAULT_MTU_FILE = "/var/lib/calico/mtu"
-DEFAULT_RUN_DIR = "/var/run/calico"
+DEFAULT_NODENAME_FILE = paths.NODENAME_FILE
+DEFAULT_MTU_FILE = paths.MTU_FILE
+DEFAULT_RUN_DIR = paths.RUN_DIR
 PID_FILE_NAME = "calico-node.pid"
 # kube-controllers' default LeakGracePeriod (kube-controllers/pkg/config/runconfig.go): 15 minutes.
 DEFAULT_LEAK_GRACE_PERIOD = 900.0

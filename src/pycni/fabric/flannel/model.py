@@ -15,14 +15,15 @@ from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any
 
+from pycni.fabric.flannel import defaults
 from pycni.spec.errors import CNIError, ErrorCode
 from pycni.spec.jsonutil import get_key
 
 IPv4Net = ipaddress.IPv4Network
 IPv6Net = ipaddress.IPv6Network
 
-DEFAULT_PREFIX = "/coreos.com/network"
-SUBNET_TTL = 24 * 3600  # seconds (Flannel's subnetTTL)
+DEFAULT_PREFIX = defaults.PREFIX
+SUBNET_TTL = defaults.SUBNET_TTL
 _KEY = re.compile(r"(\d+\.\d+\.\d+\.\d+)-(\d+)(?:&([a-f\d:]+)-(\d+))?$")
 
 

@@ -27,11 +27,12 @@ import re
 from dataclasses import dataclass
 
 from pycni import fsutil
+from pycni.fabric.flannel import defaults
 from pycni.fabric.flannel.model import IPv4Net, IPv6Net
 from pycni.fsutil import write_atomic
 from pycni.spec.errors import CNIError, ErrorCode
 
-DEFAULT_PATH = "/run/flannel/subnet.env"
+DEFAULT_PATH = defaults.SUBNET_ENV_PATH
 REQUIRED = ("FLANNEL_NETWORK", "FLANNEL_SUBNET", "FLANNEL_MTU", "FLANNEL_IPMASQ")
 _KEY = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 REWRITE = "pycni flanneld writes it again at its next start or resync"

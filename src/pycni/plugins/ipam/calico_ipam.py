@@ -67,6 +67,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from pycni.datastore import Datastore, DatastoreError, Unavailable
+from pycni.fabric.calico import paths
 from pycni.fabric.calico.config import DEFAULT_STORE_PATH, STORE_ENV, StoreConfig, open_store
 from pycni.fabric.calico.errors import CalicoError, ErroredField, ValidationError
 from pycni.fabric.calico.names import WorkloadEndpointIdentifiers
@@ -81,7 +82,6 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 plugin = Plugin("calico-ipam")
 
-DEFAULT_NODENAME_FILE = "/var/lib/calico/nodename"
 LOCK_DIR = "/var/run/calico"
 K8S_ARGS = ("IP", "K8S_POD_NAME", "K8S_POD_NAMESPACE", "K8S_POD_INFRA_CONTAINER_ID", "K8S_POD_UID")
 TEST_ARGS = ("CNI_TEST_NAMESPACE",)
@@ -153,7 +153,7 @@ def store_config(conf: Fields, env: Mapping[str, str]) -> StoreConfig:
 
 
 def nodename_file(conf: Fields) -> str:
-    return conf.string("nodename_file") or DEFAULT_NODENAME_FILE
+    return conf.string("nodename_file") or paths.NODENAME_FILE
 
 
 def determine_nodename(conf: Fields) -> str:

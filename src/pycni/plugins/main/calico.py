@@ -68,6 +68,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from pycni.datastore import DatastoreError, NotFound
+from pycni.fabric.calico import paths
 from pycni.fabric.calico.errors import ResourceAlreadyExists, ResourceNotFound, UpdateConflict
 from pycni.fabric.calico.resources import LABEL_NAMESPACE
 from pycni.net import addr, link, netns, routed_veth, sysctl
@@ -101,7 +102,6 @@ log = logging.getLogger(__name__)
 plugin = Plugin("calico")
 
 WORKING_VERSION = "1.1.0"
-DEFAULT_MTU_FILE = "/var/lib/calico/mtu"
 MAX_MTU = 65535
 DEFAULT_ROUTES = (ipaddress.ip_network("0.0.0.0/0"), ipaddress.ip_network("::/0"))
 MESOS_KEY = "org.apache.mesos"
@@ -145,7 +145,7 @@ def _mtu(conf: Fields) -> int:
     mtu = conf.integer("mtu", minimum=0, maximum=MAX_MTU)
     if mtu:
         return mtu
-    path = conf.string("pycni_mtu_file") or DEFAULT_MTU_FILE
+    path = conf.string("pycni_mtu_file") or paths.MTU_FILE
     try:
         with open(path, encoding="utf-8") as handle:
             text = handle.read().strip()
