@@ -38,3 +38,8 @@ if ! .venv/bin/python -c "import pycni, pytest, ruff, mypy" 2>/dev/null \
     .venv/bin/pip install -q --disable-pip-version-check -e ".[dev]"
     touch .venv/.pycni-installed
 fi
+
+# Bytecode for pycni's own sources, written now: an editable install has none, and where
+# PYTHONDONTWRITEBYTECODE is set (as in some CI environments) every cold plugin call and every
+# daemon start would otherwise compile ~100 modules from source. Up-to-date files are skipped.
+.venv/bin/python -m compileall -q -j 0 src >/dev/null
