@@ -432,6 +432,25 @@ def agent_rss_kib(node: Node) -> int:
         return next(int(line.split()[1]) for line in handle if line.startswith("VmRSS:"))
 
 
+def bird_rss_kib(nodes: list[Node]) -> int:
+    """RSS of the BIRDs of ``nodes`` together (each is found by its control socket on its command line)."""
+    sockets = {str(node.run_dir / "bird.ctl").encode() for node in nodes}
+    total = 0
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/cmdline", "rb") as handle:
+                argv = handle.read().split(b"\0")
+            if os.path.basename(argv[0]) != b"bird" or not sockets & set(argv):
+                continue
+            with open(f"/proc/{entry}/status") as handle:
+                total += next(int(line.split()[1]) for line in handle if line.startswith("VmRSS:"))
+        except (OSError, StopIteration):
+            continue
+    return total
+
+
 def route_mesh(work: Path, count: int, design: str, timeout: float = 300) -> dict[str, Any]:
     home = work / f"mesh-{design}"
     home.mkdir()
@@ -468,6 +487,7 @@ def route_mesh(work: Path, count: int, design: str, timeout: float = 300) -> dic
                     time.sleep(0.25)
                 sessions = [established(n) for n in nodes]
                 rss = [agent_rss_kib(n) for n in nodes]
+                birds = bird_rss_kib(nodes)
         finally:
             for node in cluster.nodes:
                 try:
@@ -483,6 +503,7 @@ def route_mesh(work: Path, count: int, design: str, timeout: float = 300) -> dic
         "sessions_per_node_max": max(sessions),
         "sessions_per_node_min": min(sessions),
         "agent_rss_mib_median": statistics.median(rss) / 1024,
+        "bird_rss_mib_total": birds / 1024,
     }
 
 
@@ -547,14 +568,16 @@ def report(data: dict[str, Any]) -> str:
     if "mesh" in data:
         lines += [
             "",
-            "| design | nodes | agents ready | every node routes every block | BIRD sessions | per node |",
-            "|---|---|---|---|---|---|",
+            "| design | nodes | every agent ready | every node routes every block | after the last ready "
+            "| BIRD sessions | per node | all BIRDs' RSS |",
+            "|---|---|---|---|---|---|---|---|",
         ]
         for design, r in data["mesh"].items():
             per = f"{r['sessions_per_node_min']}..{r['sessions_per_node_max']}"
+            after = r["converged_s"] - r["agents_ready_s"]
             lines.append(
-                f"| {design} | {r['nodes']} | {r['agents_ready_s']:.1f} s | {r['converged_s']:.1f} s "
-                f"| {r['sessions_total']} | {per} |"
+                f"| {design} | {r['nodes']} | {r['agents_ready_s']:.1f} s | {r['converged_s']:.1f} s | {after:.1f} s "
+                f"| {r['sessions_total']} | {per} | {r['bird_rss_mib_total']:.0f} MiB |"
             )
     return "\n".join(lines)
 
@@ -565,7 +588,7 @@ def main() -> int:
     parser.add_argument("--cold-allocs", type=int, default=50, help="allocations per IPAM for pycni cold")
     parser.add_argument("--runs", type=int, default=20, help="pod ADD+DEL runs per network and mode")
     parser.add_argument("--seconds", type=int, default=5, help="length of one iperf3 run")
-    parser.add_argument("--repeats", type=int, default=3, help="iperf3 runs per mode and path; the median is used")
+    parser.add_argument("--repeats", type=int, default=5, help="iperf3 runs per mode and path; the median is used")
     parser.add_argument("--nodes", type=int, default=30, help="nodes for the route-mesh part")
     parser.add_argument("--part", choices=("all", "node", "throughput", "mesh"), default="all")
     parser.add_argument("--json", help="also write the raw numbers to this file")
