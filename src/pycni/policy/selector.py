@@ -469,3 +469,28 @@ def validate(selector: str) -> None:
 def matches(selector: str, labels: Mapping[str, str]) -> bool:
     """Parse and evaluate in one step (for one-off checks; keep the :class:`Selector` otherwise)."""
     return parse(selector).matches(labels)
+
+
+def _prefixed(node: Node, prefix: str) -> Node:
+    if isinstance(node, Has):
+        return Has(prefix + node.label)
+    if isinstance(node, Compare):
+        return Compare(prefix + node.label, node.op, node.value)
+    if isinstance(node, InSet):
+        return InSet(prefix + node.label, node.values, node.negated)
+    if isinstance(node, Not):
+        return Not(_prefixed(node.operand, prefix))
+    if isinstance(node, And):
+        return And(tuple(_prefixed(op, prefix) for op in node.operands))
+    if isinstance(node, Or):
+        return Or(tuple(_prefixed(op, prefix) for op in node.operands))
+    return node
+
+
+def with_label_prefix(selector: Selector, prefix: str) -> Selector:
+    """Every label the selector tests, renamed ``prefix + label`` (libcalico-go's ``PrefixVisitor``).
+
+    Calico turns a namespaceSelector ``env == "prod"`` into ``pcns.env == "prod"``
+    this way, to match the namespace labels endpoints inherit from their profile.
+    """
+    return Selector(_prefixed(selector.root, prefix))

@@ -1,0 +1,264 @@
+"""The oracle: is this packet allowed, and which tier, policy and rule (or default) decided it?
+
+It walks the chains Felix builds for a workload endpoint
+(``felix/rules/endpoints.go`` ``endpointIptablesChain``), egress at the
+source's endpoint, then ingress at the destination's:
+
+* tiers in order (order, then name; a tier no Tier object defines sorts last
+  and denies); in a tier, the policies whose selector matches the endpoint and
+  whose types include the direction, by order (none = last) then name;
+* a policy's rules in order: Allow accepts this direction, Deny drops, Pass
+  skips the rest of the tier, Log records a hit and goes on; a policy with no
+  matching rule hands over to the next policy;
+* a tier with at least one applicable policy and no verdict ends in its
+  defaultAction: Deny, or Pass on to the next tier;
+* after the tiers (none applied, or all passed) the endpoint's profiles in
+  order; the namespace profile ``kns.<ns>`` allows all; no profile accepting
+  means drop.
+
+Kubernetes NetworkPolicies arrive converted (tier default, order 1000, all
+Allow), which gives Kubernetes semantics: isolation per direction only for the
+pods a policy selects, the union of their allows. Traffic from a pod's own
+node is not policed on ingress (Felix returns early in filter OUTPUT), nor is
+a pod's traffic to its own address. The evaluator judges the first packet of a
+flow: replies of an allowed connection pass on conntrack, as in the kernel.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from enum import Enum
+
+from pycni.policy.calico_model import SEEDED_TIERS, CalicoPolicy, GlobalNetworkSet, Profile, Tier, seeded_tier
+from pycni.policy.compile import CompiledPolicy, CompiledRule, compile_policy, compile_profile
+from pycni.policy.endpoints import Host, WorkloadEndpoint
+from pycni.policy.index import EndpointIndex
+from pycni.policy.match import Packet, rule_matches
+
+INGRESS, EGRESS = "ingress", "egress"
+
+
+class Reason(Enum):
+    RULE = "rule"
+    END_OF_TIER = "end of tier"
+    PROFILE = "profile"
+    NO_PROFILE = "no profile accepted"
+    NOT_POLICED = "not policed"
+    TO_HOST = "endpoint to host"
+
+
+@dataclass(frozen=True)
+class LogHit:
+    """A Log rule the packet matched on its way (Felix logs it with prefix ``calico-packet`` and goes on)."""
+
+    direction: str
+    endpoint: str
+    policy: str
+    rule_index: int
+    tier: str | None = None
+
+    def __str__(self) -> str:
+        where = f"tier {self.tier} policy {self.policy}" if self.tier else f"profile {self.policy}"
+        return f"{self.direction} of {self.endpoint}: {where} {self.direction} rule {self.rule_index} (Log)"
+
+
+@dataclass(frozen=True)
+class Decision:
+    """The verdict of one direction at one endpoint, and what produced it."""
+
+    direction: str
+    endpoint: str
+    allowed: bool
+    reason: Reason
+    tier: str | None = None
+    policy: str | None = None
+    rule_index: int | None = None
+    applied: tuple[str, ...] = ()
+    passed: tuple[str, ...] = ()
+    note: str = ""
+
+    def describe(self) -> str:
+        verdict = "allowed" if self.allowed else "denied"
+        head = f"{self.direction} of {self.endpoint} {verdict}"
+        passed = f" (after tiers {', '.join(self.passed)} passed)" if self.passed else ""
+        if self.reason is Reason.RULE:
+            action = "Allow" if self.allowed else "Deny"
+            return (
+                f"{head} by tier {self.tier}, policy {self.policy}, {self.direction} rule {self.rule_index} ({action})"
+            )
+        if self.reason is Reason.END_OF_TIER:
+            return (
+                f"{head}: end of tier {self.tier}, defaultAction Deny: selected by {', '.join(self.applied)}"
+                f" but none allowed{passed}"
+            )
+        if self.reason is Reason.PROFILE:
+            why = "no policy applies" if not self.passed else f"tiers {', '.join(self.passed)} passed"
+            action = "Allow" if self.allowed else "Deny"
+            return f"{head}: {why}, profile {self.policy} {self.direction} rule {self.rule_index} ({action})"
+        if self.reason is Reason.NO_PROFILE:
+            return f"{head}: no policy decided and no profile accepted{passed}"
+        return f"{head}: {self.note}"
+
+
+@dataclass(frozen=True)
+class Verdict:
+    packet: Packet
+    allowed: bool
+    egress: Decision | None = None
+    ingress: Decision | None = None
+    logs: tuple[LogHit, ...] = ()
+    note: str = ""
+
+    @property
+    def decisive(self) -> Decision | None:
+        """The decision that denied the packet, else the last one that allowed it."""
+        for decision in (self.egress, self.ingress):
+            if decision is not None and not decision.allowed:
+                return decision
+        return self.ingress or self.egress
+
+    def describe(self) -> str:
+        lines = [f"{self.packet}: {'ALLOWED' if self.allowed else 'DENIED'}"]
+        lines += [f"  {d.describe()}" for d in (self.egress, self.ingress) if d is not None]
+        if self.note:
+            lines.append(f"  {self.note}")
+        lines += [f"  log: {hit}" for hit in self.logs]
+        return "\n".join(lines)
+
+
+@dataclass(frozen=True)
+class _Outcome:
+    action: str | None
+    rule: CompiledRule | None = None
+    logs: tuple[CompiledRule, ...] = field(default=())
+
+
+def _run(rules: Iterable[CompiledRule], packet: Packet, index: EndpointIndex) -> _Outcome:
+    logs = []
+    for rule in rules:
+        if not rule_matches(rule, packet, index):
+            continue
+        if rule.action == "Log":
+            logs.append(rule)
+            continue
+        return _Outcome(rule.action, rule, tuple(logs))
+    return _Outcome(None, None, tuple(logs))
+
+
+def _tier_key(tier: Tier, known: bool) -> tuple[bool, bool, float, str]:
+    """``TierLess``: defined tiers first, then by order (none = last), then by name."""
+    return (not known, tier.order is None, tier.order or 0.0, tier.name)
+
+
+class Evaluator:
+    """Policies, tiers, profiles, network sets, endpoints and hosts, compiled once; :meth:`evaluate` per packet."""
+
+    def __init__(
+        self,
+        policies: Iterable[CalicoPolicy] = (),
+        *,
+        tiers: Iterable[Tier] = (),
+        profiles: Iterable[Profile] = (),
+        network_sets: Iterable[GlobalNetworkSet] = (),
+        endpoints: Iterable[WorkloadEndpoint] = (),
+        hosts: Iterable[Host] = (),
+        endpoint_to_host: str = "Accept",
+    ) -> None:
+        self.tiers = {name: seeded_tier(name) for name in SEEDED_TIERS} | {t.name: t for t in tiers}
+        self.profiles = {p.name: compile_profile(p) for p in profiles}
+        self.index = EndpointIndex(endpoints, {n: p.profile for n, p in self.profiles.items()}, network_sets, hosts)
+        self.endpoint_to_host = endpoint_to_host
+        by_tier: dict[str, list[CompiledPolicy]] = defaultdict(list)
+        for policy in policies:
+            if policy.do_not_track or policy.pre_dnat:
+                continue  # untracked and pre-DNAT policies are rendered for host endpoints only
+            by_tier[policy.tier].append(compile_policy(policy))
+        for name in by_tier:
+            self.tiers.setdefault(name, Tier(name))  # referenced but not defined: Felix sorts it last and denies
+        known = {t.name for t in tiers} | set(SEEDED_TIERS)
+        self.tier_order = sorted(self.tiers.values(), key=lambda t: _tier_key(t, t.name in known))
+        self.policies = {name: sorted(pols, key=lambda p: (p.order, p.name)) for name, pols in by_tier.items()}
+
+    def applicable(self, endpoint: WorkloadEndpoint, direction: str) -> list[tuple[Tier, list[CompiledPolicy]]]:
+        """The tiers that have policies for this endpoint and direction, each with those policies in order."""
+        labels = self.index.labels(endpoint)
+        out = []
+        for tier in self.tier_order:
+            chosen = [
+                p for p in self.policies.get(tier.name, []) if p.applies(direction) and p.selector.matches(labels)
+            ]
+            if chosen:
+                out.append((tier, chosen))
+        return out
+
+    def decide(self, endpoint: WorkloadEndpoint, direction: str, packet: Packet, logs: list[LogHit]) -> Decision:
+        """One direction at one endpoint: tiers, then profiles."""
+        passed: list[str] = []
+        for tier, chosen in self.applicable(endpoint, direction):
+            tier_passed = False
+            for policy in chosen:
+                outcome = _run(policy.rules(direction), packet, self.index)
+                logs += [LogHit(direction, endpoint.key, policy.name, r.index, tier.name) for r in outcome.logs]
+                if outcome.action in ("Allow", "Deny"):
+                    assert outcome.rule is not None
+                    allowed = outcome.action == "Allow"
+                    return Decision(
+                        direction, endpoint.key, allowed, Reason.RULE, tier.name, policy.name, outcome.rule.index
+                    )
+                if outcome.action == "Pass":
+                    tier_passed = True
+                    break
+            if tier_passed or tier.default_action == "Pass":
+                passed.append(tier.name)
+                continue
+            names = tuple(p.name for p in chosen)
+            return Decision(direction, endpoint.key, False, Reason.END_OF_TIER, tier.name, applied=names)
+        for name in endpoint.profiles:
+            profile = self.profiles.get(name)
+            if profile is None:
+                continue
+            outcome = _run(profile.rules(direction), packet, self.index)
+            logs += [LogHit(direction, endpoint.key, name, r.index) for r in outcome.logs]
+            if outcome.action in ("Allow", "Deny"):
+                assert outcome.rule is not None
+                allowed = outcome.action == "Allow"
+                return Decision(
+                    direction,
+                    endpoint.key,
+                    allowed,
+                    Reason.PROFILE,
+                    None,
+                    name,
+                    outcome.rule.index,
+                    passed=tuple(passed),
+                )
+        return Decision(direction, endpoint.key, False, Reason.NO_PROFILE, passed=tuple(passed))
+
+    def evaluate(self, packet: Packet) -> Verdict:
+        """The packet's fate: egress at its source endpoint, then ingress at its destination endpoint."""
+        source, target = self.index.endpoint(packet.src), self.index.endpoint(packet.dst)
+        if source is not None and source is target:
+            return Verdict(packet, True, note=f"{source.key} to its own address stays in its network namespace")
+        logs: list[LogHit] = []
+        egress = ingress = None
+        if source is not None:
+            egress = self.decide(source, EGRESS, packet, logs)
+            if not egress.allowed:
+                return Verdict(packet, False, egress, None, tuple(logs))
+            host = self.index.host(packet.dst)
+            if host is not None and host.name == source.node and self.endpoint_to_host != "Accept":
+                note = f"to its own node {host.name}: DefaultEndpointToHostAction {self.endpoint_to_host}"
+                to_host = Decision(EGRESS, source.key, False, Reason.TO_HOST, note=note)
+                return Verdict(packet, False, to_host, None, tuple(logs))
+        if target is not None:
+            host = self.index.host(packet.src)
+            if host is not None and host.name == target.node:
+                note = f"from its own node {host.name}: Felix does not police host-to-local-pod traffic"
+                ingress = Decision(INGRESS, target.key, True, Reason.NOT_POLICED, note=note)
+            else:
+                ingress = self.decide(target, INGRESS, packet, logs)
+        allowed = all(d.allowed for d in (egress, ingress) if d is not None)
+        note = "" if source or target else "neither address is a workload endpoint: no policy applies"
+        return Verdict(packet, allowed, egress, ingress, tuple(logs), note)
