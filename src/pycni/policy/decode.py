@@ -9,6 +9,7 @@ everything at once. Kubernetes decodes field names exactly; Calico's
 
 from __future__ import annotations
 
+import difflib
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
@@ -48,7 +49,7 @@ def mapping(
     for key, item in value.items():
         name = str(key) if str(key) in fields else folded.get(str(key).lower()) if fold_case else None
         if name is None:
-            hint = folded.get(str(key).lower())
+            hint = folded.get(str(key).lower()) or next(iter(difflib.get_close_matches(str(key), fields, 1)), None)
             did_you_mean = f"did you mean {hint!r}? " if hint else ""
             problems.add(join(path, str(key)), f"unknown field; {did_you_mean}{what} has: {', '.join(fields)}")
             continue
