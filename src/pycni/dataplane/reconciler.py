@@ -118,7 +118,8 @@ class Reconciler(Generic[K, V]):
             result.waiting = self._waiting_count()
             result.conflicts = self._conflict_count()
             pending = len(self._tracker.pending_updates)
-            result.unchanged = max(0, self._tracker.desired_len() - pending - result.added - result.updated)
+            result.desired = self._tracker.desired_len()
+            result.unchanged = max(0, result.desired - pending - result.added - result.updated)
             result.seconds = time.monotonic() - started
             self.totals.add(result)
             self._report(result)

@@ -17,7 +17,9 @@ class ApplyResult:
     written because an object pycni does not own holds the key; ``waiting``
     desired entries whose link is missing or down; ``failed`` writes the
     kernel refused (retried on the next apply); ``writes`` netlink requests
-    that could change the kernel, sent (a no-change apply sends none).
+    that could change the kernel, sent (a no-change apply sends none);
+    ``desired`` entries the driver holds after the apply (what the node should
+    have of this kind: the ``pycni_dataplane_objects`` gauge).
     """
 
     kind: str
@@ -30,6 +32,7 @@ class ApplyResult:
     waiting: int = 0
     failed: int = 0
     writes: int = 0
+    desired: int = 0
     resynced: bool = False
     seconds: float = 0.0
     errors: list[str] = field(default_factory=list)
