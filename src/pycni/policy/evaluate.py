@@ -214,7 +214,8 @@ class Evaluator:
                 passed.append(tier.name)
                 continue
             names = tuple(p.name for p in chosen)
-            return Decision(direction, endpoint.key, False, Reason.END_OF_TIER, tier.name, applied=names)
+            done = tuple(passed)
+            return Decision(direction, endpoint.key, False, Reason.END_OF_TIER, tier.name, applied=names, passed=done)
         for name in endpoint.profiles:
             profile = self.profiles.get(name)
             if profile is None:
