@@ -19,6 +19,7 @@ import re
 from typing import Any
 
 from pycni.fabric.calico import paths
+from pycni.metrics.address import METRICS_ADDR_HELP, metrics_address
 
 
 def add_parsers(sub: Any) -> None:
@@ -68,6 +69,7 @@ def add_parsers(sub: Any) -> None:
         help="release this node's IPAM allocations no workload uses after this long (a Go duration; 0: never; "
         "default 15m, kube-controllers' leakGracePeriod)",
     )
+    node.add_argument("--metrics-addr", type=metrics_address, default=None, metavar="ADDR", help=METRICS_ADDR_HELP)
     node.add_argument(
         "--stop-bird-on-exit",
         action="store_true",
@@ -154,4 +156,4 @@ def cmd_calico_node(opts: argparse.Namespace) -> int:
     except CNIError as exc:
         log.error("cannot start: %s", exc)
         return 1
-    return CalicoNode(config, store, stop_bird=opts.stop_bird_on_exit).run()
+    return CalicoNode(config, store, stop_bird=opts.stop_bird_on_exit, metrics_addr=opts.metrics_addr).run()

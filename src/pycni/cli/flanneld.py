@@ -17,6 +17,7 @@ import time
 from typing import Any
 
 from pycni.fabric.flannel import defaults
+from pycni.metrics.address import METRICS_ADDR_HELP, metrics_address
 from pycni.spec.jsonutil import get_key
 
 
@@ -130,6 +131,7 @@ def add_parsers(sub: Any) -> None:
         help="where the backend keeps state across restarts: the VTEP MAC, in a file keyed to this node "
         "(public IP and network namespace), so nodes sharing a machine may share the directory",
     )
+    _flag(agent, "--metrics-addr", "", type=metrics_address, metavar="ADDR", help=METRICS_ADDR_HELP)
     agent.add_argument(
         "--release-on-exit",
         action="store_true",
@@ -185,6 +187,7 @@ def cmd_flanneld(opts: argparse.Namespace) -> int:
         renew_margin=opts.subnet_lease_renew_margin * 60,
         resync=opts.iptables_resync,
         release_on_exit=opts.release_on_exit,
+        metrics_addr=opts.metrics_addr,
     )
     return main(options)
 

@@ -25,6 +25,7 @@ from pycni import __version__
 from pycni.cli.calico_node import add_parsers as add_calico_node_parsers
 from pycni.cli.flanneld import add_parsers as add_fabric_parsers
 from pycni.daemon import wire
+from pycni.metrics.address import METRICS_ADDR_HELP, metrics_address
 from pycni.runtime.api import CNIRuntime, RuntimeConf
 from pycni.runtime.cache import DEFAULT_CACHE_DIR
 from pycni.runtime.conf import DEFAULT_CONF_DIR, load_network
@@ -156,7 +157,7 @@ def cmd_daemon(opts: argparse.Namespace) -> int:
     from pycni.daemon.server import main as daemon_main
 
     logging.basicConfig(level=logging.INFO, format="pycni daemon[%(process)d]: %(message)s", stream=sys.stderr)
-    return daemon_main(opts.socket, opts.log, opts.workers)
+    return daemon_main(opts.socket, opts.log, opts.workers, opts.metrics_addr)
 
 
 def cmd_plugins_install(opts: argparse.Namespace) -> int:
@@ -247,6 +248,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     daemon.add_argument("--log", action="store_true", help="one line on stderr per call, with its duration")
     daemon.add_argument("--workers", type=int, default=0, help="worker processes (default: one per CPU)")
+    daemon.add_argument(
+        "--metrics-addr",
+        type=metrics_address,
+        default=None,
+        metavar="ADDR",
+        help=METRICS_ADDR_HELP,
+    )
     daemon.set_defaults(func=cmd_daemon)
     add_fabric_parsers(sub)
     add_calico_node_parsers(sub)

@@ -24,6 +24,11 @@ Only root (or the daemon's own user) may connect: the socket is 0600 in a
 0700 directory, and each peer's credentials are checked as well. A client
 that goes away mid-request does not disturb the daemon: the call completes
 (DEL, GC and the runtime's retry clean up), and only the reply is lost.
+
+With ``--metrics-addr`` (:mod:`pycni.daemon.metrics`), every call a worker
+serves is counted, with its CNI error code and its duration, at the one
+place a reply is made (:meth:`Daemon._serve`); the supervisor serves the
+scrapes and sums the workers' values (prometheus_client's multiprocess mode).
 """
 
 from __future__ import annotations
@@ -31,6 +36,7 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import importlib
+import json
 import logging
 import os
 import selectors
@@ -54,8 +60,11 @@ from pycni.spec.errors import CNIError, ErrorCode
 from pycni.spec.version import CURRENT_VERSION
 
 if TYPE_CHECKING:
+    from pycni.daemon.metrics import DaemonMetrics
+    from pycni.metrics.address import ListenAddress
+    from pycni.metrics.cni import CallMetrics
     from pycni.skel import Plugin
-    from pycni.skel.plugin import Deferred
+    from pycni.skel.plugin import Deferred, Reply
 
 log = logging.getLogger("pycni.daemon")
 
@@ -75,6 +84,17 @@ def load_plugins() -> dict[str, Plugin]:
 
 def _error_reply(code: int, msg: str) -> bytes:
     return wire.encode_reply(1, (CNIError(code, msg).to_json(CURRENT_VERSION) + "\n").encode(), b"")
+
+
+def _reply_code(reply: Reply) -> int:
+    """The CNI error code a plugin's reply carries (0: success), for the call metrics."""
+    if reply.exit_code == 0:
+        return 0
+    try:
+        code = json.loads(reply.stdout).get("code")
+    except (ValueError, AttributeError):
+        return int(ErrorCode.INTERNAL)
+    return code if isinstance(code, int) and not isinstance(code, bool) else int(ErrorCode.INTERNAL)
 
 
 class StopSignal:
@@ -100,10 +120,18 @@ class StopSignal:
 
 
 class Daemon:
-    def __init__(self, listener: Listener, plugins: dict[str, Plugin], log_calls: bool = False) -> None:
+    def __init__(
+        self,
+        listener: Listener,
+        plugins: dict[str, Plugin],
+        log_calls: bool = False,
+        metrics: DaemonMetrics | None = None,
+    ) -> None:
         self.listener = listener
         self.log_calls = log_calls
         self.plugins = plugins
+        self.metrics = metrics
+        self.calls: CallMetrics | None = None  # a worker's, made in the worker
         self.own_netns = os.open("/proc/thread-self/ns/net", os.O_RDONLY | os.O_CLOEXEC)
         self.slots = threading.BoundedSemaphore(MAX_CONCURRENT)
         self.active: set[threading.Thread] = set()
@@ -129,6 +157,7 @@ class Daemon:
             while not stop.is_set():
                 _wait_readable(stop.read_fd, 0.5)
                 while (pid := _reap_one()) is not None:
+                    self._worker_exited(pid)
                     if pid in children and not stop.is_set():
                         children.discard(pid)
                         log.warning("worker %d exited; starting another", pid)
@@ -142,9 +171,14 @@ class Daemon:
             for pid in children:
                 with contextlib.suppress(ChildProcessError):
                     os.waitpid(pid, 0)
+                self._worker_exited(pid)
             log.info("stopped")
         finally:
             stop.close()
+
+    def _worker_exited(self, pid: int) -> None:
+        if self.metrics is not None:
+            self.metrics.worker_exited(pid)
 
     def _spawn(self, supervisor_stop: StopSignal) -> int:
         supervisor = os.getpid()
@@ -159,6 +193,9 @@ class Daemon:
                 stop = StopSignal()
                 signal.pthread_sigmask(signal.SIG_UNBLOCK, STOP_SIGNALS)
                 _die_with(supervisor)
+                if self.metrics is not None:
+                    self.metrics.in_worker()
+                    self.calls = self.metrics.recorder(self.plugins)
                 self._work(stop)
             except BaseException:  # a worker must exit, never unwind into the supervisor's code
                 log.exception("worker failed")
@@ -230,10 +267,12 @@ class Daemon:
                 fds = reader.fds
             conn.sendall(wire.TAKEN_FRAME)  # from here on, the shim counts on this process
             deferred: list[Deferred] = []
-            reply = self._call(plugin_type, env, stdin, fds, nfds, deferred)
+            reply, code = self._call(plugin_type, env, stdin, fds, nfds, deferred)
             with contextlib.suppress(OSError):  # a client that went away loses only the reply
                 conn.sendall(reply)
             conn.close()
+            if self.calls is not None:  # what the caller waited for; deferred work is not
+                self.calls.observe(plugin_type, env.get("CNI_COMMAND", ""), code, time.perf_counter() - started)
             if deferred:
                 self._in_caller_netns(fds[0], lambda: run_deferred(deferred))
             level = logging.INFO if self.log_calls else logging.DEBUG
@@ -262,20 +301,24 @@ class Daemon:
         fds: list[int],
         nfds: int,
         deferred: list[Deferred],
-    ) -> bytes:
+    ) -> tuple[bytes, int]:
+        """The reply frame, and the CNI error code it carries (0: success)."""
         plugin = self.plugins.get(plugin_type)
         if plugin is None:
-            return _error_reply(ErrorCode.INTERNAL, f"pycni daemon has no plugin of type {plugin_type!r}")
+            msg = f"pycni daemon has no plugin of type {plugin_type!r}"
+            return _error_reply(ErrorCode.INTERNAL, msg), ErrorCode.INTERNAL
         if nfds < 1 or len(fds) < nfds:
-            return _error_reply(ErrorCode.INTERNAL, "pycni daemon: the caller's namespace did not arrive")
+            msg = "pycni daemon: the caller's namespace did not arrive"
+            return _error_reply(ErrorCode.INTERNAL, msg), ErrorCode.INTERNAL
         container_fd = fds[1] if nfds > 1 else None
         try:
             reply = self._in_caller_netns(
                 fds[0], lambda: plugin.invoke(env, stdin, netns_fd=container_fd, deferred=deferred)
             )
         except CNIError as error:
-            return _error_reply(error.code, f"pycni daemon: {error.msg}")
-        return wire.encode_reply(reply.exit_code, reply.stdout.encode(), reply.stderr.encode())
+            return _error_reply(error.code, f"pycni daemon: {error.msg}"), error.code
+        frame = wire.encode_reply(reply.exit_code, reply.stdout.encode(), reply.stderr.encode())
+        return frame, _reply_code(reply)
 
     def _in_caller_netns(self, caller_fd: int, work: Callable[[], T]) -> T:
         setns(caller_fd, "the caller's namespace")
@@ -331,7 +374,7 @@ def _take(socket_path: str) -> Listener:
     return listener
 
 
-def main(socket_path: str, log_calls: bool, workers: int = 0) -> int:
+def main(socket_path: str, log_calls: bool, workers: int = 0, metrics_addr: ListenAddress | None = None) -> int:
     """Take the socket as soon as that costs no call anything, import every plugin, then serve.
 
     When no daemon serves the path (a first start, or a restart after the old
@@ -342,17 +385,33 @@ def main(socket_path: str, log_calls: bool, workers: int = 0) -> int:
     would take the CPU this start needs. When a live daemon serves the path
     (a take-over), the plugins are imported first, so the old daemon keeps
     answering until the rename and no call waits at all.
+
+    ``metrics_addr`` is bound first of all: an address that cannot be served
+    stops the start before the socket is taken.
     """
     _limit_malloc_arenas()
+    metrics: DaemonMetrics | None = None
+    if metrics_addr is not None:
+        from pycni.daemon.metrics import DaemonMetrics
+
+        try:
+            metrics = DaemonMetrics.start(metrics_addr)
+        except OSError as error:
+            log.error("%s", error)
+            return 1
     try:
-        listener = None if serving(socket_path) else _take(socket_path)
-        plugins = load_plugins()
-        listener = listener or _take(socket_path)
-    except CNIError as error:
-        log.error("%s", error)
-        return 1
-    except OSError as error:
-        log.error("cannot serve %s: %s", socket_path, error)
-        return 1
-    Daemon(listener, plugins, log_calls).serve_forever(workers or os.cpu_count() or 1)
-    return 0
+        try:
+            listener = None if serving(socket_path) else _take(socket_path)
+            plugins = load_plugins()
+            listener = listener or _take(socket_path)
+        except CNIError as error:
+            log.error("%s", error)
+            return 1
+        except OSError as error:
+            log.error("cannot serve %s: %s", socket_path, error)
+            return 1
+        Daemon(listener, plugins, log_calls, metrics).serve_forever(workers or os.cpu_count() or 1)
+        return 0
+    finally:
+        if metrics is not None:
+            metrics.close()

@@ -45,6 +45,14 @@ Logging: one line per event that matters (node joined or left, block claimed
 or released, pool added or removed, device created, addresses assigned,
 rules installed, store lost and back), nothing for a resync that found
 nothing to do.
+
+Metrics (:class:`~pycni.metrics.agent.AgentMetrics`, served on
+``--metrics-addr`` when given): watch reconnects (the syncer's), the duration
+of each periodic resync, the time of the last step that applied a current
+snapshot without a failed write, the routes, neighbours, FDB entries and
+natOutgoing set elements the managers hold after each step, and this node's
+blocks' addresses used and free (read from the datastore when scraped: one
+read per block this node holds).
 """
 
 from __future__ import annotations
@@ -63,6 +71,7 @@ from pycni import __version__
 from pycni.datastore import Datastore, Unavailable
 from pycni.fabric.calico import autodetect, nodefiles, startup
 from pycni.fabric.calico.calculation import IPIP_DEVICE, VXLAN_DEVICE, Desired, LocalNode, calculate, felix_settings
+from pycni.fabric.calico.ipam import AllocationBlock, block_key
 from pycni.fabric.calico.ipam_store import IPAM, NotAssigned
 from pycni.fabric.calico.leak_gc import LeakCollector
 from pycni.fabric.calico.managers import Dataplane
@@ -71,6 +80,9 @@ from pycni.fabric.calico.nodeconfig import NodeConfig
 from pycni.fabric.calico.resources import TUNNEL_HANDLE_KINDS, ResourceClient
 from pycni.fabric.calico.routing import NoRouting, Routing, routing_for
 from pycni.fabric.calico.syncer import ClusterState, Syncer
+from pycni.metrics.address import ListenAddress
+from pycni.metrics.agent import AgentMetrics
+from pycni.metrics.ipam import AddressUsage, IpamCollector
 from pycni.net import netns, sysctl
 from pycni.net.linkevents import LinkEvents
 from pycni.spec.errors import CNIError
@@ -78,9 +90,18 @@ from pycni.spec.errors import CNIError
 if TYPE_CHECKING:
     from pyroute2 import IPRoute
 
+    from pycni.fabric.calico.managers import StepReport
+    from pycni.metrics.serve import MetricsServer
+
 log = logging.getLogger("pycni.fabric.calico.agent")
 T = TypeVar("T")
 MAX_BACKOFF = 5.0
+
+
+def within(
+    inner: ipaddress.IPv4Network | ipaddress.IPv6Network, outer: ipaddress.IPv4Network | ipaddress.IPv6Network
+) -> bool:
+    return inner.version == outer.version and inner.subnet_of(outer)  # type: ignore[arg-type]
 
 
 def describe_pool(pool: object) -> str:
@@ -129,17 +150,28 @@ def log_changes(old: ClusterState | None, new: ClusterState, nodename: str) -> N
 class CalicoNode:
     """One node's agent; :meth:`run` until SIGTERM (or its Node is deleted)."""
 
-    def __init__(self, config: NodeConfig, store: Datastore, *, stop_bird: bool = False) -> None:
+    def __init__(
+        self,
+        config: NodeConfig,
+        store: Datastore,
+        *,
+        stop_bird: bool = False,
+        metrics_addr: ListenAddress | None = None,
+    ) -> None:
         self.config = config
         self.store = store
         self.stop_bird = stop_bird
+        self.metrics_addr = metrics_addr
+        self.metrics = AgentMetrics()
+        self.metrics.registry.register(IpamCollector(self.address_usage))
+        self._metrics_server: MetricsServer | None = None
         self.resources = ResourceClient(store)
         self.ipam = IPAM(store, self.resources)
         self.tunnels = startup.TunnelAddresses(self.resources, self.ipam, config.nodename)
         self.stopping = threading.Event()
         self.ready = threading.Event()
         self._wake = threading.Event()
-        self.syncer = Syncer(store, self._wake.set)
+        self.syncer = Syncer(store, self._wake.set, on_reconnect=self.metrics.watch_reconnects.inc)
         self.routing: Routing = NoRouting()
         self.local: LocalNode | None = None
         self.dataplane: Dataplane | None = None
@@ -235,6 +267,15 @@ class CalicoNode:
     def run(self) -> int:
         for sig in (signal.SIGTERM, signal.SIGINT):
             signal.signal(sig, self._on_signal)
+        if self.metrics_addr is not None:
+            from pycni.metrics.serve import ServeError, serve
+
+            try:  # first: an address that cannot be served stops the agent before it changes anything
+                self._metrics_server = serve(self.metrics_addr, self.metrics.registry)
+            except ServeError as exc:
+                log.error("cannot start: %s", exc)
+                self.store.close()
+                return 1
         try:
             nodefiles.write_pid_file(self.config.pid_path)
             self.start()
@@ -272,12 +313,14 @@ class CalicoNode:
                 next_resync = time.monotonic() + 1.0
                 continue
             resync = time.monotonic() >= next_resync
+            started = time.monotonic()
             try:
                 interval = self.step(state, resync=resync)
             except (CNIError, OSError) as exc:  # the kernel or a file refused: the next change or resync retries
                 log.error("could not bring the node in line: %s", exc)
                 interval = self.config.resync or FelixSettings().route_refresh
             if resync:
+                self.metrics.resync_duration.observe(time.monotonic() - started)
                 next_resync = time.monotonic() + interval
 
     def step(self, state: ClusterState, *, resync: bool = False) -> float:
@@ -301,10 +344,8 @@ class CalicoNode:
         desired = calculate(state, self.local, felix, host_mtu)
         if self.syncer.in_sync:
             self._tunnel_addresses(state, desired)
-        if resync:
-            self.dataplane.resync(desired)
-        else:
-            self.dataplane.apply(desired)
+        report = self.dataplane.resync(desired) if resync else self.dataplane.apply(desired)
+        self._record(report)
         if self._mtu != desired.pod_mtu:
             if nodefiles.write_mtu(config.mtu_file, desired.pod_mtu):
                 log.info("pod MTU %d written to %s", desired.pod_mtu, config.mtu_file)
@@ -314,6 +355,27 @@ class CalicoNode:
             log.info("ready")
             self.ready.set()
         return interval
+
+    def _record(self, report: StepReport) -> None:
+        """The step's metrics: objects held per kind; a sync if a current snapshot went in with no failed write."""
+        self.metrics.dataplane(report.results, report.nft_elements)
+        if self.syncer.in_sync and all(result.ok for result in report.results):
+            self.metrics.synced()
+
+    def address_usage(self) -> list[AddressUsage]:
+        """This node's blocks (its confirmed affinities), each read from the datastore: addresses used and free."""
+        state = self.syncer.snapshot()
+        if state is None:
+            return []
+        rows = []
+        for cidr in state.confirmed_blocks(self.config.nodename):
+            kv = self.store.get(block_key(cidr))
+            if kv is None:
+                continue  # released since the snapshot
+            block = AllocationBlock.from_json(kv.value)
+            pool = next((p.name for p in state.pools.values() if within(cidr, p.cidr)), "")
+            rows.append(AddressUsage(pool, str(cidr), len(block.in_use()), block.num_free()))
+        return rows
 
     def _tunnel_addresses(self, state: ClusterState, desired: Desired) -> None:
         try:
@@ -403,4 +465,6 @@ class CalicoNode:
             self._ipr.close()
         self.store.close()
         nodefiles.remove_pid_file(self.config.pid_path)
+        if self._metrics_server is not None:
+            self._metrics_server.close()
         log.info("stopped (%s)", "the node left: BGP routes removed" if self.left else "devices and routes stay")

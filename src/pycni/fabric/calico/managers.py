@@ -57,6 +57,7 @@ class StepReport:
     results: list[ApplyResult] = field(default_factory=list)
     devices_changed: bool = False
     nat_written: bool = False
+    nft_elements: int = 0  # elements of the natOutgoing sets as the table now holds them
     problems: list[str] = field(default_factory=list)
 
     @property
@@ -145,6 +146,13 @@ class NatOutgoingManager:
         self._pools, self._listing = None, None
         return nat_rules.remove()
 
+    @property
+    def elements(self) -> int:
+        """Elements of the two pool sets in the table as last written or checked (0: no table)."""
+        if self._pools is None or not self._pools[1]:
+            return 0
+        return len(self._pools[0]) + len(self._pools[1])
+
 
 class Dataplane:
     """Every manager of one node, on one netlink socket (callers serialise apply/resync)."""
@@ -200,6 +208,7 @@ class Dataplane:
             report.nat_written = self.nat.apply(desired, check=resync)
         except CNIError as exc:
             report.problems.append(f"natOutgoing: {exc}")
+        report.nft_elements = self.nat.elements
         self._report(report)
         return report
 

@@ -205,12 +205,21 @@ class Syncer:
 
     ``on_update`` is called (from the syncer's thread) after every change to
     the cache and after each (re-)listing; it should only wake the consumer.
+    ``on_reconnect`` is called each time the watch (or the listing before it)
+    failed and the syncer starts over: the agent's watch-reconnects metric.
     """
 
-    def __init__(self, store: Datastore, on_update: Callable[[], None], prefix: str = PREFIX) -> None:
+    def __init__(
+        self,
+        store: Datastore,
+        on_update: Callable[[], None],
+        prefix: str = PREFIX,
+        on_reconnect: Callable[[], None] = lambda: None,
+    ) -> None:
         self.store = store
         self.prefix = prefix
         self._on_update = on_update
+        self._on_reconnect = on_reconnect
         self._cache = _Cache()
         self._lock = threading.Lock()
         self._state: ClusterState | None = None
@@ -272,6 +281,7 @@ class Syncer:
                 delay = 0.1
                 self._follow()
             except DatastoreError as exc:  # Unavailable, Compacted, or a store refusing the read
+                self._on_reconnect()
                 self._went_away(exc)
                 need_list = True  # a fresh listing also covers a compacted history
                 self._stopping.wait(delay)

@@ -40,6 +40,13 @@ a restart and removes only the other traffic manager's rules at start. The
 cost of removing them here: while the agent is down, new connections from
 pods to outside the cluster are not masqueraded, and on a host whose forward
 policy drops, forwarded pod traffic is not accepted until the agent is back.
+
+Metrics (:class:`~pycni.metrics.agent.AgentMetrics`, served on
+``--metrics-addr`` when given): lease renewals and their failures, watch
+reconnects (every lost watch and failed retry), the duration of each periodic
+resync, the time of the last reconcile that left the dataplane matching a
+fresh listing of the store, and the routes, neighbours and FDB entries the
+backend's drivers hold after each apply.
 """
 
 from __future__ import annotations
@@ -48,9 +55,10 @@ import ipaddress
 import logging
 import signal
 import threading
+import time
 from dataclasses import dataclass, field, replace
 from types import FrameType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pycni.datastore import DatastoreError, Unavailable
 from pycni.datastore.errors import Unusable
@@ -60,9 +68,14 @@ from pycni.fabric.flannel.backends.common import BackendError, DeviceMissing
 from pycni.fabric.flannel.leases import LeaseStore, open_lease_store
 from pycni.fabric.flannel.model import SUBNET_TTL, ConfigError, EventType, Lease, LeaseAttrs, LeaseEvent, NetworkConfig
 from pycni.fabric.flannel.subnet import SubnetManager
+from pycni.metrics.address import ListenAddress
+from pycni.metrics.agent import AgentMetrics
 from pycni.net import addr, link, netns
 from pycni.nft import flannel as rules
 from pycni.spec.errors import CNIError, ErrorCode
+
+if TYPE_CHECKING:
+    from pycni.metrics.serve import MetricsServer
 
 
 @dataclass
@@ -81,6 +94,7 @@ class AgentOptions:
     renew_margin: int = 60 * 60
     resync: float = 5.0
     release_on_exit: bool = False
+    metrics_addr: ListenAddress | None = None  # off by default
 
 
 log = logging.getLogger("pycni.fabric.flannel.agent")
@@ -130,6 +144,8 @@ class Agent:
         self._rules_lock = threading.Lock()  # installing vs removing the nft table at exit
         self._unpublished: dict[str, Any] | None = None  # BackendData the store has not taken yet
         self._subnet_text = ""  # what subnet.env must hold
+        self.metrics = AgentMetrics(leases=True)
+        self._metrics_server: MetricsServer | None = None
 
     # -- start-up ---------------------------------------------------------------
 
@@ -260,6 +276,10 @@ class Agent:
                 raise  # the resync loop rebuilds it
             except BackendError as error:  # the drivers keep what failed pending: the next resync retries it
                 log.warning("%s", error.msg)
+            else:
+                self.metrics.synced()
+            finally:
+                self.metrics.dataplane(self.backend.last_apply)
         return revision
 
     def _resolve_clash(self, peers: list[Lease]) -> None:
@@ -307,6 +327,15 @@ class Agent:
     def run(self) -> int:
         for sig in (signal.SIGTERM, signal.SIGINT):
             signal.signal(sig, self._on_signal)
+        if self.options.metrics_addr is not None:
+            from pycni.metrics.serve import ServeError, serve
+
+            try:  # first: an address that cannot be served stops the agent before it changes anything
+                self._metrics_server = serve(self.options.metrics_addr, self.metrics.registry)
+            except ServeError as error:
+                log.error("cannot start: %s", error)
+                self.store.close()
+                return 1
         try:
             self.start()
         except CNIError as error:
@@ -343,6 +372,8 @@ class Agent:
         if self.backend is not None:
             self.backend.close()
         self.store.close()
+        if self._metrics_server is not None:
+            self._metrics_server.close()
         log.info("stopped (devices and routes stay; rules removed)")
 
     def _watch_loop(self) -> None:
@@ -355,6 +386,7 @@ class Agent:
                     if self.stopping.is_set():
                         return
             except DatastoreError as error:  # Unavailable, Compacted: re-list and watch again
+                self.metrics.watch_reconnects.inc()
                 log.warning("lease watch lost (%s); the dataplane stays, retrying in %.1f s", error.msg, delay)
                 self.stopping.wait(delay)
                 delay = min(delay * 2, 5.0)
@@ -387,6 +419,8 @@ class Agent:
                     raise  # the watch loop re-lists
                 except CNIError as error:  # the watch goes on; the next resync tries the peer again
                     log.warning("peer %s %s: %s", lease.subnet, event.type.value, error.msg)
+                finally:
+                    self.metrics.dataplane(self.backend.last_apply)
 
     def _renew_loop(self) -> None:
         ttl = self.options.lease_ttl
@@ -398,13 +432,16 @@ class Agent:
                 with self._lease_lock:
                     self.lease = self.manager.renew(self.lease)
                 wait = ttl - margin
+                self.metrics.renewed()
             except DatastoreError as error:
                 wait = min(60.0, margin / 2)
+                self.metrics.renewal_failed()
                 log.warning("lease renewal failed (%s); retrying in %.0f s", error.msg, wait)
 
     def _resync_loop(self) -> None:
         """Rules and peers against the store; a backend whose device was deleted is rebuilt."""
         while not self.stopping.wait(self.options.resync):
+            started = time.monotonic()
             try:
                 self._ensure_rules()
                 self._ensure_subnet_file()
@@ -416,6 +453,8 @@ class Agent:
                 self._rebuild()
             except CNIError as error:
                 log.error("resync failed: %s", error)
+            finally:
+                self.metrics.resync_duration.observe(time.monotonic() - started)
 
     def _rebuild(self) -> None:
         """Recreate the device; if it came back with other BackendData (its MAC was lost), publish that."""

@@ -19,6 +19,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from pycni.dataplane.stats import ApplyResult
 from pycni.fabric.flannel.model import Lease, NetworkConfig
 
 
@@ -36,6 +37,7 @@ class ExternalInterface:
 class Backend(Protocol):
     mtu: int
     accepts: tuple[str, ...]  # lease backend types this backend forwards to (Flannel ignores the others)
+    last_apply: list[ApplyResult]  # the drivers' results of the latest apply (the agent's dataplane metrics)
 
     def prepare(self) -> dict[str, Any]: ...
 
