@@ -19,6 +19,7 @@ from typing import Any
 import pytest
 
 from pycni.policy.cluster import ClusterState, PolicyObject
+from pycni.policy.k8s_semantics import PodView, Reference
 from pycni.policy.matrix import NetpolModel, Peer, Reachability, evaluator_probe
 
 MODEL = NetpolModel()
@@ -78,13 +79,26 @@ def reachability(model: NetpolModel = MODEL) -> Reachability:
 def validate(
     state: ClusterState, expected: Reachability, port: int, protocol: str = "TCP", model: NetpolModel = MODEL
 ) -> None:
-    """ValidateOrFail: probe every pair; every non-loopback cell must be as expected."""
+    """ValidateOrFail: probe every pair; every non-loopback cell must be as expected.
+
+    The API-reference reading of the same policies (:mod:`pycni.policy.k8s_semantics`)
+    must agree with upstream's expectations too, so the two opinions check each other.
+    """
     connected = evaluator_probe(model, state.evaluator(), port, protocol)
     for source in model.pod_strings():
         for target in model.pod_strings():
             expected.observe(source, target, connected(source, target))
     _, wrong, _, _ = expected.summary(ignore_loopback=True)
     assert wrong == 0, f"{port}/{protocol}: {wrong} wrong results in the reachability matrix\n{expected.report()}"
+    views = [
+        PodView(e.namespace, e.pod, e.labels, e.ips[0], model.pod_object(e.key).ports) for e in state.endpoints.values()
+    ]
+    reference = Reference(state.k8s_policies.values(), state.namespaces.values(), views)
+    for source in model.pod_strings():
+        for target in model.pod_strings():
+            if source != target:
+                allowed = reference.allowed(model.ip_of(source), model.ip_of(target), protocol, port)
+                assert allowed == expected.expected.get(source, target), ("reference", source, target)
 
 
 def pods(**labels: str) -> dict[str, Any]:

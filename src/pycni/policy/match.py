@@ -54,7 +54,8 @@ class Packet:
             if number is None:
                 raise ValueError(f"unknown protocol {protocol!r}: use one of {', '.join(PROTOCOL_NUMBERS)} or 0-255")
             protocol = number
-        source, destination = ipaddress.ip_address(str(src)), ipaddress.ip_address(str(dst))
+        source = src if isinstance(src, IPAddress) else ipaddress.ip_address(src)
+        destination = dst if isinstance(dst, IPAddress) else ipaddress.ip_address(dst)
         if source.version != destination.version:
             raise ValueError(f"{source} and {destination} are not of one IP family")
         return cls(source, destination, protocol, dst_port, src_port, icmp_type, icmp_code)

@@ -22,6 +22,7 @@ from __future__ import annotations
 import ipaddress
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
+from functools import cached_property
 
 from pycni.policy import k8s
 from pycni.policy.endpoints import Host, IPAddress, WorkloadEndpoint, workload_from_pod
@@ -174,16 +175,23 @@ class NetpolModel:
     def pod_strings(self) -> list[str]:
         return [f"{ns}/{pod}" for ns in self.namespaces for pod in self.pods]
 
+    @cached_property
+    def _placement(self) -> dict[str, tuple[str, IPAddress]]:
+        """Pod -> (node, address): round-robin over the nodes, node i's pods from the i-th /24 of the network."""
+        network = ipaddress.ip_network(self.pod_network)
+        out: dict[str, tuple[str, IPAddress]] = {}
+        for number, pod in enumerate(self.pod_strings()):
+            node = number % len(self.nodes)
+            value = int(network.network_address) + node * 256 + 2 + number // len(self.nodes)
+            address = ipaddress.IPv4Address(value) if network.version == 4 else ipaddress.IPv6Address(value)
+            out[pod] = (self.nodes[node], address)
+        return out
+
     def node_of(self, pod_string: str) -> str:
-        return self.nodes[self.pod_strings().index(pod_string) % len(self.nodes)]
+        return self._placement[pod_string][0]
 
     def ip_of(self, pod_string: str) -> IPAddress:
-        """Pods on node i get addresses from the i-th /24 of the pod network, in order."""
-        number = self.pod_strings().index(pod_string)
-        node = number % len(self.nodes)
-        network = ipaddress.ip_network(self.pod_network)
-        base = int(network.network_address) + node * 256 + 2 + number // len(self.nodes)
-        return ipaddress.ip_address(base) if network.version == 4 else ipaddress.IPv6Address(base)
+        return self._placement[pod_string][1]
 
     def node_ip(self, node: str) -> IPAddress:
         return ipaddress.ip_network(self.node_network)[10 + self.nodes.index(node)]
