@@ -67,6 +67,8 @@ class ClusterState:
             self.k8s_policies[obj.key] = obj
         elif isinstance(obj, k8s.Namespace):
             self.namespaces[obj.name] = obj
+        elif isinstance(obj, k8s.Pod) and obj.host_network:
+            self.endpoints.pop(obj.key, None)  # a host-networked pod is no workload endpoint: its traffic is the host's
         elif isinstance(obj, k8s.Pod):
             known = self.endpoints.get(obj.key)
             ips = obj.ips or (known.ips if known else ())

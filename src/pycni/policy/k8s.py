@@ -393,8 +393,13 @@ def parse_pod(document: Any) -> Pod:
     name, pod_namespace, labels = decode.metadata(document.get("metadata"), problems, label_problem)
     pod_namespace = pod_namespace or "default"
     _check_name(name, pod_namespace, problems)
-    spec = document.get("spec") if isinstance(document.get("spec"), dict) else {}
-    status = document.get("status") if isinstance(document.get("status"), dict) else {}
+    spec = {} if document.get("spec") is None else document["spec"]
+    status = {} if document.get("status") is None else document["status"]
+    for key, value in (("spec", spec), ("status", status)):
+        if not isinstance(value, dict):
+            problems.add(key, f"expected a mapping, got {decode.describe(value)}")
+    spec = spec if isinstance(spec, dict) else {}
+    status = status if isinstance(status, dict) else {}
     account = decode.string(spec.get("serviceAccountName"), "spec.serviceAccountName", problems) or "default"
     node = decode.string(spec.get("nodeName"), "spec.nodeName", problems)
     host_network = decode.boolean(spec.get("hostNetwork"), "spec.hostNetwork", problems)
