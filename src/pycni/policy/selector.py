@@ -22,7 +22,9 @@ canonical form (sets sorted and de-duplicated, ``&&``/``||`` groups in
 parentheses) and :meth:`Selector.unique_id` is Calico's ``s:`` + base64url
 SHA-224 of it, so pycni and Felix name the same selector the same way.
 Errors are :class:`SelectorError` with the position and what was expected.
-Pure: no I/O.
+:func:`with_label_prefix` renames every label a selector tests, as Calico's
+``PrefixVisitor`` does for namespace (``pcns.``) and service account (``pcsa.``)
+selectors. Pure: no I/O.
 """
 
 from __future__ import annotations
