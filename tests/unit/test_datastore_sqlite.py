@@ -373,3 +373,98 @@ def test_a_file_damaged_under_an_open_store_is_reported_then_reopened_when_resto
         assert store.put("/k/new", "v").mod_revision == 31
     finally:
         store.close()
+
+
+# -- sqlite's POSIX locks: a descriptor of the file closed in the process drops them all -------------------------
+
+READER = """
+import sys
+from pycni.datastore.sqlite import SqliteDatastore
+with SqliteDatastore(sys.argv[1]) as store:
+    kv = store.get(sys.argv[2])
+    print(kv.value if kv else "-")
+"""
+
+
+def _read_elsewhere(path: str, key: str) -> str:
+    """``key`` as another process sees it, opening and closing the store (the last connection there)."""
+    out = subprocess.run(
+        [sys.executable, "-c", READER, path, key], capture_output=True, text=True, cwd=REPO, check=False
+    )
+    assert out.returncode == 0, out.stderr
+    return out.stdout.strip()
+
+
+def test_another_process_closing_its_store_never_takes_the_wal_from_an_open_one(path: str) -> None:
+    # Each transaction checks the file: by opening and closing it, that dropped the connection's shared lock,
+    # so another process's close (then "the last") checkpointed and deleted the -wal; later commits went to
+    # the deleted file and nobody else ever saw them.
+    with SqliteDatastore(path) as store:
+        for index in range(3):
+            store.put("/k", str(index))
+            assert _read_elsewhere(path, "/k") == str(index)
+            assert os.path.exists(f"{path}-wal"), "the open store's -wal was deleted under it"
+
+
+def test_a_store_opened_and_closed_beside_another_in_one_process_keeps_its_locks(path: str) -> None:
+    with SqliteDatastore(path) as first:
+        first.put("/k", "1")
+        for value in ("2", "3"):
+            SqliteDatastore(path).close()  # its checks' and its connection's descriptors of the file
+            first.put("/k", value)
+            assert _read_elsewhere(path, "/k") == value
+
+
+def test_a_wal_left_read_only_by_a_read_only_open_gets_the_store_mode_back(tmp_path: Path) -> None:
+    # sqlite gives the -wal and -shm it makes the store's mode: a store read while it was 0444 leaves 0444 ones.
+    path = tmp_path / "store.db"
+    _filled(str(path))
+    for suffix in ("-wal", "-shm"):
+        Path(f"{path}{suffix}").write_bytes(b"")
+        Path(f"{path}{suffix}").chmod(0o444)
+    path.chmod(0o640)
+    with SqliteDatastore(str(path)) as store:
+        assert not store.read_only
+        store.put("/k/new", "v")
+    assert _read_elsewhere(str(path), "/k/new") == "v"
+    for suffix in ("-wal", "-shm"):
+        if os.path.exists(f"{path}{suffix}"):
+            assert os.stat(f"{path}{suffix}").st_mode & 0o777 == 0o640
+
+
+def test_a_companion_that_is_not_a_file_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "store.db"
+    _filled(str(path))
+    Path(f"{path}-shm").mkdir()
+    with pytest.raises(Unusable, match="-shm is not a regular file"):
+        SqliteDatastore(str(path))
+
+
+@pytest.mark.parametrize("how", ["removed", "emptied"])
+def test_a_store_removed_or_emptied_under_an_open_one_is_never_made_a_new_store(tmp_path: Path, how: str) -> None:
+    path = tmp_path / "store.db"
+    _filled(str(path))
+    backup = tmp_path / "backup.db"
+    with SqliteDatastore(str(path)) as store:
+        assert store.get("/k/1") is not None
+        backup.write_bytes(path.read_bytes())
+        if how == "removed":
+            path.unlink()
+        else:
+            path.write_bytes(b"")
+        with pytest.raises(Unusable, match="the store is reopened once the path holds a good store again"):
+            store.get("/k/1")
+        for _ in range(2):  # and so on, until the file is good again
+            with pytest.raises(Unusable, match=f"was {how} while this process used it: not made a new store"):
+                store.get("/k/1")
+        assert not path.exists() or path.stat().st_size == 0, "no new store made at the path"
+        os.replace(backup, path)
+        assert store.get("/k/1") is not None
+
+
+def test_an_empty_file_made_a_store_is_logged(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    path = tmp_path / "store.db"
+    path.write_bytes(b"")
+    with SqliteDatastore(str(path)):
+        pass
+    assert f"the datastore file {path} was empty: it becomes a new, empty store" in caplog.text

@@ -41,14 +41,18 @@ that was opened and that it still starts as a sqlite file. If not (replaced,
 removed, overwritten in place), or sqlite finds it corrupt, the connection is
 closed at once (sqlite moves the WAL's committed pages into the file it had
 opened, so nothing committed is dropped) and every call raises ``Unusable``
-until the path holds a good store again, which the next call then opens. A
-running agent treats that as an outage: it keeps its dataplane and retries.
+until the path holds a good store again, which the next call then opens (a
+removed or emptied file is not: a new, empty store under a running process
+would drop every key without a word). A running agent treats that as an
+outage: it keeps its dataplane and retries. A mode changed under an open store
+changes nothing for it (the file is open already), as for any daemon.
 Restore a store only with every process using it stopped, moving its ``-wal``
 with it: sqlite cannot tell a WAL from an older copy, and neither can anyone.
 """
 
 from __future__ import annotations
 
+import logging
 import os
 import random
 import sqlite3
@@ -73,6 +77,8 @@ from pycni.datastore.errors import (
 from pycni.datastore.keys import check_key, check_prefix, check_revision, check_ttl, check_value, prefix_end
 from pycni.datastore.model import Event, EventType, KeyValue, Listing, tombstone
 from pycni.datastore.watch import Batches, Watch
+
+log = logging.getLogger("pycni.datastore.sqlite")
 
 SCHEMA_VERSION = 1
 _SCHEMA = """
@@ -156,6 +162,9 @@ class SqliteDatastore(ClosingMixin):
         self._closed = False
         self._db: sqlite3.Connection | None = None
         self._identity: tuple[int, int] | None = None
+        self._fd: int | None = None  # the opened file, read by _changed (see sqlite_file: never closed under sqlite)
+        self._opened = False  # once open, a removed or emptied file is never made a new store
+        self._was_empty = False
         self._open()
 
     # -- opening ----------------------------------------------------------------
@@ -164,14 +173,22 @@ class SqliteDatastore(ClosingMixin):
         """Check what is at the path, connect, and check or create the tables (see the module docstring)."""
         path = self.path
         state = sqlite_file.inspect(path)
+        if self._opened and (state.identity is None or state.empty):
+            raise Unusable(
+                f"the datastore file {path} was {'removed' if state.identity is None else 'emptied'} while this "
+                f"process used it: not made a new store under a running process; {sqlite_file.MOVE_AWAY}"
+            )
         if state.identity is not None and not state.empty:
             sqlite_file.check_wal(path)
         try:
             if state.identity is None:
                 os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-            mode = "ro" if state.read_only else "rwc"
+            # Read-only is mode=ro, never immutable=1: whoever may write the file (root) can do so while it
+            # is read here, and only mode=ro takes sqlite's locks and sees the changes (immutable reads torn
+            # pages, or stale ones for good). sqlite may make a -wal and -shm with the store's mode beside it
+            # (see sqlite_file.check_companions).
             db = sqlite3.connect(
-                sqlite_file.uri(path, mode=mode),
+                sqlite_file.uri(path, mode="ro" if state.read_only else "rwc"),
                 uri=True,
                 timeout=BUSY_TIMEOUT,
                 isolation_level=None,
@@ -181,13 +198,22 @@ class SqliteDatastore(ClosingMixin):
             raise Unavailable(
                 f"cannot open the datastore file {path}: {error}; check the path and its permissions"
             ) from None
+        sqlite_file.opened(path)
         self._db, self.read_only = db, state.read_only
-        self._identity = sqlite_file.identity(path)
+        self._was_empty = state.identity is not None and state.empty
+        try:
+            self._fd = sqlite_file.open_readable(path)
+        except OSError as error:
+            self._drop()
+            raise Unusable(f"the datastore file {path} changed while it was opened ({error.strerror}); retry") from None
+        st = os.fstat(self._fd)
+        self._identity = st.st_dev, st.st_ino
         try:
             self._prepare(db)
         except BaseException:
             self._drop()
             raise
+        self._opened = True
 
     def _prepare(self, db: sqlite3.Connection) -> None:
         """Our tables with our columns at a schema this code reads, created in a file that has none."""
@@ -221,6 +247,8 @@ class SqliteDatastore(ClosingMixin):
             )
         if self.read_only:
             raise Unusable(f"the datastore file {self.path} is read-only and holds no datastore yet: make it writable")
+        if self._was_empty:
+            log.warning("the datastore file %s was empty: it becomes a new, empty store", self.path)
         db.execute("PRAGMA journal_mode=WAL")
         db.executescript(
             "BEGIN IMMEDIATE;"
@@ -252,6 +280,10 @@ class SqliteDatastore(ClosingMixin):
             db, self._db = self._db, None
             with suppress(sqlite3.Error):
                 db.close()
+            if self._fd is not None:
+                sqlite_file.release(self.path, self._fd)
+                self._fd = None
+            sqlite_file.closed(self.path)
 
     def _translate(self, error: sqlite3.Error) -> DatastoreError:
         """A sqlite error as the datastore error a caller acts on, naming the file and what to do."""
@@ -295,9 +327,9 @@ class SqliteDatastore(ClosingMixin):
             return f"the datastore file {path} was removed"
         if now != self._identity:
             return f"the datastore file {path} was replaced by another file"
-        try:
-            with open(path, "rb") as handle:
-                head = handle.read(len(sqlite_file.MAGIC))
+        assert self._fd is not None
+        try:  # the descriptor kept open: opening and closing the file would drop sqlite's locks on it
+            head = os.pread(self._fd, len(sqlite_file.MAGIC), 0)
         except OSError as error:
             return f"the datastore file {path} cannot be read any more: {error.strerror}"
         if head != sqlite_file.MAGIC:

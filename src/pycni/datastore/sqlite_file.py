@@ -22,24 +22,81 @@ back or swaps its content. So before a connection is made:
   (foreign) is refused, and stays where it is for a person to look at.
 
 Every refusal is :class:`~pycni.datastore.errors.Unusable`, naming the file
-and what to do. Nothing here writes.
+and what to do. Nothing here writes, but for one mode: sqlite gives the
+``-wal`` and ``-shm`` it makes the store's permissions, so a store opened while
+it was read-only leaves read-only ones that would make it read-only for good;
+a writable store's own ones (this user's) get the store's mode back.
+
+Descriptors: POSIX record locks belong to a process and a file, and closing
+*any* descriptor of the file drops every lock the process holds on it
+(fcntl(2)), sqlite's too. A connection whose shared lock is gone lets another
+process, closing its last connection, checkpoint and delete the ``-wal`` still
+in use here, and this process's later commits go to the deleted file, never
+seen by anyone else. sqlite defers its own closes while a lock is held; the
+descriptors opened here are deferred the same way (:func:`release`) while a
+store of this process has the file open (:func:`opened`, :func:`closed`).
 """
 
 from __future__ import annotations
 
+import contextlib
 import errno
+import logging
 import os
 import sqlite3
 import stat
+import threading
 from dataclasses import dataclass
 from urllib.parse import quote
 
 from pycni.datastore.errors import Unusable
 
+log = logging.getLogger("pycni.datastore.sqlite")
+
 MAGIC = b"SQLite format 3\0"
 HEADER = 100
 WAL_HEADER = 32
 MOVE_AWAY = "restore it from a backup (with every process using it stopped), or move it away to start an empty store"
+
+
+_registry = threading.Lock()
+_users: dict[str, int] = {}  # a store's absolute path -> this process's open connections to it
+_parked: dict[str, list[int]] = {}  # descriptors of it to close once it has none
+
+
+def opened(path: str) -> None:
+    """A connection of this process now holds sqlite's locks on the store at ``path``."""
+    with _registry:
+        key = os.path.abspath(path)
+        _users[key] = _users.get(key, 0) + 1
+
+
+def closed(path: str) -> None:
+    """One connection to ``path`` was closed; with the last one, the descriptors kept for it are closed."""
+    with _registry:
+        key = os.path.abspath(path)
+        _users[key] -= 1
+        if _users[key]:
+            return
+        del _users[key]
+        parked = _parked.pop(key, [])
+    for fd in parked:
+        os.close(fd)
+
+
+def release(path: str, fd: int) -> None:
+    """Close ``fd`` (a descriptor of the store at ``path``) unless that drops a lock of this process's connections."""
+    with _registry:
+        key = os.path.abspath(path)
+        if _users.get(key):
+            _parked.setdefault(key, []).append(fd)
+            return
+    os.close(fd)
+
+
+def open_readable(path: str) -> int:
+    """A descriptor of the file itself (never a symlink's target), to hand to :func:`release`."""
+    return os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW | os.O_NONBLOCK)
 
 
 @dataclass(frozen=True)
@@ -106,8 +163,10 @@ def inspect(path: str) -> FileState:
         header = os.pread(fd, HEADER, 0)
         size = os.fstat(fd).st_size
     finally:
-        os.close(fd)
+        release(path, fd)
     found = FileState((st.st_dev, st.st_ino), read_only, size == 0)
+    if not read_only:
+        check_companions(path, stat.S_IMODE(st.st_mode))
     if size == 0:
         return found
     check_header(path, header, size, wal_size(path))
@@ -131,6 +190,39 @@ def check_header(path: str, header: bytes, size: int, wal: int) -> None:
         raise Unusable(
             f"the datastore file {path} is truncated: its header says {pages * page_size} bytes, the file has "
             f"{size}; {MOVE_AWAY}"
+        )
+
+
+def check_companions(path: str, mode: int) -> None:
+    """The ``-wal`` and ``-shm`` beside a writable store can be written too, or it is refused, saying so.
+
+    sqlite makes them with the store's permissions (``mode``), so a store
+    opened while it was read-only leaves read-only ones: this user's get
+    ``mode`` back (their content is untouched). Checked with access(2), never
+    a descriptor (see the module docstring).
+    """
+    for suffix in ("-wal", "-shm"):
+        companion = path + suffix
+        try:
+            st = os.lstat(companion)
+        except FileNotFoundError:
+            continue
+        if not stat.S_ISREG(st.st_mode):
+            raise Unusable(
+                f"{companion} is not a regular file (mode {stat.filemode(st.st_mode)}): sqlite keeps the store's log "
+                f"there; move it away with every process using {path} stopped"
+            )
+        if os.access(companion, os.W_OK):
+            continue
+        if st.st_uid == os.geteuid() and stat.S_IMODE(st.st_mode) != mode:
+            with contextlib.suppress(OSError):
+                os.chmod(companion, mode)
+            if os.access(companion, os.W_OK):
+                log.warning("%s was read-only (made while %s was): given the store's mode %o", companion, path, mode)
+                continue
+        raise Unusable(
+            f"{companion} cannot be written (mode {stat.filemode(st.st_mode)}, owner {st.st_uid}): sqlite keeps the "
+            f"store's log there; make it writable like {path}, or remove it with every process using the store stopped"
         )
 
 

@@ -183,7 +183,8 @@ def open_lease_store(endpoints: str | None, prefix: str, path: str | None) -> Le
 
         datastore = SqliteDatastore(path, adopt=OLD_TABLES)  # a file of an earlier pycni is Flannel's to migrate
         try:
-            migrate_lease_file(path, datastore)
+            if not datastore.read_only:  # (a read-only file cannot be migrated; its reads still work)
+                migrate_lease_file(path, datastore)
         except BaseException:
             datastore.close()
             raise
