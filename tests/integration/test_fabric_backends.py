@@ -524,6 +524,31 @@ def test_vxlan_restart_keeps_the_mac_and_traffic(cluster: Cluster) -> None:
     assert_full_mesh(cluster)  # peers were never told anything new
 
 
+def test_vxlan_a_mac_file_holding_no_unicast_mac_gives_a_new_one(
+    cluster: Cluster, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A MAC the kernel refuses for a device (multicast, broadcast, zero) in the state file: a new one, logged."""
+    cluster.start("vxlan")
+    node1 = cluster.nodes[0]
+    state = mac_file(node1, cluster.state / node1.name)
+    for kept in ("01:00:5e:00:00:01", "ff:ff:ff:ff:ff:ff", "00:00:00:00:00:00"):
+        old = node1.data["VtepMAC"]
+        node1.stop()
+        node1.ip("link", "del", "flannel.1")
+        Path(state).write_text(f"{kept}\n")
+        caplog.clear()
+        with caplog.at_level("WARNING", logger="pycni.fabric.flannel.backends.vxlan"):
+            node1.start("vxlan", {}, cluster.state / node1.name)
+        new = node1.data["VtepMAC"]
+        assert new not in (old, kept) and not int(new[:2], 16) & 1
+        assert f"link/ether {new}" in node1.ip("link", "show", "flannel.1")
+        assert Path(state).read_text() == f"{new}\n"
+        assert f"{state} holds no unicast MAC" in caplog.text
+    for node in cluster.nodes:
+        cluster.sync(node)
+    assert_full_mesh(cluster)
+
+
 def mac_file(node: Node, state_dir: Path) -> str:
     """The file ``node``'s vxlan backend keeps its MAC in: keyed by its address and namespace."""
     return mac_state_path(str(state_dir), "flannel.1", node.address, os.stat(node.path).st_ino)

@@ -133,6 +133,12 @@ def normalize_mac(text: object) -> str | None:
     return folded.replace("-", ":") if _MAC.match(folded) else None
 
 
+def unicast(mac: str) -> bool:
+    """Whether a normalized MAC can be a device's own address (not multicast, broadcast or all zeros)."""
+    first = int(mac[:2], 16)
+    return not first & 1 and mac != "00:00:00:00:00:00"
+
+
 def incompatibility(want: overlay.VxlanSpec, have: overlay.VxlanInfo) -> str:
     """Why an existing device cannot be reused, or ``""`` (Flannel's ``vxlanLinksIncompat``, plus learning)."""
     if have.kind != "vxlan":
@@ -293,8 +299,10 @@ class VxlanBackend(NetlinkOwner):
                 log.warning("VTEP MAC state file %s is unusable (%s): not used", self.state_path, why)
             return None
         mac = normalize_mac(data.decode("ascii", "replace"))
+        if mac is not None and not unicast(mac):
+            mac = None  # the kernel refuses a multicast or zero address for the device
         if mac is None and not quiet:
-            log.warning("VTEP MAC state file %s holds no MAC (%r): not used", self.state_path, data[:40])
+            log.warning("VTEP MAC state file %s holds no unicast MAC (%r): not used", self.state_path, data[:40])
         return mac
 
     def _store_mac(self, mac: str) -> None:
