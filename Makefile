@@ -1,5 +1,5 @@
 # Two commands do everything on a fresh machine (as root):
-#   make demo   - pycni's main job: the seed article's Case 1 and Case 2, end to end
+#   make demo   - pycni's main job: the seed article's Cases 1 and 2, its Flannel and its Calico set-ups, end to end
 #   make test   - lint, type checks and the whole test suite (what CI runs)
 VENV := .venv
 BIN := $(VENV)/bin
