@@ -57,12 +57,14 @@ class DaemonProcess:
         log_path: Path | None = None,
         unit: SocketUnit | None = None,
         log_calls: bool = False,
+        extra_args: tuple[str, ...] = (),
     ) -> None:
         self.socket_path = socket_path
         self.workers = workers
         self.log_path = log_path
         self.unit = unit
         self.log_calls = log_calls
+        self.extra_args = extra_args  # more ``pycni daemon`` flags, e.g. ("--metrics-addr", "unix:/PATH")
         self.proc: subprocess.Popen[bytes] | None = None
         self.started = 0.0
         self.bound = 0.0  # when the socket became this daemon's: calls from then on wait for it, not run in-process
@@ -72,6 +74,7 @@ class DaemonProcess:
         argv = ["-m", "pycni.cli.main", "daemon", "--socket", str(self.socket_path), "--workers", str(self.workers)]
         if self.log_calls:
             argv.append("--log")
+        argv += self.extra_args
         if self.unit is None:
             return [sys.executable, *argv]
         return [sys.executable, "-c", LAUNCHER, str(self.unit.sock.fileno()), *argv]

@@ -18,7 +18,6 @@ from typing import Any
 
 import pytest
 from prometheus_client import CollectorRegistry, generate_latest
-from prometheus_client.parser import text_string_to_metric_families
 
 from pycni.dataplane.stats import ApplyResult
 from pycni.metrics.address import AddressError, ListenAddress, parse
@@ -28,24 +27,12 @@ from pycni.metrics.host_local import usage
 from pycni.metrics.ipam import AddressUsage, IpamCollector
 from pycni.metrics.serve import ServeError, serve
 from pycni.plugins.ipam.host_local import plugin as host_local
-
-Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
-
-
-def samples(text: str) -> Samples:
-    found: Samples = {}
-    for family in text_string_to_metric_families(text):
-        for sample in family.samples:
-            found[(sample.name, tuple(sorted(sample.labels.items())))] = sample.value
-    return found
+from tests.support.metrics import Samples, get_unix, value
+from tests.support.metrics import parse as samples
 
 
 def scrape(registry: CollectorRegistry) -> Samples:
     return samples(generate_latest(registry).decode())
-
-
-def value(found: Samples, name: str, **labels: str) -> float | None:
-    return found.get((name, tuple(sorted(labels.items()))))
 
 
 # -- --metrics-addr ------------------------------------------------------------------
@@ -343,21 +330,6 @@ def test_ipam_collector_reports_a_failing_source_as_a_gap(caplog: pytest.LogCapt
 # -- serving ------------------------------------------------------------------------
 
 
-def unix_get(path: str) -> tuple[int, str]:
-    class Connection(http.client.HTTPConnection):
-        def connect(self) -> None:
-            self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-            self.sock.connect(path)
-
-    connection = Connection("localhost", timeout=10)
-    try:
-        connection.request("GET", "/metrics")
-        response = connection.getresponse()
-        return response.status, response.read().decode()
-    finally:
-        connection.close()
-
-
 def test_unix_socket_serving_stale_files_and_live_ones(tmp_path: Path) -> None:
     metrics = AgentMetrics()
     metrics.watch_reconnects.inc(5)
@@ -368,7 +340,7 @@ def test_unix_socket_serving_stale_files_and_live_ones(tmp_path: Path) -> None:
     server = serve(ListenAddress(path=path), metrics.registry)
     try:
         assert os.stat(path).st_mode & 0o777 == 0o600
-        status, text = unix_get(path)
+        status, text = get_unix(path)
         assert status == 200
         assert value(samples(text), "pycni_agent_watch_reconnects_total") == 5
         with pytest.raises(ServeError, match="another process serves"):
