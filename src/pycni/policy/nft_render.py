@@ -1,0 +1,190 @@
+"""The policy table for one node: the evaluator's policies as one ``inet`` nftables table (pure).
+
+:func:`render` takes the :class:`~pycni.policy.evaluate.Evaluator` of the
+cluster's current objects and this node's workload interfaces (host interface
+name -> endpoint key) and returns the :class:`~pycni.nft.objects.Table` that
+enforces what the evaluator decides. :func:`pycni.nft.objects.create` makes it,
+:func:`pycni.nft.objects.diff` moves the kernel from the last table to the next
+in one transaction of only what changed. The layout is Felix's nftables one
+(``felix/rules/static.go``, ``dispatch.go``, ``endpoints.go``)::
+
+    chain forward (filter hook forward)     traffic not to or from a workload interface: not ours, accept;
+                                            established/related accept, invalid drop; then
+                                            iifname "cali*" jump cali-from-wl-dispatch (the sender's egress)
+                                            oifname "cali*" jump cali-to-wl-dispatch   (the receiver's ingress)
+    chain input (filter hook input)         iifname "cali*" jump cali-wl-to-host
+    chain cali-wl-to-host                   conntrack as above, the sender's egress, then
+                                            DefaultEndpointToHostAction (accept, drop or return)
+    chain cali-from-wl-dispatch             iifname vmap @cali-from-wl-dispatch; drop "Unknown interface"
+    chain cali-to-wl-dispatch               oifname vmap @cali-to-wl-dispatch;   drop "Unknown interface"
+    map cali-from/to-wl-dispatch            "<iface>" : goto cali-fw-<iface> / cali-tw-<iface>
+    chain cali-fw-<iface> / cali-tw-<iface> clear the marks; per tier: clear Pass ("Start of tier"), per
+                                            policy "mark & Pass == 0 jump <policy chain>", "Return if policy
+                                            accepted"; "End of tier <t>. Drop if no policies passed packet"
+                                            (not for a tier whose defaultAction is Pass); then per profile
+                                            "jump cali-pri/pro-<profile>", "Return if profile accepted";
+                                            "Drop if no profiles matched"
+    chain cali-pi/po-<policy>, cali-pri/pro-<profile>   the rules (:mod:`~pycni.policy.nft_rules`)
+    set cali40s-… / cali60s-…, cali40n-…   selectors' and named ports' members (:mod:`~pycni.policy.nft_sets`)
+
+Endpoint chains are reached with ``goto`` from the dispatch map, so their
+``return`` goes back to the base chain, which goes on to the receiver's
+ingress: a packet between two pods of the node passes both. An interface
+starting with the workload prefix that is not in a map is dropped (fail
+closed), so a pod whose endpoint is not known yet has no traffic. Host to
+local pod traffic (filter OUTPUT) is not policed, as in Felix. Only policies
+and profiles some local endpoint uses get chains, and only the sets their rules
+name exist, so the table of a node follows its own pods.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from pycni.nft import quote
+from pycni.nft.objects import Chain, Hook, Map, Table
+from pycni.policy import nft_names
+from pycni.policy.compile import CompiledPolicy
+from pycni.policy.endpoints import WorkloadEndpoint
+from pycni.policy.evaluate import EGRESS, INGRESS, Evaluator
+from pycni.policy.nft_names import (
+    FROM_DISPATCH,
+    MARK_ACCEPT,
+    MARK_ALL,
+    MARK_PASS,
+    TO_DISPATCH,
+    WL_TO_HOST,
+    clear,
+    endpoint_chain,
+    mark,
+    policy_chain,
+    profile_chain,
+)
+from pycni.policy.nft_rules import Owner, RuleRenderer
+from pycni.policy.nft_sets import SetRegistry
+
+log = logging.getLogger(__name__)
+
+ENDPOINT_TO_HOST = {"Accept": "accept", "Drop": "drop", "Return": "return"}
+ACCEPTED = f"meta mark & {mark(MARK_ACCEPT)} != 0"
+NOT_PASSED = f"meta mark & {mark(MARK_PASS)} == 0"
+
+
+@dataclass(frozen=True)
+class Options:
+    table: str = nft_names.TABLE
+    interface_prefix: str = nft_names.INTERFACE_PREFIX
+    endpoint_to_host: str | None = None  # Accept, Drop or Return; None: the evaluator's
+
+
+def _comment(text: str) -> str:
+    return f"comment {quote(text)}"
+
+
+class _Builder:
+    def __init__(self, evaluator: Evaluator) -> None:
+        self.evaluator = evaluator
+        self.sets = SetRegistry(evaluator.index)
+        self.rules = RuleRenderer(self.sets)
+        self.chains: dict[str, Chain] = {}
+
+    def policy_chain(self, policy: CompiledPolicy, direction: str) -> str:
+        name = policy_chain(policy.policy, direction)
+        if name not in self.chains:
+            owner = Owner(f"{policy.tier}/{nft_names.policy_id(policy.policy)}", direction)
+            rules = [text for rule in policy.rules(direction) for text in self.rules.render(rule, owner)]
+            self.chains[name] = Chain(name, tuple(rules))
+        return name
+
+    def profile_chain(self, profile: str, direction: str) -> str | None:
+        compiled = self.evaluator.profiles.get(profile)
+        if compiled is None:
+            return None  # a profile the endpoint names but nobody defined: skipped, as the evaluator skips it
+        name = profile_chain(profile, direction)
+        if name not in self.chains:
+            owner = Owner(f"profile {profile}", direction)
+            rules = [text for rule in compiled.rules(direction) for text in self.rules.render(rule, owner)]
+            self.chains[name] = Chain(name, tuple(rules))
+        return name
+
+    def endpoint_rules(self, endpoint: WorkloadEndpoint, direction: str) -> tuple[str, ...]:
+        rules = [f"{clear(MARK_ALL)} {_comment('Clear the accept and pass marks')}"]
+        for tier, chosen in self.evaluator.applicable(endpoint, direction):
+            rules.append(f"{clear(MARK_PASS)} {_comment(f'Start of tier {tier.name}')}")
+            for policy in chosen:
+                rules.append(f"{NOT_PASSED} jump {self.policy_chain(policy, direction)}")
+                rules.append(f"{ACCEPTED} return {_comment('Return if policy accepted')}")
+            if tier.default_action != "Pass":
+                rules.append(
+                    f"{NOT_PASSED} drop {_comment(f'End of tier {tier.name}. Drop if no policies passed packet')}"
+                )
+        for profile in endpoint.profiles:
+            chain = self.profile_chain(profile, direction)
+            if chain is not None:
+                rules.append(f"jump {chain}")
+                rules.append(f"{ACCEPTED} return {_comment('Return if profile accepted')}")
+        rules.append(f"drop {_comment('Drop if no profiles matched')}")
+        return tuple(rules)
+
+
+def fixed_chains(options: Options, endpoint_to_host: str) -> list[Chain]:
+    """The base chains, the endpoint-to-host chain and the dispatch chains (the same on every node)."""
+    wildcard = f'"{options.interface_prefix}*"'
+    verdict = ENDPOINT_TO_HOST.get(endpoint_to_host)
+    if verdict is None:
+        raise ValueError(f"DefaultEndpointToHostAction {endpoint_to_host!r}: use one of {', '.join(ENDPOINT_TO_HOST)}")
+    conntrack = ("ct state established,related accept", "ct state invalid drop")
+    return [
+        Chain(
+            "forward",
+            (
+                f"iifname != {wildcard} oifname != {wildcard} accept {_comment('Not workload traffic')}",
+                *conntrack,
+                f"iifname {wildcard} jump {FROM_DISPATCH}",
+                f"oifname {wildcard} jump {TO_DISPATCH}",
+            ),
+            Hook("filter", "forward", "filter", "accept"),
+        ),
+        Chain("input", (f"iifname {wildcard} jump {WL_TO_HOST}",), Hook("filter", "input", "filter", "accept")),
+        Chain(
+            WL_TO_HOST,
+            (
+                *conntrack,
+                f"jump {FROM_DISPATCH}",
+                f"{verdict} {_comment(f'Configured DefaultEndpointToHostAction {endpoint_to_host}')}",
+            ),
+        ),
+        Chain(FROM_DISPATCH, (f"iifname vmap @{FROM_DISPATCH}", f"drop {_comment('Unknown interface')}")),
+        Chain(TO_DISPATCH, (f"oifname vmap @{TO_DISPATCH}", f"drop {_comment('Unknown interface')}")),
+    ]
+
+
+def render(evaluator: Evaluator, interfaces: Mapping[str, str], options: Options | None = None) -> Table:
+    """The table for this node's workload ``interfaces`` (host interface name -> ``<namespace>/<pod>``)."""
+    options = options or Options()
+    builder = _Builder(evaluator)
+    chains = {c.name: c for c in fixed_chains(options, options.endpoint_to_host or evaluator.endpoint_to_host)}
+    from_map: dict[str, str] = {}
+    to_map: dict[str, str] = {}
+    endpoint_chains: dict[str, Chain] = {}
+    for interface, key in sorted(interfaces.items()):
+        endpoint = evaluator.index.endpoints.get(key)
+        if endpoint is None:
+            log.warning("interface %s: no workload endpoint %s is known; its traffic is dropped", interface, key)
+            continue
+        if not interface.startswith(options.interface_prefix):
+            log.warning("interface %s of %s lacks the prefix %r: not policed", interface, key, options.interface_prefix)
+            continue
+        for direction, table in ((EGRESS, from_map), (INGRESS, to_map)):
+            name = endpoint_chain(interface, direction)
+            endpoint_chains[name] = Chain(name, builder.endpoint_rules(endpoint, direction))
+            table[f'"{interface}"'] = f"goto {name}"
+    maps = {
+        FROM_DISPATCH: Map(FROM_DISPATCH, "ifname : verdict", from_map),
+        TO_DISPATCH: Map(TO_DISPATCH, "ifname : verdict", to_map),
+    }
+    chains |= endpoint_chains
+    chains |= dict(sorted(builder.chains.items()))
+    return Table(nft_names.FAMILY, options.table, chains, builder.sets.sets(), maps)
