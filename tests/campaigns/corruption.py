@@ -24,6 +24,12 @@ last-reserved      ``<dataDir>/<net>/last_reserved_ip.<0|1>``                   
 lock               ``<dataDir>/<net>/lock``                                     bridge+host-local
 =================  ===========================================================  ======================
 
+The fabric's state: ``store`` (the embedded sqlite store of ``pycni flanneld``
+and ``pycni calicoctl``), ``subnet-env`` (flanneld's ``subnet.env``, read by the
+flannel plugin) and ``vtep-mac`` (the vxlan backend's MAC file), each on a node
+running ``pycni flanneld``, with kinds and checks of their own:
+``tests/campaigns/corruption_fabric.py`` says which and why.
+
 sbr keeps no file (Go's neither: its state is the rules in the container);
 it is in the ``cache`` chain, where a damaged cache makes every plugin's DEL
 run without ``prevResult``.
@@ -117,6 +123,7 @@ from typing import Any
 
 from pycni.spec.errors import CNIError
 from pycni.spec.validate import validate_container_id, validate_interface_name
+from tests.campaigns import corruption_fabric as fabric
 from tests.support.netns import NetnsPool, run
 
 NETWORK = "ccnet"
@@ -124,14 +131,15 @@ BRIDGE = "ccbr0"
 SUBNET4, RANGE4 = "10.87.0.0/24", ("10.87.0.2", "10.87.0.9")
 SUBNET6, RANGE6 = "fd87::/64", ("fd87::2", "fd87::9")
 IFNAME = "eth0"
-PLUGIN_TYPES = ("bridge", "host-local", "tuning", "sbr", "portmap")
+PLUGIN_TYPES = ("bridge", "host-local", "tuning", "sbr", "portmap", "flannel")
 DROP_DAC = ("setpriv", "--bounding-set=-dac_override,-dac_read_search", "--")
 STEP_TIMEOUT = 120.0
 # What tuning changes that outlives the interface: namespace-wide sysctls (dotted -> value).
 CONTAINER_SYSCTLS = {"net.ipv4.conf.all.arp_ignore": "2", "net.core.somaxconn": "1024"}
 
 KINDS = ("empty", "truncated", "garbage", "json-shape", "wrong-types", "directory", "unreadable", "symlink")
-TARGETS = ("cache", "tuning", "reservation", "reservation-live", "last-reserved", "lock")
+PLUGIN_TARGETS = ("cache", "tuning", "reservation", "reservation-live", "last-reserved", "lock")
+TARGETS = (*PLUGIN_TARGETS, *fabric.FABRIC_TARGETS)
 LOCK_KINDS = ("garbage", "directory", "unreadable", "symlink")
 PER_ATTACHMENT = ("cache", "tuning")
 AFTER_GC = ("reservation", "reservation-live")  # GC changes these files, so ADD M runs after it
@@ -168,6 +176,8 @@ def chain_for(target: str) -> list[str]:
 
 
 def kinds_for(target: str) -> tuple[str, ...]:
+    if target in fabric.FABRIC_TARGETS:
+        return fabric.kinds_for(target)
     return LOCK_KINDS if target == "lock" else KINDS
 
 
@@ -354,8 +364,8 @@ class Damager:
             if fmt == "json":
                 data, detail = wrong_json(original, rng)
             else:
-                text = rng.choice(wrong_values)
-                data, detail = text.encode(), repr(text)
+                value = rng.choice(wrong_values)
+                data, detail = value.encode(), repr(value)
             _rewrite(path, data)
             return Damage(path, kind, detail, data)
         if kind == "directory":
@@ -540,6 +550,7 @@ class CaseReport:
     add_m: str = ""
     kept: list[str] = dataclasses.field(default_factory=list)  # damaged reservations GC kept (unattributable)
     restored: str = ""  # V's container-wide sysctls back at a new namespace's values: "yes" | "partly" | "no"
+    phases: dict[str, str] = dataclasses.field(default_factory=dict)  # fabric targets: phase -> outcome
     failures: list[str] = dataclasses.field(default_factory=list)
     seconds: float = 0.0
     plugin_calls: int = 0
@@ -879,7 +890,7 @@ def run_campaign(
                 if budget and time.monotonic() - started > budget:
                     skipped += 1
                     continue
-                report = Case(campaign, target, kind, round_no).run()
+                report = run_case(campaign, target, kind, round_no)
                 reports.append(report)
                 if progress:
                     verdict = "FAIL" if report.failures else "ok"
@@ -903,6 +914,17 @@ def run_campaign(
     }
 
 
+def run_case(campaign: Campaign, target: str, kind: str, round_no: int) -> CaseReport:
+    if target not in fabric.FABRIC_TARGETS:
+        return Case(campaign, target, kind, round_no).run()
+    report = CaseReport(target, kind, round_no, campaign.seed)
+    rng = random.Random(f"{campaign.seed}:{round_no}:{target}:{kind}")
+    started = time.monotonic()
+    fabric.FabricCase(campaign, report, rng).run()
+    report.seconds = round(time.monotonic() - started, 2)
+    return report
+
+
 def rerun_command(report: CaseReport) -> str:
     return (
         f".venv/bin/python -m tests.campaigns.corruption --only {report.name} "
@@ -916,6 +938,10 @@ def summarize(reports: list[CaseReport]) -> dict[str, dict[str, dict[str, int]]]
         row = table.setdefault(r.target, {}).setdefault(
             r.kind, {"cases": 0, "failed": 0, "add_ok": 0, "add_refused": 0, "kept": 0, "plugin_calls": 0}
         )
+        for phase, outcome in r.phases.items():
+            for word in outcome.split("/"):
+                key = f"{phase}:{word}"
+                row[key] = row.get(key, 0) + 1
         row["cases"] += 1
         row["failed"] += bool(r.failures)
         row["add_ok"] += (r.add_n == "ok") + (r.add_m == "ok")
@@ -930,12 +956,30 @@ def render_table(report: dict[str, Any]) -> str:
         "| target | kind | cases | failed | ADD ok | ADD refused (names file) | damaged reservation kept |",
         "|---|---|---:|---:|---:|---:|---:|",
     ]
+    fabric_rows = []
     for target, kinds in report["summary"].items():
         for kind, row in kinds.items():
+            if target in fabric.FABRIC_TARGETS:
+                fabric_rows.append((target, kind, row))
+                continue
             lines.append(
                 f"| {target} | {kind} | {row['cases']} | {row['failed']} | {row['add_ok']} | "
                 f"{row['add_refused']} | {row['kept']} |"
             )
+    if fabric_rows:
+        lines = lines if len(lines) > 2 else []
+        lines += [
+            *([""] if lines else []),
+            "| target | kind | cases | failed | phases healed | phases refused (exit 1, one line naming the file) "
+            "| outcomes by phase |",
+            "|---|---|---:|---:|---:|---:|---|",
+        ]
+        for target, kind, row in fabric_rows:
+            phases = {key: count for key, count in row.items() if ":" in key}
+            healed = sum(c for k, c in phases.items() if k.split(":")[1] in fabric.HEALED)
+            refused = sum(c for k, c in phases.items() if k.split(":")[1] == "refused")
+            detail = ", ".join(f"{key} {count}" for key, count in sorted(phases.items()))
+            lines.append(f"| {target} | {kind} | {row['cases']} | {row['failed']} | {healed} | {refused} | {detail} |")
     cases = len(report["cases"])
     calls = sum(c["plugin_calls"] for c in report["cases"])
     lines.append(f"\n{cases} cases, {calls} plugin executions, {len(report['failed'])} failed, {report['seconds']} s")
