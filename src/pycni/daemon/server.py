@@ -98,20 +98,31 @@ def _reply_code(reply: Reply) -> int:
 
 
 class StopSignal:
-    """SIGTERM/SIGINT as an event plus a descriptor that becomes readable at once (``set_wakeup_fd``)."""
+    """SIGTERM/SIGINT as a flag plus a descriptor that becomes readable at once (``set_wakeup_fd``).
+
+    The handler only sets a flag, never takes a lock: a second signal that
+    arrives while the first handler runs (a worker gets SIGTERM from its
+    supervisor and from a ``kill`` of the process group at once) runs its
+    handler inside the first one, in the same thread, and a
+    ``threading.Event.set()`` there waits forever for the lock the first
+    ``set()`` holds (the signal module's docs warn against locks in handlers;
+    CPython issue 126434 is the same deadlock with ``multiprocessing.Event``).
+    Seen here as a worker that never exited after ``kill -TERM -- -PGID``,
+    and in 1 of 40 double SIGTERMs to a bare StopSignal on a loaded machine.
+    """
 
     def __init__(self) -> None:
-        self.event = threading.Event()
+        self._stopped = False
         self.read_fd, self.write_fd = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
         signal.set_wakeup_fd(self.write_fd, warn_on_full_buffer=False)
         for sig in STOP_SIGNALS:
             signal.signal(sig, self._on_signal)
 
     def _on_signal(self, signum: int, frame: FrameType | None) -> None:
-        self.event.set()
+        self._stopped = True
 
     def is_set(self) -> bool:
-        return self.event.is_set()
+        return self._stopped
 
     def close(self) -> None:
         signal.set_wakeup_fd(-1)
