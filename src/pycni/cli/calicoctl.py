@@ -9,6 +9,14 @@
     pycni calicoctl node status [--bird-socket PATH] [--agent-pid-file PATH]
     pycni calicoctl version
 
+Kinds: Calico's (IPPool, Node, BGPPeer, ..., NetworkPolicy, GlobalNetworkPolicy,
+GlobalNetworkSet, Tier, Profile) with calicoctl's names and columns, and the
+Kubernetes objects policy needs, which pycni keeps as there is no API server:
+v1 Namespace (``ns``), v1 Pod (``po``) and networking.k8s.io/v1 NetworkPolicy
+(``networkpolicies.networking.k8s.io``, ``k8snp``), accepted in the same
+manifests. A Calico NetworkPolicy named ``knp.default.*`` is refused, as
+calicoctl refuses it (that is where etcd mode keeps converted Kubernetes ones).
+
 The datastore is chosen as calicoctl chooses it: ``-c CONFIG`` (a
 CalicoAPIConfig file; /etc/calico/calicoctl.cfg if it exists), else
 ``DATASTORE_TYPE=etcdv3`` with ``ETCD_ENDPOINTS`` (``CALICO_`` prefixes
@@ -53,10 +61,22 @@ from pycni.fabric.calico.config import DEFAULT_STORE_PATH, StoreConfig, load_con
 from pycni.fabric.calico.errors import CalicoError, OperationNotSupported, ResourceAlreadyExists, ResourceNotFound
 from pycni.fabric.calico.ipam_check import check as ipam_check
 from pycni.fabric.calico.ipam_store import IPAM, NotAssigned
-from pycni.fabric.calico.kinds import DEFAULT_AS_NUMBER, KINDS, kind_for_alias
-from pycni.fabric.calico.model import API_VERSION, dump_json, dump_yaml, load_manifest
+from pycni.fabric.calico.kinds import (
+    DEFAULT_AS_NUMBER,
+    KINDS,
+    KUBERNETES_POLICY_PREFIX,
+    KubernetesKind,
+    kind_for_alias,
+    kubernetes_kind_for_alias,
+)
+from pycni.fabric.calico.model import API_VERSION, _documents, _expand, decode_resource, dump_json, dump_yaml
 from pycni.fabric.calico.resource import KindSpec, Resource
-from pycni.fabric.calico.resources import ResourceClient
+from pycni.fabric.calico.resources import (
+    KubernetesObject,
+    KubernetesObjectClient,
+    ResourceClient,
+    kubernetes_object,
+)
 
 PAST = {"create": "created", "apply": "applied", "replace": "replaced", "delete": "deleted"}
 
@@ -131,6 +151,21 @@ def _mesh(spec: dict[str, Any]) -> str:
     return go_bool(spec["nodeToNodeMeshEnabled"]) if "nodeToNodeMeshEnabled" in spec else "-"
 
 
+def _order(spec: dict[str, Any]) -> str:
+    """``{{.Spec.Order}}`` of a *float64: Go's %v of the value, ``<nil>`` without one."""
+    return go_g(spec["order"]) if "order" in spec else "<nil>"
+
+
+def join_and_truncate(items: Sequence[Any], max_length: int, separator: str = ",") -> str:
+    """calicoctl's ``joinAndTruncate``: joined, cut to ``max_length`` with ``...`` when longer."""
+    text = ""
+    for index, item in enumerate(items):
+        text += (separator if index else "") + str(item)
+        if len(text) > max_length:
+            return text[: max_length - 3] + "..."
+    return text
+
+
 Column = Callable[[Resource], str]
 COLUMNS: dict[str, dict[str, Column]] = {
     "IPPool": {
@@ -180,6 +215,19 @@ COLUMNS: dict[str, dict[str, Column]] = {
         "MAXBLOCKSPERHOST": lambda r: str(r.spec.get("maxBlocksPerHost", 0)),
     },
     "Profile": {"NAME": lambda r: r.name, "LABELS": lambda r: _join(r.spec.get("labelsToApply"))},
+    "NetworkPolicy": {
+        "NAME": lambda r: r.name,
+        "NAMESPACE": lambda r: r.namespace,
+        "TIER": lambda r: r.spec.get("tier", ""),
+        "ORDER": lambda r: _order(r.spec),
+        "SELECTOR": lambda r: r.spec.get("selector", ""),
+    },
+    "GlobalNetworkPolicy": {
+        "NAME": lambda r: r.name,
+        "ORDER": lambda r: _order(r.spec),
+        "SELECTOR": lambda r: r.spec.get("selector", ""),
+    },
+    "GlobalNetworkSet": {"NAME": lambda r: r.name, "NETS": lambda r: join_and_truncate(r.spec.get("nets") or [], 80)},
     "Tier": {"NAME": lambda r: r.name, "ORDER": lambda r: go_g(r.spec["order"]) if "order" in r.spec else "<nil>"},
     "ClusterInformation": {
         "NAME": lambda r: r.name,
@@ -210,6 +258,9 @@ HEADINGS: dict[str, tuple[list[str], list[str]]] = {
         ["NAME", "STRICTAFFINITY", "AUTOALLOCATEBLOCKS", "MAXBLOCKSPERHOST"],
     ),
     "Profile": (["NAME"], ["NAME", "LABELS"]),
+    "NetworkPolicy": (["NAME", "TIER"], ["NAME", "TIER", "ORDER", "SELECTOR"]),
+    "GlobalNetworkPolicy": (["NAME"], ["NAME", "ORDER", "SELECTOR"]),
+    "GlobalNetworkSet": (["NAME"], ["NAME", "NETS"]),
     "Tier": (["NAME", "ORDER"], ["NAME", "ORDER"]),
     "ClusterInformation": (
         ["NAME", "CLUSTERGUID", "CLUSTERTYPE", "CALICOVERSION", "DATASTOREREADY"],
@@ -226,6 +277,50 @@ def render_table(kind: str, resources: list[Resource], wide: bool, namespace_col
     return tabwriter(rows) + "\n"
 
 
+# The Kubernetes stand-ins (calicoctl has no such kinds; the columns are kubectl's where it has them).
+KubeColumn = Callable[[dict[str, Any]], str]
+
+
+def _containers_ports(document: dict[str, Any]) -> str:
+    spec = document.get("spec") or {}
+    ports = [p for c in spec.get("containers") or [] for p in c.get("ports") or []]
+    return _join(
+        f"{p.get('name') + ':' if p.get('name') else ''}{p.get('containerPort')}/{p.get('protocol', 'TCP')}"
+        for p in ports
+    )
+
+
+KUBE_COLUMNS: dict[str, dict[str, KubeColumn]] = {
+    "Namespace": {"NAME": lambda d: d["metadata"]["name"], "LABELS": lambda d: _join(d["metadata"].get("labels"))},
+    "Pod": {
+        "NAME": lambda d: d["metadata"]["name"],
+        "NAMESPACE": lambda d: d["metadata"].get("namespace", ""),
+        "NODE": lambda d: (d.get("spec") or {}).get("nodeName", ""),
+        "IPS": lambda d: _join(ip.get("ip", "") for ip in (d.get("status") or {}).get("podIPs") or []),
+        "PORTS": _containers_ports,
+        "LABELS": lambda d: _join(d["metadata"].get("labels")),
+    },
+    "NetworkPolicy": {
+        "NAME": lambda d: d["metadata"]["name"],
+        "NAMESPACE": lambda d: d["metadata"].get("namespace", ""),
+        "POLICYTYPES": lambda d: _join((d.get("spec") or {}).get("policyTypes") or []),
+    },
+}
+KUBE_HEADINGS: dict[str, tuple[list[str], list[str]]] = {
+    "Namespace": (["NAME"], ["NAME", "LABELS"]),
+    "Pod": (["NAME", "NODE"], ["NAME", "NODE", "IPS", "PORTS", "LABELS"]),
+    "NetworkPolicy": (["NAME"], ["NAME", "POLICYTYPES"]),
+}
+
+
+def render_kube_table(kind: str, documents: list[dict[str, Any]], wide: bool, namespace_column: bool) -> str:
+    headings = list(KUBE_HEADINGS[kind][1 if wide else 0])
+    if namespace_column and "NAMESPACE" in KUBE_COLUMNS[kind]:
+        headings.insert(0, "NAMESPACE")
+    rows = [headings] + [[KUBE_COLUMNS[kind][h](d) for h in headings] for d in documents]
+    return tabwriter(rows) + "\n"
+
+
 # -- the datastore --------------------------------------------------------------------------
 
 
@@ -236,6 +331,7 @@ class Session:
         self.config: StoreConfig = load_config(opts.config, store_path=opts.store)
         self.store: Datastore = open_store(self.config)
         self.resources = ResourceClient(self.store)
+        self.kubernetes = KubernetesObjectClient(self.store)
         self.ipam = IPAM(self.store, self.resources)
 
     def close(self) -> None:
@@ -245,7 +341,20 @@ class Session:
 # -- resource commands -----------------------------------------------------------------------
 
 
-def _read_manifest(path: str) -> list[Resource]:
+Object = Resource | KubernetesObject
+
+
+def load_objects(text: str, source: str) -> list[Object]:
+    """Every object of a manifest: Calico's v3 resources and the Kubernetes stand-ins, in the file's order."""
+    objects: list[Object] = []
+    for document in _documents(text, source):
+        for item in _expand(document, source):
+            stand_in = kubernetes_object(item, f" in {source}")
+            objects.append(stand_in if stand_in is not None else decode_resource(item, source))
+    return objects
+
+
+def _read_manifest(path: str) -> list[Object]:
     if path == "-":
         text, source = sys.stdin.read(), "stdin"
     else:
@@ -255,16 +364,19 @@ def _read_manifest(path: str) -> list[Resource]:
         except OSError as exc:
             raise CtlError(f"failed to execute command: open {path}: {(exc.strerror or str(exc)).lower()}") from None
     try:
-        return load_manifest(text, source)
+        return load_objects(text, source)
     except CalicoError as exc:
         raise CtlError(f"failed to execute command: {_one_line(exc)}") from None
 
 
-def _namespace(resource: Resource, info: KindSpec, cli_namespace: str) -> None:
+def _namespace(resource: Object, info: KindSpec | KubernetesKind, cli_namespace: str) -> None:
     """calicoctl's handleNamespace: -n fills a namespaced resource's namespace, "default" otherwise."""
     if info.namespaced:
         if not resource.namespace:
-            resource.set_meta("namespace", cli_namespace or "default")
+            if isinstance(resource, Resource):
+                resource.set_meta("namespace", cli_namespace or "default")
+            else:
+                resource.metadata["namespace"] = cli_namespace or "default"
         elif cli_namespace and cli_namespace != resource.namespace:
             raise CalicoError(
                 f"resource namespace does not match client namespace. {resource.namespace} != {cli_namespace}"
@@ -278,9 +390,40 @@ def _namespace(resource: Resource, info: KindSpec, cli_namespace: str) -> None:
         raise CalicoError(f"{resource.kind} is not namespaced")
 
 
-def _act(session: Session, action: str, resource: Resource, opts: argparse.Namespace) -> None:
+def _act_kubernetes(session: Session, action: str, obj: KubernetesObject, opts: argparse.Namespace) -> None:
+    _namespace(obj, obj.info, getattr(opts, "namespace", "") or "")
+    client = session.kubernetes
+    if action == "create":
+        client.create(obj)
+    elif action == "apply":
+        client.apply(obj)
+    elif action == "replace":
+        client.replace(obj)
+    else:
+        client.delete(obj.info, obj.name, obj.namespace, obj.resource_version)
+
+
+def _act(session: Session, action: str, resource: Object, opts: argparse.Namespace) -> None:
+    if isinstance(resource, KubernetesObject):
+        try:
+            _act_kubernetes(session, action, resource, opts)
+        except ResourceAlreadyExists:
+            if not getattr(opts, "skip_exists", False):
+                raise
+        except ResourceNotFound:
+            if not getattr(opts, "skip_not_exists", False):
+                raise
+        return
     info = KINDS[resource.kind]
     _namespace(resource, info, getattr(opts, "namespace", "") or "")
+    if resource.kind == "NetworkPolicy" and resource.name.startswith(KUBERNETES_POLICY_PREFIX):
+        # In etcd mode the knp.default. prefix is where Kubernetes NetworkPolicies live (calicoctl refuses it).
+        refused = {"create": "create or apply", "apply": "create or apply", "replace": "apply or replace"}
+        raise OperationNotSupported(
+            refused.get(action, action),
+            resource.identifier,
+            "kubernetes network policies must be managed through the kubernetes API",
+        )
     if info.read_only:
         operation = {"create": "create or apply", "apply": "apply", "replace": "apply or replace"}.get(action, action)
         raise OperationNotSupported(operation, resource.kind, "resource is readonly")
@@ -306,6 +449,20 @@ def _one_line(exc: BaseException) -> str:
     return str(exc).replace("\n-  ", "; ").replace(":\n", ": ").replace("\n", " ").strip()
 
 
+def _named(kind: str, names: list[str]) -> list[Object]:
+    """``delete KIND NAME...``: the objects to delete, by name."""
+    info = kind_for_alias(kind)
+    stand_in = kubernetes_kind_for_alias(kind)
+    if info is None and stand_in is None:
+        raise CtlError(f"resource type '{kind}' is not supported")
+    if not names:
+        raise CtlError("resource name may not be empty")
+    if info is None:
+        assert stand_in is not None
+        return [KubernetesObject(stand_in, {"metadata": {"name": n}}) for n in names]
+    return [Resource(info.kind, {"name": n, "creationTimestamp": None}, {}) for n in names]
+
+
 def cmd_crud(opts: argparse.Namespace) -> int:
     action = opts.verb
     if opts.filename is not None:
@@ -318,12 +475,7 @@ def cmd_crud(opts: argparse.Namespace) -> int:
             )
         single = len({r.kind for r in resources}) == 1
     elif action == "delete" and opts.kind:
-        info = kind_for_alias(opts.kind)
-        if info is None:
-            raise CtlError(f"resource type '{opts.kind}' is not supported")
-        if not opts.names:
-            raise CtlError("resource name may not be empty")
-        resources = [Resource(info.kind, {"name": n, "creationTimestamp": None}, {}) for n in opts.names]
+        resources = _named(opts.kind, opts.names)
         single = True
     else:
         raise CtlError(f"{action} needs -f FILE (or KIND NAME for delete)")
@@ -364,12 +516,50 @@ def cmd_crud(opts: argparse.Namespace) -> int:
     raise CtlError(f"failed to {action} any resources: {listed}")
 
 
+def cmd_get_kubernetes(opts: argparse.Namespace, info: KubernetesKind) -> int:
+    """``get`` of a Kubernetes stand-in: the stored documents, in calicoctl's formats."""
+    if not info.namespaced and (opts.namespace or opts.all_namespaces):
+        raise CtlError(f"{info.kind} is not namespaced")
+    namespace = "" if opts.all_namespaces else (opts.namespace or "default") if info.namespaced else ""
+    session = Session(opts)
+    try:
+        if opts.names:
+            found = []
+            for name in opts.names:
+                try:
+                    found.append(session.kubernetes.get(info, name, namespace))
+                except ResourceNotFound as exc:
+                    raise CtlError(f"Failed to get resources: {exc}") from None
+            listing = None
+        else:
+            found, revision = session.kubernetes.list(info, namespace)
+            listing = {
+                "kind": f"{info.kind}List",
+                "apiVersion": info.api_version,
+                "metadata": {"resourceVersion": str(revision)},
+                "items": [obj.document for obj in found],
+            }
+    finally:
+        session.close()
+    documents = [obj.document for obj in found]
+    if opts.output in ("ps", "wide"):
+        namespace_column = bool(opts.namespace or opts.all_namespaces)
+        sys.stdout.write(render_kube_table(info.kind, documents, opts.output == "wide", namespace_column))
+        return 0
+    data: Any = listing if listing is not None else (documents[0] if len(documents) == 1 else documents)
+    sys.stdout.write(dump_yaml(data) if opts.output == "yaml" else dump_json(data) + "\n")
+    return 0
+
+
 def cmd_get(opts: argparse.Namespace) -> int:
-    info = kind_for_alias(opts.kind)
-    if info is None:
-        raise CtlError(f"resource type '{opts.kind}' is not supported")
     if opts.all_namespaces and opts.namespace:
         raise CtlError("cannot use both --namespace and --all-namespaces flags at the same time")
+    info = kind_for_alias(opts.kind)
+    if info is None:
+        stand_in = kubernetes_kind_for_alias(opts.kind)
+        if stand_in is not None:
+            return cmd_get_kubernetes(opts, stand_in)
+        raise CtlError(f"resource type '{opts.kind}' is not supported")
     if not info.namespaced and (opts.namespace or opts.all_namespaces):
         raise CtlError(f"{info.kind} is not namespaced")
     namespace = "" if opts.all_namespaces else (opts.namespace or "default") if info.namespaced else ""

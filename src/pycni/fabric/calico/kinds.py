@@ -12,10 +12,11 @@ from __future__ import annotations
 
 import ipaddress
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 from pycni.fabric.calico.errors import ErroredField
-from pycni.fabric.calico.resource import NAME_LABEL, KindSpec, Resource, label_problem, name_problem
+from pycni.fabric.calico.resource import API_VERSION, NAME_LABEL, KindSpec, Resource, label_problem, name_problem
 from pycni.fabric.calico.schema import (
     CIDR,
     IP,
@@ -663,6 +664,7 @@ TIER_SPEC = Struct(
     "Tier.spec",
     [Field("order", Float(), omit="absent"), Field("defaultAction", Enum("Deny", "Pass"), omit="absent")],
 )
+DEFAULT_TIER_ORDER = 1_000_000.0  # apiv3.DefaultTierOrder: a tier without an order sorts with the default tier
 TIER_STATUS = Struct("Tier.status", [Field("conditions", AnyJSON())])
 TIER_ACTIONS = {"default": "Deny", "kube-admin": "Pass", "kube-baseline": "Pass"}
 # clientv3 EnsureInitialized: name -> (defaultAction, order).
@@ -675,9 +677,89 @@ SEEDED_TIERS = {
 
 def validate_tier(tier: Resource) -> list[ErroredField]:
     wanted = TIER_ACTIONS.get(tier.name)
-    if wanted and tier.spec.get("defaultAction") != wanted:
+    if wanted and tier.spec.get("defaultAction", "Deny") != wanted:
         return [ErroredField("Tier.spec.defaultAction", f"The '{tier.name}' tier must have default action '{wanted}'")]
     return []
+
+
+def default_tier(tier: Resource) -> None:
+    """``resources.DefaultTierFields``: no order is the default tier's 1,000,000, no defaultAction is Deny."""
+    tier.spec.setdefault("order", DEFAULT_TIER_ORDER)
+    tier.spec.setdefault("defaultAction", "Deny")
+    tier.spec = {f.name: tier.spec[f.name] for f in TIER_SPEC.fields if f.name in tier.spec}
+
+
+# -- NetworkPolicy, GlobalNetworkPolicy, GlobalNetworkSet ----------------------
+
+LABEL_TIER = "projectcalico.org/tier"
+KUBERNETES_POLICY_PREFIX = "knp.default."  # converter.KubernetesNetworkPolicyEtcdPrefix: converted k8s policies
+_POLICY_TYPES = ListOf(Enum("Ingress", "Egress"))
+_HINTS = ListOf(Enum("AssumeNeededOnEveryNode"))
+NETWORKPOLICY_SPEC = Struct(
+    "NetworkPolicy.spec",
+    [
+        Field("tier", Str()),
+        Field("order", Float(), omit="absent"),
+        Field("ingress", ListOf(RULE, max_items=1024)),
+        Field("egress", ListOf(RULE, max_items=1024)),
+        Field("selector", Selector(allow_global=False)),
+        Field("types", _POLICY_TYPES),
+        Field("serviceAccountSelector", Selector(allow_global=False)),
+        Field("performanceHints", _HINTS),
+    ],
+)
+GLOBALNETWORKPOLICY_SPEC = Struct(
+    "GlobalNetworkPolicy.spec",
+    [
+        Field("tier", Str()),
+        Field("order", Float(), omit="absent"),
+        Field("ingress", ListOf(RULE, max_items=1024)),
+        Field("egress", ListOf(RULE, max_items=1024)),
+        Field("selector", Selector(allow_global=False)),
+        Field("types", _POLICY_TYPES),
+        Field("doNotTrack", Bool()),
+        Field("preDNAT", Bool()),
+        Field("applyOnForward", Bool()),
+        Field("serviceAccountSelector", Selector(allow_global=False)),
+        Field("namespaceSelector", Selector(allow_global=False)),
+        Field("performanceHints", _HINTS),
+    ],
+)
+GLOBALNETWORKSET_SPEC = Struct("GlobalNetworkSet.spec", [Field("nets", ListOf(CIDR()))])
+
+
+def validate_through_policy(resource: Resource) -> list[ErroredField]:
+    """Calico's rules for policy kinds as :mod:`pycni.policy` reads them (masked nets, ports need a protocol, ...).
+
+    The schema above checks types and field names; the policy model is the one
+    place that knows what Calico's validator accepts in a rule, so every kind
+    with rules is checked by parsing it as the policy engine will.
+    """
+    from pycni.policy.calico_model import parse_calico
+    from pycni.policy.errors import PolicyError
+
+    metadata = {key: resource.metadata[key] for key in ("name", "namespace", "labels") if resource.metadata.get(key)}
+    document = {"apiVersion": API_VERSION, "kind": resource.kind, "metadata": metadata, "spec": resource.spec}
+    try:
+        parse_calico(document)
+    except PolicyError as error:
+        return [
+            ErroredField(f"{resource.kind}.{p.path}" if p.path else resource.kind, p.message) for p in error.problems
+        ]
+    return []
+
+
+def default_policy(policy: Resource) -> None:
+    """clientv3's policy Create/Update: ``types`` from the rules; the tier label, off the default tier."""
+    spec = policy.spec
+    if not spec.get("types"):
+        ingress, egress = bool(spec.get("ingress")), bool(spec.get("egress"))
+        spec["types"] = ["Ingress", "Egress"] if ingress and egress else ["Egress"] if egress else ["Ingress"]
+    schema = NETWORKPOLICY_SPEC if policy.kind == "NetworkPolicy" else GLOBALNETWORKPOLICY_SPEC
+    policy.spec = {f.name: spec[f.name] for f in schema.fields if f.name in spec}
+    tier = spec.get("tier") or "default"
+    if tier != "default":
+        policy.set_meta("labels", dict(sorted({**policy.labels, LABEL_TIER: tier}.items())))
 
 
 CLUSTERINFO_SPEC = Struct(
@@ -690,6 +772,54 @@ CLUSTERINFO_SPEC = Struct(
         Field("variant", Str()),
     ],
 )
+
+
+# -- Kubernetes stand-ins ------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class KubernetesKind:
+    """A Kubernetes kind pycni keeps for policy (there is no API server): v1 Namespace, v1 Pod, k8s NetworkPolicy."""
+
+    kind: str
+    api_version: str
+    plural: str
+    aliases: tuple[str, ...]
+    namespaced: bool
+
+    def parse(self, document: Any) -> Any:
+        """The object as :mod:`pycni.policy.k8s` reads it, validated as the API server would (PolicyError)."""
+        from pycni.policy import k8s
+
+        parsers = {"Namespace": k8s.parse_namespace, "Pod": k8s.parse_pod, "NetworkPolicy": k8s.parse_network_policy}
+        return parsers[self.kind](document)
+
+
+KUBERNETES_KINDS: dict[tuple[str, str], KubernetesKind] = {
+    (k.api_version, k.kind): k
+    for k in (
+        KubernetesKind("Namespace", "v1", "namespaces", ("namespace", "namespaces", "ns"), False),
+        KubernetesKind("Pod", "v1", "pods", ("pod", "pods", "po"), True),
+        KubernetesKind(
+            "NetworkPolicy",
+            "networking.k8s.io/v1",
+            "networkpolicies",
+            (
+                "networkpolicy.networking.k8s.io",
+                "networkpolicies.networking.k8s.io",
+                "kubernetesnetworkpolicy",
+                "kubernetesnetworkpolicies",
+                "k8snp",
+            ),
+            True,
+        ),
+    )
+}
+KUBERNETES_ALIASES = {alias: k for k in KUBERNETES_KINDS.values() for alias in k.aliases}
+
+
+def kubernetes_kind_for_alias(text: str) -> KubernetesKind | None:
+    return KUBERNETES_ALIASES.get(text.lower())
 
 
 # -- the registry ------------------------------------------------------------
@@ -751,7 +881,13 @@ KINDS: dict[str, KindSpec] = {
             namespaced=True,
             validate=validate_wep,
         ),
-        KindSpec("Profile", "profiles", PROFILE_SPEC, ("profile", "profiles", "pro", "pros")),
+        KindSpec(
+            "Profile",
+            "profiles",
+            PROFILE_SPEC,
+            ("profile", "profiles", "pro", "pros"),
+            validate=validate_through_policy,
+        ),
         KindSpec(
             "Tier",
             "tiers",
@@ -760,8 +896,33 @@ KINDS: dict[str, KindSpec] = {
             status=TIER_STATUS,
             status_always=True,
             validate=validate_tier,
+            defaults=default_tier,
             name_pattern=NAME_LABEL,
             name_max=63,
+        ),
+        KindSpec(
+            "NetworkPolicy",
+            "networkpolicies",
+            NETWORKPOLICY_SPEC,
+            ("networkpolicy", "networkpolicies", "policy", "np", "policies", "pol", "pols"),
+            namespaced=True,
+            validate=validate_through_policy,
+            defaults=default_policy,
+        ),
+        KindSpec(
+            "GlobalNetworkPolicy",
+            "globalnetworkpolicies",
+            GLOBALNETWORKPOLICY_SPEC,
+            ("globalnetworkpolicy", "globalnetworkpolicies", "gnp", "gnps"),
+            validate=validate_through_policy,
+            defaults=default_policy,
+        ),
+        KindSpec(
+            "GlobalNetworkSet",
+            "globalnetworksets",
+            GLOBALNETWORKSET_SPEC,
+            ("globalnetworkset", "globalnetworksets", "gnetsets"),
+            validate=validate_through_policy,
         ),
         KindSpec(
             "ClusterInformation",

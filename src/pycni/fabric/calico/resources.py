@@ -26,6 +26,16 @@ its tunnel addresses are released, the endpoints deleted, its block
 affinities released, and the BGPPeers naming it and its per-node
 ``node.<name>`` FelixConfiguration and BGPConfiguration deleted.
 
+Policies keep clientv3's and the etcd backend's rules: a (Global)NetworkPolicy
+needs its tier to exist, gets ``types`` from its rules and, off the default
+tier, the ``projectcalico.org/tier`` label; its stored value carries its name in
+the ``projectcalico.org/metadata`` annotation (``storePolicyName``), which
+reading removes; reading fills ``spec.tier`` and the tier label. A Tier without
+order or defaultAction gets 1,000,000 and Deny; the default and kube-admin
+tiers, and a tier that still has policies, are not deleted. The Kubernetes
+stand-ins (Namespace, Pod, NetworkPolicy) are kept by
+:class:`KubernetesObjectClient` under ``/pycni/k8s/registry/`` (see there).
+
 One exception to the layout, by design: ``IPAMConfiguration`` (always named
 ``default``) is stored as the ``/calico/ipam/v2/config`` value IPAM reads
 (``{"strict_affinity":…,"auto_allocate_blocks":…,"maxBlocksPerHost":…}``), so
@@ -36,6 +46,7 @@ key; here the two are one.
 
 from __future__ import annotations
 
+import builtins
 import contextlib
 import ipaddress
 import json
@@ -49,13 +60,22 @@ from typing import Any
 from pycni.datastore import AlreadyExists, Conflict, Datastore, KeyValue, NotFound
 from pycni.fabric.calico import gojson
 from pycni.fabric.calico.errors import (
+    DecodeError,
     ErroredField,
+    OperationNotSupported,
     ResourceAlreadyExists,
     ResourceNotFound,
     UpdateConflict,
     ValidationError,
 )
-from pycni.fabric.calico.kinds import IPAMCONFIG_SPEC, SEEDED_TIERS, pool_network
+from pycni.fabric.calico.kinds import (
+    IPAMCONFIG_SPEC,
+    KUBERNETES_KINDS,
+    LABEL_TIER,
+    SEEDED_TIERS,
+    KubernetesKind,
+    pool_network,
+)
 from pycni.fabric.calico.model import (
     API_VERSION,
     apply_defaults,
@@ -76,6 +96,9 @@ BLOCKS_PREFIX = "/calico/ipam/v2/assignment/"
 CLUSTER_INFO_NAME = "default"
 LABEL_NAMESPACE = "projectcalico.org/namespace"
 LABEL_ORCHESTRATOR = "projectcalico.org/orchestrator"
+POLICY_KINDS = ("NetworkPolicy", "GlobalNetworkPolicy")
+METADATA_ANNOTATION = "projectcalico.org/metadata"  # etcdv3.go: the policy's name as the v3 API gave it
+UNDELETABLE_TIERS = ("default", "kube-admin")  # clientv3 tiers.Delete
 # The tunnel address handles calico-node uses: ``<kind>-tunnel-addr-<node>`` (node/pkg/allocateip).
 TUNNEL_HANDLE_KINDS = ("ipip", "vxlan", "vxlan-v6", "wireguard", "wireguard-v6")
 
@@ -161,6 +184,8 @@ class ResourceClient:
         resource.set_meta("resourceVersion", str(kv.mod_revision))
         if resource.kind == "IPPool":
             apply_defaults(resource)  # convertIpPoolFromStorage: pools written before a field existed
+        if resource.kind in POLICY_KINDS:
+            _policy_from_storage(resource)
         return resource
 
     def get(self, kind: str, name: str, namespace: str = "") -> Resource:
@@ -192,6 +217,12 @@ class ResourceClient:
         stored = resource.copy()
         stored.set_meta("resourceVersion", None)
         stored.set_meta("selfLink", None)
+        if resource.kind in POLICY_KINDS:  # etcdv3.go storePolicyName
+            annotations = {
+                **(stored.metadata.get("annotations") or {}),
+                METADATA_ANNOTATION: gojson.marshal({"name": stored.name}),
+            }
+            stored.set_meta("annotations", dict(sorted(annotations.items())))
         return to_json(stored)
 
     def _prepare(self, resource: Resource, current: Resource | None) -> Resource:
@@ -217,6 +248,8 @@ class ResourceClient:
                     )
                 ]
             )
+        if resource.kind in POLICY_KINDS:  # clientv3: a policy's tier must exist before the policy
+            self.get("Tier", str(resource.spec.get("tier") or "default"))
         resource = self._prepare(resource, None)
         if resource.kind != "IPAMConfiguration":
             if not resource.metadata.get("creationTimestamp"):
@@ -286,6 +319,8 @@ class ResourceClient:
     def delete(self, kind: str, name: str, namespace: str = "", resource_version: str = "") -> Resource:
         """Delete and return what was stored; with ``resource_version`` only if still current."""
         current = self.get(kind, name, namespace)
+        if kind == "Tier":
+            self._check_tier_deletable(name)
         if kind == "IPPool":
             current = self._retire_pool(current, resource_version)
             resource_version = ""
@@ -301,6 +336,14 @@ class ResourceClient:
         gone = self.decode(kv)
         gone.set_meta("resourceVersion", current.resource_version)
         return gone
+
+    def _check_tier_deletable(self, name: str) -> None:
+        """clientv3 tiers.Delete: never the default and kube-admin tiers, never one that still has policies."""
+        if name in UNDELETABLE_TIERS:
+            raise OperationNotSupported("Delete", name, f"Cannot delete {name} tier")
+        for kind in POLICY_KINDS:
+            if any((p.spec.get("tier") or "default") == name for p in self.list(kind)[0]):
+                raise OperationNotSupported("delete", name, "Cannot delete a non-empty tier")
 
     # -- clientv3's EnsureInitialized ------------------------------------------
 
@@ -432,6 +475,27 @@ class ResourceClient:
         )
 
 
+def _policy_from_storage(policy: Resource) -> None:
+    """What reading a policy gives back: the name from the annotation (removed), the tier filled in and labelled.
+
+    ``etcdToKVPair`` takes the name from ``projectcalico.org/metadata``;
+    clientv3's Get fills ``spec.tier`` (``default`` for an untiered name) and
+    ``defaultTierLabelIfMissing`` adds ``projectcalico.org/tier``.
+    """
+    annotations = dict(policy.metadata.get("annotations") or {})
+    stored = annotations.pop(METADATA_ANNOTATION, None)
+    if stored is not None:
+        with contextlib.suppress(ValueError, TypeError):
+            name = json.loads(stored).get("name")
+            if isinstance(name, str) and name:
+                policy.set_meta("name", name)
+        policy.set_meta("annotations", annotations or None)
+    tier = str(policy.spec.get("tier") or "default")
+    policy.spec = {"tier": tier, **{k: v for k, v in policy.spec.items() if k != "tier"}}
+    if LABEL_TIER not in policy.labels:
+        policy.set_meta("labels", dict(sorted({**policy.labels, LABEL_TIER: tier}.items())))
+
+
 def _endpoint_for_storage(wep: Resource) -> None:
     """clientv3 WorkloadEndpoints' Create/Update: the name the spec implies, and the two labels it owns.
 
@@ -456,3 +520,275 @@ def _revision(resource: Resource) -> int:
         raise ValidationError(
             [ErroredField("Metadata.ResourceVersion", "must be a revision number", resource.resource_version)]
         ) from None
+
+
+# -- Kubernetes stand-ins ---------------------------------------------------------------
+#
+# Calico never keeps Kubernetes objects in etcd: in etcd mode kube-controllers
+# watch the API server and write what they become (profiles kns.<ns>,
+# NetworkPolicies knp.default.<name>, endpoints from pods). pycni has no API
+# server, so the few objects policy needs (v1 Namespace, v1 Pod,
+# networking.k8s.io/v1 NetworkPolicy) are kept as the documents a user applies,
+# beside Calico's keys under a prefix of pycni's own (``/calico/`` is
+# Calico's: its Clean() deletes it), laid out as kube-apiserver lays out its
+# etcd (``/registry/<resource>/[<namespace>/]<name>``). The policy engine
+# converts them when it reads them, as Calico converts them.
+
+KUBERNETES_PREFIX = "/pycni/k8s/registry/"
+LABEL_METADATA_NAME = "kubernetes.io/metadata.name"
+DEFAULT_NAMESPACE = "default"
+
+
+def kubernetes_key(info: KubernetesKind, name: str, namespace: str = "") -> str:
+    if info.namespaced:
+        return f"{KUBERNETES_PREFIX}{info.plural}/{namespace}/{name}"
+    return f"{KUBERNETES_PREFIX}{info.plural}/{name}"
+
+
+def kubernetes_prefix(info: KubernetesKind, namespace: str = "") -> str:
+    if info.namespaced and namespace:
+        return f"{KUBERNETES_PREFIX}{info.plural}/{namespace}/"
+    return f"{KUBERNETES_PREFIX}{info.plural}/"
+
+
+class KubernetesObject:
+    """One stored Kubernetes document (decoded JSON, the user's key order) and its kind."""
+
+    def __init__(self, info: KubernetesKind, document: dict[str, Any]) -> None:
+        self.info = info
+        self.document = document
+
+    @property
+    def kind(self) -> str:
+        return self.info.kind
+
+    @property
+    def metadata(self) -> dict[str, Any]:
+        metadata: dict[str, Any] = self.document.setdefault("metadata", {})
+        return metadata
+
+    @property
+    def name(self) -> str:
+        return str(self.metadata.get("name") or "")
+
+    @property
+    def namespace(self) -> str:
+        return str(self.metadata.get("namespace") or "")
+
+    @property
+    def resource_version(self) -> str:
+        return str(self.metadata.get("resourceVersion") or "")
+
+    @property
+    def identifier(self) -> str:
+        return f"{self.kind}({self.namespace}/{self.name})" if self.info.namespaced else f"{self.kind}({self.name})"
+
+    def to_dict(self) -> dict[str, Any]:
+        return self.document
+
+    def copy(self) -> KubernetesObject:
+        return KubernetesObject(self.info, json.loads(json.dumps(self.document)))
+
+
+def kubernetes_object(document: Any, where: str = "") -> KubernetesObject | None:
+    """The document as a Kubernetes stand-in if its apiVersion and kind are one (None otherwise); not validated yet."""
+    if not isinstance(document, dict):
+        return None
+    info = KUBERNETES_KINDS.get((str(document.get("apiVersion")), str(document.get("kind"))))
+    if info is None:
+        return None
+    if not isinstance(document.get("metadata"), dict):
+        raise ValidationError([ErroredField(f"{info.kind}.metadata", f"required: a mapping with the name{where}")])
+    return KubernetesObject(info, json.loads(json.dumps(document)))
+
+
+def _validated(obj: KubernetesObject) -> None:
+    """The API server's checks, as :mod:`pycni.policy.k8s` makes them."""
+    from pycni.policy.errors import PolicyError
+
+    try:
+        obj.info.parse(obj.document)
+    except PolicyError as error:
+        raise ValidationError(
+            [ErroredField(f"{obj.kind}.{p.path}" if p.path else obj.kind, p.message) for p in error.problems]
+        ) from None
+
+
+class KubernetesObjectClient:
+    """create/update/replace/apply/delete/get/list of the Kubernetes stand-ins, with the API server's rules.
+
+    Create fills ``uid`` and ``creationTimestamp`` and refuses a
+    resourceVersion; update is a compare-and-swap on it; a Namespace gets its
+    ``kubernetes.io/metadata.name`` label (the API server sets it); a namespaced
+    object needs its Namespace to exist (``default`` always does), and deleting
+    a Namespace deletes what is in it.
+    """
+
+    def __init__(
+        self,
+        store: Datastore,
+        *,
+        now: Callable[[], datetime] = lambda: datetime.now(UTC),
+        new_uid: Callable[[], str] = lambda: str(uuid.uuid4()),
+    ) -> None:
+        self.store = store
+        self.now = now
+        self.new_uid = new_uid
+
+    def decode(self, info: KubernetesKind, kv: KeyValue) -> KubernetesObject:
+        try:
+            document = json.loads(kv.value)
+        except ValueError as exc:
+            raise DecodeError(f"{kv.key} is not JSON: {exc}") from None
+        obj = KubernetesObject(info, document)
+        obj.metadata["resourceVersion"] = str(kv.mod_revision)
+        return obj
+
+    def get(self, info: KubernetesKind, name: str, namespace: str = "") -> KubernetesObject:
+        namespace = namespace or DEFAULT_NAMESPACE if info.namespaced else ""
+        kv = self.store.get(kubernetes_key(info, name, namespace))
+        if kv is None:
+            raise ResourceNotFound(f"{info.kind}({namespace}/{name})" if namespace else f"{info.kind}({name})")
+        return self.decode(info, kv)
+
+    def find(self, info: KubernetesKind, name: str, namespace: str = "") -> KubernetesObject | None:
+        try:
+            return self.get(info, name, namespace)
+        except ResourceNotFound:
+            return None
+
+    def list(self, info: KubernetesKind, namespace: str = "") -> tuple[list[KubernetesObject], int]:
+        kvs, revision = self.store.list(kubernetes_prefix(info, namespace))
+        return [self.decode(info, kv) for kv in kvs], revision
+
+    def _prepare(self, obj: KubernetesObject) -> KubernetesObject:
+        obj = obj.copy()
+        if obj.info.namespaced:
+            obj.metadata["namespace"] = obj.namespace or DEFAULT_NAMESPACE
+        elif obj.namespace:
+            raise ValidationError(
+                [ErroredField(f"{obj.kind}.metadata.namespace", f"{obj.kind} is not namespaced", obj.namespace)]
+            )
+        if obj.kind == "Namespace":
+            labels = dict(obj.metadata.get("labels") or {})
+            labels[LABEL_METADATA_NAME] = obj.name
+            obj.metadata["labels"] = labels
+        _validated(obj)
+        if obj.info.namespaced:
+            self._namespace_exists(obj.namespace)
+        return obj
+
+    def _namespace_exists(self, namespace: str) -> None:
+        info = KUBERNETES_KINDS[("v1", "Namespace")]
+        if self.find(info, namespace) is not None:
+            return
+        if namespace != DEFAULT_NAMESPACE:
+            raise ResourceNotFound(f"Namespace({namespace})")
+        with contextlib.suppress(ResourceAlreadyExists):  # the API server always has it
+            self.create(
+                KubernetesObject(info, {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": namespace}})
+            )
+
+    @staticmethod
+    def _value(obj: KubernetesObject) -> str:
+        stored = obj.copy()
+        stored.metadata.pop("resourceVersion", None)
+        return gojson.marshal(stored.document)
+
+    def create(self, obj: KubernetesObject) -> KubernetesObject:
+        if obj.resource_version:
+            raise ValidationError(
+                [
+                    ErroredField(
+                        "Metadata.ResourceVersion", "field must not be set for a Create request", obj.resource_version
+                    )
+                ]
+            )
+        obj = self._prepare(obj)
+        obj.metadata.setdefault("uid", self.new_uid())
+        obj.metadata.setdefault("creationTimestamp", _timestamp(self.now()))
+        try:
+            kv = self.store.create(kubernetes_key(obj.info, obj.name, obj.namespace), self._value(obj))
+        except AlreadyExists:
+            raise ResourceAlreadyExists(obj.identifier) from None
+        return self.decode(obj.info, kv)
+
+    def update(self, obj: KubernetesObject) -> KubernetesObject:
+        if not obj.resource_version:
+            raise ValidationError([ErroredField("Metadata.ResourceVersion", "field must be set for an Update request")])
+        try:
+            revision = int(obj.resource_version)
+        except ValueError:
+            raise ValidationError(
+                [ErroredField("Metadata.ResourceVersion", "must be a revision number", obj.resource_version)]
+            ) from None
+        obj = self._prepare(obj)
+        try:
+            kv = self.store.update(kubernetes_key(obj.info, obj.name, obj.namespace), self._value(obj), revision)
+        except Conflict:
+            raise UpdateConflict(obj.identifier) from None
+        except NotFound:
+            raise ResourceNotFound(obj.identifier) from None
+        return self.decode(obj.info, kv)
+
+    def replace(self, obj: KubernetesObject, attempts: int = 5) -> KubernetesObject:
+        """With a resourceVersion only if it is current; without, on the latest (uid and creation time kept)."""
+        given = obj.resource_version
+        for attempt in range(attempts):
+            current = self.get(obj.info, obj.name, obj.namespace)
+            if given and given != current.resource_version:
+                raise UpdateConflict(
+                    obj.identifier,
+                    f"resource version '{given}' is out of date (latest: {current.resource_version}). "
+                    "Update the resource YAML/JSON in order to make changes",
+                )
+            merged = obj.copy()
+            for meta in ("uid", "creationTimestamp"):
+                merged.metadata.setdefault(meta, current.metadata.get(meta))
+            merged.metadata["resourceVersion"] = current.resource_version
+            try:
+                return self.update(merged)
+            except UpdateConflict:
+                if given or attempt == attempts - 1:
+                    raise
+                time.sleep(0.05 * (attempt + 1))
+        raise AssertionError("unreachable")
+
+    def apply(self, obj: KubernetesObject) -> KubernetesObject:
+        fresh = obj.copy()
+        fresh.metadata.pop("resourceVersion", None)
+        try:
+            return self.create(fresh)
+        except ResourceAlreadyExists:
+            return self.replace(obj)
+
+    def delete(
+        self, info: KubernetesKind, name: str, namespace: str = "", resource_version: str = ""
+    ) -> KubernetesObject:
+        current = self.get(info, name, namespace)
+        try:
+            kv = self.store.delete(
+                kubernetes_key(info, current.name, current.namespace),
+                int(resource_version) if resource_version else None,
+            )
+        except NotFound:
+            raise ResourceNotFound(current.identifier) from None
+        except Conflict:
+            raise UpdateConflict(current.identifier) from None
+        if info.kind == "Namespace":  # the namespace controller empties it
+            for other in KUBERNETES_KINDS.values():
+                if other.namespaced:
+                    kvs, _ = self.store.list(kubernetes_prefix(other, name))
+                    for item in kvs:
+                        with contextlib.suppress(NotFound):
+                            self.store.delete(item.key)
+        gone = self.decode(info, kv)
+        gone.metadata["resourceVersion"] = current.resource_version
+        return gone
+
+    def documents(self) -> builtins.list[dict[str, Any]]:
+        """Every stored object's document (Namespaces first), for the policy engine to convert."""
+        out: builtins.list[dict[str, Any]] = []
+        for info in KUBERNETES_KINDS.values():
+            out += [obj.document for obj in self.list(info)[0]]
+        return out
