@@ -38,12 +38,18 @@ ADD, as Calico 3.31 does it in etcd mode:
 7. Print Calico's result: interfaces ``[host, container]``, ``ips[].interface``
    1, no gateway.
 
-Labels: Calico reads a pod's labels from the Kubernetes API, which pycni has
-not; they come from the CNI convention ``args.cni.labels``
+Identity: Calico reads a pod from the Kubernetes API; pycni has none, so a pod
+(``K8S_POD_NAMESPACE``/``K8S_POD_NAME``) is looked up among the Pods stored
+with ``pycni calicoctl apply`` (``/pycni/k8s/registry/pods/<ns>/<name>``). A
+stored Pod gives the endpoint what Calico's converter gives it
+(``podToDefaultWorkloadEndpoint``): the Pod's labels and
+``projectcalico.org/serviceaccount``, ``serviceAccountName``, and the named
+(or host) container ports as ``ports``; with ``policy.type k8s`` its profiles
+are ``kns.<namespace>`` and ``ksa.<namespace>.<account>``. Without a stored
+Pod the labels come from the CNI convention ``args.cni.labels``
 (``[{"key","value"}]``) and, for ``cni`` workloads, Calico's Mesos labels
-(``args["org.apache.mesos"].network_info.labels.labels``). With ``policy.type
-k8s`` a pod's profiles are ``kns.<namespace>`` (its service account, hence
-``ksa.…``, is not known without a Pod object).
+(``args["org.apache.mesos"].network_info.labels.labels``), and a pod's
+profile is ``kns.<namespace>`` alone (its service account is not known).
 
 A failed ADD undoes everything it made (address, veth, endpoint). DEL
 follows Calico's order (for a pod: the endpoint only if it is this container's,
@@ -233,6 +239,39 @@ def workload_labels(conf: Fields, ids: Identifiers) -> dict[str, str]:
     return labels
 
 
+@dataclass
+class PodIdentity:
+    """What the stored Pod says about a workload: labels, service account, named ports (WorkloadEndpoint JSON)."""
+
+    labels: dict[str, str]
+    service_account: str
+    ports: list[dict[str, Any]]
+
+
+def pod_identity(client: Session, ids: Identifiers) -> PodIdentity | None:
+    """The stored Pod of a ``k8s`` workload as Calico's converter reads it, or None if no Pod is stored."""
+    from pycni.fabric.calico.kinds import KUBERNETES_KINDS
+    from pycni.fabric.calico.resources import LABEL_ORCHESTRATOR, KubernetesObjectClient
+    from pycni.policy import endpoints, k8s
+
+    try:
+        stored = KubernetesObjectClient(client.store).find(KUBERNETES_KINDS[("v1", "Pod")], ids.pod, ids.namespace)
+    except DatastoreError as error:
+        raise datastore_error(f"failed to read Pod {ids.namespace}/{ids.pod}", error, client.config) from None
+    if stored is None:
+        return None
+    pod = k8s.parse_pod(stored.document)  # checked when stored; a PolicyError is code 7, as bad input
+    workload = endpoints.workload_from_pod(pod)
+    owned = (LABEL_NAMESPACE, LABEL_ORCHESTRATOR)  # the resource client sets these two, as clientv3 does
+    ports = [
+        {"name": p.name, "protocol": p.protocol, "port": p.container_port, "hostPort": p.host_port, "hostIP": ""}
+        for p in pod.ports
+        if p.container_port and (p.name or p.host_port)
+    ]
+    labels = {k: v for k, v in workload.labels.items() if k not in owned}
+    return PodIdentity(labels, pod.service_account, ports)
+
+
 def host_veth_name(ids: Identifiers, prefix: str) -> str:
     """``VethNameForWorkload`` for a pod, ``cali`` + the container ID's first 11 characters otherwise."""
     if ids.k8s:
@@ -339,7 +378,12 @@ def find_endpoint(client: Session, ids: Identifiers) -> Resource | None:
 
 
 def build_endpoint(
-    ids: Identifiers, labels: dict[str, str], profiles: list[str], nets: list[str], existing: Resource | None
+    ids: Identifiers,
+    labels: dict[str, str],
+    profiles: list[str],
+    nets: list[str],
+    existing: Resource | None,
+    identity: PodIdentity | None = None,
 ) -> Resource:
     """The WorkloadEndpoint to write (interfaceName and mac are set once the veth exists)."""
     from pycni.fabric.calico.model import decode_resource
@@ -348,6 +392,10 @@ def build_endpoint(
     if ids.k8s:
         spec["pod"] = ids.pod
     spec["endpoint"] = ids.endpoint
+    if identity is not None:
+        spec["serviceAccountName"] = identity.service_account
+        if identity.ports:
+            spec["ports"] = identity.ports
     spec["ipNetworks"] = nets
     spec["profiles"] = profiles
     metadata: dict[str, Any] = {
@@ -532,6 +580,11 @@ def add(args: CmdArgs) -> Result:
         build_endpoint(ids, labels, [settings.network], [], None)  # refuse bad labels before anything is made
         with session(settings.store) as client:
             check_cluster_ready(client)
+            identity = pod_identity(client, ids) if ids.k8s else None
+            if identity is not None:
+                labels = identity.labels
+                logger.info("Pod %s/%s is stored: its labels and ports name the endpoint", ids.namespace, ids.pod)
+                build_endpoint(ids, labels, [settings.network], [], None, identity)
             try:
                 existing = find_endpoint(client, ids)
             except DatastoreError as error:
@@ -540,7 +593,7 @@ def add(args: CmdArgs) -> Result:
                 if existing is not None and not ids.k8s:
                     result = _join_network(client, settings, existing, args, logger)
                 else:
-                    result = _add_workload(args, settings, ids, labels, client, existing, rollback, logger)
+                    result = _add_workload(args, settings, ids, labels, client, existing, rollback, logger, identity)
                 if not settings.policy_type:
                     try:
                         ensure_profile(client, settings.network, ids.k8s)
@@ -582,6 +635,7 @@ def _add_workload(
     existing: Resource | None,
     rollback: Rollback,
     logger: logging.Logger,
+    identity: PodIdentity | None = None,
 ) -> Result:
     if settings.no_ipam_addresses and not ids.k8s:
         raise config_error("requested feature is not supported for this runtime: ip_addrs_no_ipam")
@@ -594,8 +648,10 @@ def _add_workload(
         raise CNIError(ErrorCode.INTERNAL, "IPAM plugin returned no IP addresses in result")
     logger.info("Got result from IPAM plugin: %s", ", ".join(str(ip.address) for ip in result.ips))
     profiles = [f"kns.{ids.namespace}"] if ids.k8s and settings.policy_type == "k8s" else [settings.network]
+    if identity is not None and settings.policy_type == "k8s":
+        profiles.append(f"ksa.{ids.namespace}.{identity.service_account}")
     nets = [str(routed_veth.host_route(ip.address.ip)) for ip in result.ips]
-    endpoint = build_endpoint(ids, labels, profiles, nets, existing)
+    endpoint = build_endpoint(ids, labels, profiles, nets, existing, identity)
     wired = wire(args, settings, result.ips, host_name, routes, rollback, logger)
     endpoint.spec["interfaceName"] = wired.host.name
     endpoint.spec["mac"] = wired.container_mac
