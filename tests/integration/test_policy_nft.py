@@ -14,7 +14,11 @@ unrelated change and a denying one) are applied incrementally with
 :func:`pycni.nft.objects.diff`, and every cell must be what the evaluator
 says. A TCP connection made before an update keeps working after it. The
 incremental path and a fresh install of the same table list identically in
-the kernel. Everything lives in namespaces the test made.
+the kernel. Generated Calico policy sets (tiers with Pass or Deny,
+Allow/Deny/Pass/Log rules on selectors, ``global()``, nets, notSelector,
+numeric, ranged and named ports, notPorts) are applied one after another as
+diffs, and every cell again matches the evaluator. Everything lives in
+namespaces the test made.
 """
 
 from __future__ import annotations
@@ -493,3 +497,85 @@ def test_incremental_and_fresh_tables_list_the_same_in_the_kernel() -> None:
             again.ops[1:1] = [objects.Op("delete", "table"), objects.Op("add", "table")]
             again.apply()
         assert listing(incremental) == listing(fresh)
+
+
+# -- generated policies, applied one after another ---------------------------------------------
+
+hypothesis = pytest.importorskip("hypothesis")
+from hypothesis import HealthCheck, given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+from tests.support import strategies  # noqa: E402, F401 - pycni's hypothesis profile
+
+SELECTORS = ["all()", "app == 'a'", "app in {'b', 'c'}", "!has(app)", "role == 'infra'"]
+
+
+@st.composite
+def rules(draw: st.DrawFn) -> dict[str, Any]:
+    rule: dict[str, Any] = {"action": draw(st.sampled_from(["Allow", "Deny", "Pass", "Log"]))}
+    protocol = draw(st.sampled_from([None, "TCP", "UDP"]))
+    source: dict[str, Any] = {}
+    destination: dict[str, Any] = {}
+    if protocol:
+        rule["protocol"] = protocol
+        ports = draw(st.lists(st.sampled_from([80, 53, "http", "9000:9100", "5000:6000"]), max_size=2, unique=True))
+        if ports:
+            destination["ports"] = ports
+        if draw(st.integers(0, 3)) == 0:
+            destination["notPorts"] = [draw(st.sampled_from([8080, "http"]))]
+    if draw(st.booleans()):
+        source["selector"] = draw(st.sampled_from(SELECTORS))
+        if draw(st.booleans()):
+            source["namespaceSelector"] = draw(st.sampled_from(["all()", "global()"]))
+    if draw(st.integers(0, 3)) == 0:
+        source["nets"] = [draw(st.sampled_from(["10.65.0.2/32", "10.65.0.0/30", "10.99.0.0/24"]))]
+    if draw(st.integers(0, 3)) == 0:
+        source["notSelector"] = draw(st.sampled_from(SELECTORS))
+    rule["source"], rule["destination"] = source, destination
+    return rule
+
+
+@st.composite
+def policy_sets(draw: st.DrawFn) -> list[dict[str, Any]]:
+    documents: list[dict[str, Any]] = []
+    if draw(st.booleans()):
+        action = draw(st.sampled_from(["Deny", "Pass"]))
+        documents.append(calico("Tier", "t1", {"order": 100, "defaultAction": action}))
+    for index in range(draw(st.integers(1, 3))):
+        tier = draw(st.sampled_from(["default", "t1"])) if documents else "default"
+        name = f"p{index}" if tier == "default" else f"t1.p{index}"
+        spec = {
+            "tier": tier,
+            "order": draw(st.sampled_from([10, 100])),
+            "selector": draw(st.sampled_from(SELECTORS[:4])),
+            "types": draw(st.sampled_from([["Ingress"], ["Egress"], ["Ingress", "Egress"]])),
+            "ingress": draw(st.lists(rules(), max_size=3)),
+            "egress": draw(st.lists(rules(), max_size=2)),
+        }
+        if draw(st.booleans()):
+            documents.append(calico("GlobalNetworkPolicy", name, spec))
+        else:
+            documents.append(calico("NetworkPolicy", name, spec, namespace=draw(st.sampled_from(["x", "y"]))))
+    return documents
+
+
+@pytest.fixture(scope="module")
+def generated(lab: Lab) -> dict[str, Any]:
+    """The table the kernel holds between generated examples (each one is applied as a diff from the last)."""
+    return {"table": None}
+
+
+@settings(max_examples=6, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(policy_sets())
+def test_generated_policies_in_the_kernel(lab: Lab, generated: dict[str, Any], documents: list[dict[str, Any]]) -> None:
+    state = cluster()
+    state.apply(calico("GlobalNetworkSet", "infra", {"nets": ["10.99.0.0/24"]}, labels={"role": "infra"}))
+    for document in documents:
+        state.apply(document)
+    table = nft_render.render(state.evaluator(), lab.interfaces)
+    if generated["table"] is None:
+        lab.install(table)
+    else:
+        lab.apply(objects.diff(generated["table"], table))
+    generated["table"] = table
+    check_matrix(lab, state)
