@@ -2,7 +2,7 @@
 
 Pure (no I/O, no kernel): the model, the conversion Calico applies, and an
 evaluator that answers "is this packet allowed, and by which tier, policy and
-rule?". The nft renderer and the node agent's manager build on it (issue 11).
+rule?", and the nftables table that enforces the same. The node agent's manager builds on it (issue 11).
 Modules, bottom up, each with one job:
 
 Language and input:
@@ -32,4 +32,11 @@ Evaluation:
 * :mod:`.cluster` — the current set of objects (apply, delete, relabel) and its evaluator;
 * :mod:`.k8s_semantics` — Kubernetes semantics read straight from the API reference, to check the above;
 * :mod:`.matrix` — the netpol e2e suite's truth tables, reachability expectations and x/y/z model.
+
+Enforcement (pure: desired state in, typed :mod:`pycni.nft.objects` out; the kernel only through a transaction):
+
+* :mod:`.nft_names` — chain, set and log names and the mark bits, after Felix's;
+* :mod:`.nft_sets` — selector and named-port sets and their members, from the endpoint index;
+* :mod:`.nft_rules` — one Calico rule as nft rules, matching what :mod:`.match` matches;
+* :mod:`.nft_render` — a node's policy table (dispatch maps, endpoint, policy and profile chains) from the evaluator.
 """
