@@ -189,11 +189,11 @@ def test_agent_log_lines_mark_warnings() -> None:
     import logging
     import re
 
-    from pycni.cli.flanneld import _AgentFormatter
+    from pycni.cli.logs import TextFormatter
 
     def line(level: int, message: str) -> str:
         record = logging.LogRecord("pycni.fabric.flannel.agent", level, __file__, 1, message, None, None)
-        return _AgentFormatter().format(record)
+        return TextFormatter("flanneld").format(record)
 
     assert re.fullmatch(r"\d\d:\d\d:\d\d flanneld: ready", line(logging.INFO, "ready"))
     assert re.fullmatch(r"\d\d:\d\d:\d\d flanneld: WARNING: MAC clash", line(logging.WARNING, "MAC clash"))

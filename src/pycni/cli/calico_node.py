@@ -18,6 +18,7 @@ import os
 import re
 from typing import Any
 
+from pycni.cli import logs
 from pycni.fabric.calico import paths
 from pycni.metrics.address import METRICS_ADDR_HELP, metrics_address
 
@@ -70,34 +71,13 @@ def add_parsers(sub: Any) -> None:
         "default 15m, kube-controllers' leakGracePeriod)",
     )
     node.add_argument("--metrics-addr", type=metrics_address, default=None, metavar="ADDR", help=METRICS_ADDR_HELP)
+    logs.add_arguments(node)
     node.add_argument(
         "--stop-bird-on-exit",
         action="store_true",
         help="stop BIRD when the agent exits (default: leave it routing for the next agent)",
     )
     node.set_defaults(func=cmd_calico_node)
-
-
-class _Formatter(logging.Formatter):
-    """``12:00:01 calico-node: message``; warnings and errors say so."""
-
-    def __init__(self) -> None:
-        super().__init__("%(asctime)s calico-node: %(message)s", datefmt="%H:%M:%S")
-
-    def formatMessage(self, record: logging.LogRecord) -> str:
-        text = super().formatMessage(record)
-        if record.levelno >= logging.WARNING:
-            head, _, message = text.partition("calico-node: ")
-            return f"{head}calico-node: {record.levelname}: {message}"
-        return text
-
-
-def _configure_logging() -> None:
-    handler = logging.StreamHandler()
-    handler.setFormatter(_Formatter())
-    root = logging.getLogger("pycni")
-    root.addHandler(handler)
-    root.setLevel(logging.INFO)
 
 
 def node_config(opts: argparse.Namespace, env: dict[str, str]) -> Any:
@@ -145,7 +125,7 @@ def cmd_calico_node(opts: argparse.Namespace) -> int:
     from pycni.fabric.calico.config import load_config, open_store
     from pycni.spec.errors import CNIError
 
-    _configure_logging()
+    logs.configure("calico-node", opts.log_level, opts.log_format)
     log = logging.getLogger("pycni.fabric.calico.agent")
     env = dict(os.environ)
     try:

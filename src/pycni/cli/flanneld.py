@@ -10,12 +10,12 @@ from __future__ import annotations
 import argparse
 import ipaddress
 import json
-import logging
 import os
 import subprocess
 import time
 from typing import Any
 
+from pycni.cli import logs
 from pycni.fabric.flannel import defaults
 from pycni.metrics.address import METRICS_ADDR_HELP, metrics_address
 from pycni.spec.jsonutil import get_key
@@ -132,6 +132,7 @@ def add_parsers(sub: Any) -> None:
         "(public IP and network namespace), so nodes sharing a machine may share the directory",
     )
     _flag(agent, "--metrics-addr", "", type=metrics_address, metavar="ADDR", help=METRICS_ADDR_HELP)
+    logs.add_arguments(agent)
     agent.add_argument(
         "--release-on-exit",
         action="store_true",
@@ -145,33 +146,10 @@ def add_parsers(sub: Any) -> None:
     inspect.set_defaults(func=cmd_inspect)
 
 
-class _AgentFormatter(logging.Formatter):
-    """``12:00:01 flanneld: message``; warnings and errors say so (``... flanneld: WARNING: ...``)."""
-
-    def __init__(self) -> None:
-        super().__init__("%(asctime)s flanneld: %(message)s", datefmt="%H:%M:%S")
-
-    def formatMessage(self, record: logging.LogRecord) -> str:
-        text = super().formatMessage(record)
-        if record.levelno >= logging.WARNING:
-            head, _, message = text.partition("flanneld: ")
-            return f"{head}flanneld: {record.levelname}: {message}"
-        return text
-
-
-def _configure_logging() -> None:
-    """The agent is a long-running process: its info lines (and the backends') go to stderr."""
-    handler = logging.StreamHandler()
-    handler.setFormatter(_AgentFormatter())
-    root = logging.getLogger("pycni")
-    root.addHandler(handler)
-    root.setLevel(logging.INFO)
-
-
 def cmd_flanneld(opts: argparse.Namespace) -> int:
     from pycni.fabric.flannel.agent import AgentOptions, main
 
-    _configure_logging()
+    logs.configure("flanneld", opts.log_level, opts.log_format)
     options = AgentOptions(
         etcd_endpoints=opts.etcd_endpoints,
         etcd_prefix=opts.etcd_prefix,

@@ -22,6 +22,7 @@ import sys
 from collections.abc import Sequence
 
 from pycni import __version__
+from pycni.cli import logs
 from pycni.cli.calico_node import add_parsers as add_calico_node_parsers
 from pycni.cli.flanneld import add_parsers as add_fabric_parsers
 from pycni.daemon import wire
@@ -152,11 +153,9 @@ def cmd_demo(opts: argparse.Namespace) -> int:
 
 
 def cmd_daemon(opts: argparse.Namespace) -> int:
-    import logging
-
     from pycni.daemon.server import main as daemon_main
 
-    logging.basicConfig(level=logging.INFO, format="pycni daemon[%(process)d]: %(message)s", stream=sys.stderr)
+    logs.configure("pycni daemon[%(process)d]", opts.log_level, opts.log_format, timestamps=False)
     return daemon_main(opts.socket, opts.log, opts.workers, opts.metrics_addr)
 
 
@@ -202,6 +201,7 @@ def cmd_calicoctl(opts: argparse.Namespace) -> int:
 def cmd_dhcp_daemon(opts: argparse.Namespace) -> int:
     from pycni.dhcp.server import run
 
+    logs.configure("pycni-dhcp", opts.log_level, opts.log_format, timestamps=False)
     return run(opts.socket_path, opts.timeout, opts.broadcast)
 
 
@@ -255,6 +255,7 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="ADDR",
         help=METRICS_ADDR_HELP,
     )
+    logs.add_arguments(daemon)
     daemon.set_defaults(func=cmd_daemon)
     add_fabric_parsers(sub)
     add_calico_node_parsers(sub)
@@ -264,6 +265,7 @@ def build_parser() -> argparse.ArgumentParser:
     dhcp.add_argument("--socket-path", default="/run/cni/pycni-dhcp.sock", help="unix socket for the dhcp plugin")
     dhcp.add_argument("--timeout", type=parse_duration, default=10.0, help="per DHCP exchange (default 10s)")
     dhcp.add_argument("--broadcast", action="store_true", help="ask DHCP servers to broadcast their replies")
+    logs.add_arguments(dhcp)
     dhcp.set_defaults(func=cmd_dhcp_daemon)
     calicoctl = sub.add_parser(
         "calicoctl", help="calicoctl's resource and IPAM commands (etcd or embedded store)", add_help=False

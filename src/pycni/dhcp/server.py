@@ -19,7 +19,6 @@ import socket
 import socketserver
 import stat
 import struct
-import sys
 import threading
 from collections.abc import Iterator
 from typing import Any
@@ -202,7 +201,6 @@ def prepare_socket_path(path: str) -> None:
 
 def run(socket_path: str = protocol.DEFAULT_SOCKET_PATH, timeout: float = 10.0, broadcast: bool = False) -> int:
     """Serve until SIGTERM/SIGINT; the exit status."""
-    logging.basicConfig(level=logging.INFO, format="pycni-dhcp: %(message)s", stream=sys.stderr)
     if os.geteuid() != 0:
         log.warning("not running as root: entering namespaces and packet sockets will fail")
     try:
