@@ -1,0 +1,200 @@
+"""The node agent's policy manager: the datastore's policy as this node's nftables table, one transaction per change.
+
+Felix's policy side, for one node (issue 11). Each datastore change the
+:class:`~.policy_syncer.PolicyFollower` reports is turned into
+:class:`~.policy_state.PolicyInputs` (every policy, tier, profile, network set,
+Kubernetes object and WorkloadEndpoint of the cluster), the evaluator of
+:mod:`pycni.policy`, and the table :func:`pycni.policy.nft_render.render` makes
+for this node's own workload interfaces. The kernel is moved from the last
+table to the new one by :func:`pycni.nft.objects.diff`, one atomic transaction
+of only what changed (a relabelled pod on another node changes set elements
+here, nothing else); a change that renders the same table writes nothing.
+
+Start: one transaction deletes whatever table an earlier agent left and
+creates the fail-closed skeleton (base chains, dispatch chains with empty
+maps), so from the first write an unknown ``cali*`` interface is dropped, and
+the table held is exactly the one this manager knows. Established connections
+keep flowing throughout (conntrack is accepted before dispatch). Nothing else
+is written before the first complete listing. A refused transaction (the
+kernel is unchanged: all or nothing) is logged and retried with a full
+recreate after :attr:`PolicyManager.retry` seconds. A clean stop leaves the
+table in place, as Felix leaves its dataplane: pods keep their policy, a
+restarted agent replaces it in one step.
+
+Everything is in one thread of the agent (the agent is in the node's network
+namespace, so the transactions are too); :meth:`PolicyManager.sync` is the
+step, callable directly with an in-memory ruleset (:mod:`pycni.nft.fake`).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from pycni.datastore import Datastore, KeyValue
+from pycni.fabric.calico.policy_state import PREFIXES, PolicyInputs, build, wanted
+from pycni.fabric.calico.policy_syncer import PolicyFollower
+from pycni.fabric.calico.resources import ResourceClient
+from pycni.nft import NftError
+from pycni.nft.objects import Table, Transaction, create, diff
+from pycni.policy import nft_render
+from pycni.policy.cluster import ClusterState
+from pycni.spec.errors import CNIError
+
+log = logging.getLogger("pycni.fabric.calico.policy")
+Apply = Callable[[Transaction], None]
+
+
+def _kernel_apply(tx: Transaction) -> None:
+    tx.apply("apply the policy table")
+
+
+def skeleton(options: nft_render.Options | None = None) -> Table:
+    """The table with no endpoints: every ``cali*`` interface dropped both ways."""
+    return nft_render.render(ClusterState().evaluator(), {}, options)
+
+
+def recreate(table: Table) -> Transaction:
+    """One transaction replacing whatever table of that name exists with ``table`` (add first: delete needs it)."""
+    tx = Transaction(table.family, table.name)
+    tx.add_table()
+    tx.delete_table()
+    tx.ops += create(table).ops
+    return tx
+
+
+@dataclass(frozen=True)
+class Counts:
+    """What a rendered table holds: for ``pycni policy show`` and the log."""
+
+    chains: int
+    rules: int
+    sets: int
+    elements: int
+
+    @classmethod
+    def of(cls, table: Table) -> Counts:
+        rules = sum(len(c.rules) for c in table.chains.values())
+        elements = sum(len(s.elements) for s in table.sets.values()) + sum(len(m.elements) for m in table.maps.values())
+        return cls(len(table.chains), rules, len(table.sets), elements)
+
+
+def render(inputs: PolicyInputs, options: nft_render.Options | None = None) -> Table:
+    """This node's table for ``inputs``."""
+    evaluator = inputs.state.evaluator(inputs.endpoint_to_host)
+    return nft_render.render(evaluator, inputs.interfaces, options)
+
+
+class PolicyManager:
+    """This node's policy table, kept in line with the datastore; ``apply`` runs a transaction (default: the kernel)."""
+
+    retry = 2.0
+
+    def __init__(
+        self,
+        store: Datastore,
+        nodename: str,
+        *,
+        felix_env: Mapping[str, Any] | None = None,
+        apply: Apply = _kernel_apply,
+        options: nft_render.Options | None = None,
+    ) -> None:
+        self.store = store
+        self.nodename = nodename
+        self.felix_env = dict(felix_env or {})
+        self.options = options or nft_render.Options()
+        self._apply = apply
+        self._decoder = ResourceClient(store)
+        self._wake = threading.Event()
+        self._stopping = threading.Event()
+        self._thread: threading.Thread | None = None
+        self.follower = PolicyFollower(store, PREFIXES, self._wake.set, keep=wanted)
+        self.table: Table | None = None  # what the kernel holds, as far as this manager knows
+        self.generation = -1
+        self.writes = 0  # transactions applied
+        self.in_sync = threading.Event()  # the first complete listing is in the kernel
+        self._problems: dict[str, str] = {}
+
+    # -- the step --------------------------------------------------------------------------
+
+    def install_skeleton(self) -> None:
+        """Start-up: replace any earlier table with the fail-closed skeleton, in one transaction."""
+        table = skeleton(self.options)
+        self._write(recreate(table))
+        self.table = table
+        log.info("policy table %s installed: unknown workload interfaces are dropped", table.name)
+
+    def sync(self, kvs: Iterable[KeyValue]) -> bool:
+        """Bring the table in line with the keys given; whether a transaction was written."""
+        inputs = build(kvs, self.nodename, self._decoder, self.felix_env)
+        self._report(inputs.problems)
+        table = render(inputs, self.options)
+        if table == self.table:
+            return False
+        tx = recreate(table) if self.table is None else diff(self.table, table)
+        self._write(tx)
+        before, self.table = self.table, table
+        counts = Counts.of(table)
+        if before is None or before.maps != table.maps:
+            log.info(
+                "policy: %d local endpoint(s), %d chain(s), %d rule(s), %d set(s) (%d operation(s))",
+                len(inputs.interfaces),
+                counts.chains,
+                counts.rules,
+                counts.sets,
+                len(tx),
+            )
+        else:
+            log.debug("policy: %d operation(s) applied", len(tx))
+        return True
+
+    def _write(self, tx: Transaction) -> None:
+        self._apply(tx)
+        self.writes += 1
+
+    def _report(self, problems: dict[str, str]) -> None:
+        for key, problem in sorted(problems.items()):
+            if self._problems.get(key) != problem:
+                log.warning("policy: ignoring %s: %s", key, problem)
+        self._problems = problems
+
+    # -- the thread ------------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Install the skeleton here (the caller's namespace), then follow the datastore in a thread."""
+        self.install_skeleton()
+        self.follower.start()
+        self._thread = threading.Thread(target=self._loop, name="policy-manager", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stopping.set()
+        self._wake.set()
+        self.follower.stop()
+        if self._thread is not None:
+            self._thread.join(timeout=10)
+
+    def _loop(self) -> None:
+        failed = False
+        while not self._stopping.is_set():
+            self._wake.wait(self.retry if failed else None)
+            self._wake.clear()
+            if self._stopping.is_set():
+                return
+            snapshot = self.follower.snapshot()
+            if snapshot is None or (snapshot[0] == self.generation and not failed):
+                continue
+            generation, kvs = snapshot
+            try:
+                self.sync(kvs)
+            except (NftError, CNIError, OSError, ValueError) as exc:
+                log.error("policy: could not apply the policy table: %s; retrying in %g s", exc, self.retry)
+                self.table = None  # the kernel's table is unknown now: the next write recreates it
+                failed = True
+                continue
+            failed = False
+            self.generation = generation
+            self.in_sync.set()
