@@ -22,6 +22,12 @@ the MTU file is refreshed, and the routing backend (BIRD for ``bird``,
 before the first complete listing, so a restarted agent never removes routes
 it has not yet seen the datastore ask for.
 
+Policy, whatever the backend (``none`` included: policy-only mode), is the
+:class:`~.policy_manager.PolicyManager`'s: from the start a fail-closed nft
+table (unknown ``cali*`` interfaces dropped), then the cluster's policies for
+this node's endpoints, one transaction per change; the agent is ready once
+it is in. A clean exit removes it with the natOutgoing table.
+
 Beside it, for this node only, the IPAM leak GC that Calico runs in
 kube-controllers (:mod:`.leak_gc`): addresses no workload endpoint uses for
 the grace period (``--ipam-leak-grace-period``, 15 minutes by default) are
@@ -37,7 +43,7 @@ with status 1, and BIRD with it, its kernel routes removed; it gives back
 its tunnel addresses and block affinities on the way out. The agent's pid
 is in ``<run dir>/calico-node.pid`` (``--pid-file``) while it runs, for
 ``calicoctl node status``. A clean exit (SIGTERM, SIGINT) removes the agent's nftables
-table; devices, routes, neighbours and FDB entries stay, as Felix leaves
+tables; devices, routes, neighbours and FDB entries stay, as Felix leaves
 them, so pods keep their paths and a restarted agent takes them over without
 a write; BIRD keeps running for the next agent unless ``stop_bird`` is set.
 
@@ -77,6 +83,7 @@ from pycni.fabric.calico.leak_gc import LeakCollector
 from pycni.fabric.calico.managers import Dataplane
 from pycni.fabric.calico.model import FelixSettings, NodeInfo
 from pycni.fabric.calico.nodeconfig import NodeConfig
+from pycni.fabric.calico.policy_manager import PolicyManager
 from pycni.fabric.calico.resources import TUNNEL_HANDLE_KINDS, ResourceClient
 from pycni.fabric.calico.routing import NoRouting, Routing, routing_for
 from pycni.fabric.calico.syncer import ClusterState, Syncer
@@ -175,6 +182,7 @@ class CalicoNode:
         self.routing: Routing = NoRouting()
         self.local: LocalNode | None = None
         self.dataplane: Dataplane | None = None
+        self.policy: PolicyManager | None = None
         self.address: ipaddress.IPv4Interface | None = None
         self.exit_code = 0
         self.left = False  # this node's Node was deleted: it left the cluster for good
@@ -259,6 +267,8 @@ class CalicoNode:
         sysctl.enable_forwarding(ipv4=True, ipv6=False)
         self.local = LocalNode(config.nodename, config.backend, host.interface if host is not None else "")
         self.dataplane = Dataplane(ipr)
+        self.policy = PolicyManager(self.store, config.nodename, felix_env=config.felix_env, on_ready=self._wake.set)
+        self.policy.start()  # the fail-closed policy table first, whatever the networking backend
         self.routing = routing_for(config.backend, config.nodename, config.run_dir, config.router_id)
         self.syncer.start()
 
@@ -390,8 +400,9 @@ class CalicoNode:
         self._tunnel_problem = ""
 
     def _complete(self, desired: Desired) -> bool:
-        """Ready once every tunnel the node needs is up (its address came back through the datastore)."""
-        return not desired.needs.vxlan or desired.vxlan is not None
+        """Ready once policy is in and every tunnel the node needs is up (its address came back via the datastore)."""
+        policy_in = self.policy is None or self.policy.in_sync.is_set()
+        return policy_in and (not desired.needs.vxlan or desired.vxlan is not None)
 
     def _link_loop(self) -> None:
         """Forward link events to the drivers; wake the agent when a device it manages changed."""
@@ -449,9 +460,16 @@ class CalicoNode:
             log.info("released %d block affinit(ies) of the departed node", released)
 
     def shutdown(self) -> None:
-        """Stop following the datastore, remove the nft table; devices and routes stay for the next agent."""
+        """Stop following the datastore, remove the nft tables; devices and routes stay for the next agent."""
         self.stopping.set()
         self.syncer.stop()
+        if self.policy is not None:
+            self.policy.stop()
+            try:
+                if self.policy.remove():
+                    log.info("policy table removed")
+            except CNIError as exc:
+                log.error("could not remove the policy table: %s", exc)
         if self.dataplane is not None:
             try:
                 if self.dataplane.nat.remove():

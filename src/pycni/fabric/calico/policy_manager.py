@@ -17,9 +17,10 @@ the table held is exactly the one this manager knows. Established connections
 keep flowing throughout (conntrack is accepted before dispatch). Nothing else
 is written before the first complete listing. A refused transaction (the
 kernel is unchanged: all or nothing) is logged and retried with a full
-recreate after :attr:`PolicyManager.retry` seconds. A clean stop leaves the
-table in place, as Felix leaves its dataplane: pods keep their policy, a
-restarted agent replaces it in one step.
+recreate after :attr:`PolicyManager.retry` seconds. :meth:`PolicyManager.remove`
+deletes the table: the agent does that at a clean exit, as it removes its
+natOutgoing table (Felix would leave its rules; pycni's agent leaves nothing
+of its nftables behind), and a restarted agent starts from the skeleton.
 
 Everything is in one thread of the agent (the agent is in the node's network
 namespace, so the transactions are too); :meth:`PolicyManager.sync` is the
@@ -101,12 +102,14 @@ class PolicyManager:
         felix_env: Mapping[str, Any] | None = None,
         apply: Apply = _kernel_apply,
         options: nft_render.Options | None = None,
+        on_ready: Callable[[], None] = lambda: None,
     ) -> None:
         self.store = store
         self.nodename = nodename
         self.felix_env = dict(felix_env or {})
         self.options = options or nft_render.Options()
         self._apply = apply
+        self._on_ready = on_ready
         self._decoder = ResourceClient(store)
         self._wake = threading.Event()
         self._stopping = threading.Event()
@@ -149,6 +152,17 @@ class PolicyManager:
             )
         else:
             log.debug("policy: %d operation(s) applied", len(tx))
+        return True
+
+    def remove(self) -> bool:
+        """Delete the table (in the caller's namespace); whether there was one this manager made."""
+        if self.table is None:
+            return False
+        tx = Transaction(self.table.family, self.table.name)
+        tx.add_table()
+        tx.delete_table()
+        self._write(tx)
+        self.table = None
         return True
 
     def _write(self, tx: Transaction) -> None:
@@ -197,4 +211,7 @@ class PolicyManager:
                 continue
             failed = False
             self.generation = generation
-            self.in_sync.set()
+            if not self.in_sync.is_set():
+                log.info("policy in sync at generation %d: %d write(s)", generation, self.writes)
+                self.in_sync.set()
+                self._on_ready()
