@@ -20,6 +20,7 @@ import json
 import os
 import sys
 from collections.abc import Sequence
+from typing import Any
 
 from pycni import __version__
 from pycni.cli import logs
@@ -198,6 +199,19 @@ def cmd_calicoctl(opts: argparse.Namespace) -> int:
     return calicoctl_main(opts.args)
 
 
+def cmd_policy(opts: argparse.Namespace) -> int:
+    from pycni.cli.policy import main as policy_main
+
+    return policy_main(opts.args)
+
+
+def _add_policy_parser(sub: Any) -> None:
+    help_text = "explain a flow's verdict, show a node's policy (datastore as calicoctl)"
+    policy = sub.add_parser("policy", help=help_text, add_help=False)
+    policy.add_argument("args", nargs=argparse.REMAINDER)
+    policy.set_defaults(func=cmd_policy)
+
+
 def cmd_dhcp_daemon(opts: argparse.Namespace) -> int:
     from pycni.dhcp.server import run
 
@@ -272,6 +286,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     calicoctl.add_argument("args", nargs=argparse.REMAINDER)
     calicoctl.set_defaults(func=cmd_calicoctl)
+    _add_policy_parser(sub)
     plugins = sub.add_parser("plugins", help="manage pycni's plugin executables")
     plugins_sub = plugins.add_subparsers(dest="plugins_command", metavar="ACTION", parser_class=_Parser)
     plugins_sub.required = True
@@ -288,6 +303,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = list(sys.argv[1:] if argv is None else argv)
     if args[:1] == ["calicoctl"]:  # calicoctl parses its own flags (argparse's REMAINDER drops a leading --help)
         return cmd_calicoctl(argparse.Namespace(args=args[1:]))
+    if args[:1] == ["policy"]:  # as calicoctl: its own flags first (--store, --help)
+        return cmd_policy(argparse.Namespace(args=args[1:]))
     try:
         opts = build_parser().parse_args(args)
         result: int = opts.func(opts)
