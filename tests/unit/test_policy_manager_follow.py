@@ -17,6 +17,7 @@ import pytest
 from pycni.datastore.memory import MemoryDatastore
 from pycni.fabric.calico.policy_manager import PolicyManager, skeleton
 from pycni.fabric.calico.resources import ResourceClient
+from pycni.nft import NftError
 from pycni.nft.fake import FakeRuleset
 from pycni.nft.objects import Transaction
 from pycni.policy import nft_names
@@ -87,3 +88,25 @@ def test_the_thread_follows_the_datastore(store: MemoryDatastore) -> None:
     finally:
         manager.stop()
     assert not any(t.is_alive() for t in manager.follower._threads)
+
+
+def test_a_refused_transaction_is_retried_as_one_recreate(store: MemoryDatastore) -> None:
+    recorder = Recorder()
+    refusals = [NftError("apply the policy table", "Error: Could not process rule: Device or resource busy")]
+
+    def flaky(tx: Transaction) -> None:
+        if len(recorder.transactions) == 1 and refusals:  # the first sync after the skeleton is refused
+            raise refusals.pop()
+        recorder(tx)
+
+    manager = PolicyManager(store, NODE, apply=flaky)
+    manager.retry = 0.1
+    manager.start()
+    try:
+        wait_for(manager.in_sync.is_set, "in sync after the retry")
+        assert not refusals and len(recorder.transactions) == 2
+        retried = recorder.transactions[1]
+        assert [op.verb for op in retried.ops[:2]] == ["add", "delete"], "the kernel's table was unknown: recreated"
+        assert recorder.kernel.table(nft_names.FAMILY, nft_names.TABLE) == manager.table
+    finally:
+        manager.stop()

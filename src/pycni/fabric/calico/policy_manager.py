@@ -209,6 +209,11 @@ class PolicyManager:
                 self.table = None  # the kernel's table is unknown now: the next write recreates it
                 failed = True
                 continue
+            except Exception:  # a bug must not silently freeze policy: say so, and keep retrying
+                log.exception("policy: internal error while rendering or applying; retrying in %g s", self.retry)
+                self.table = None  # the kernel's table is unknown now: the next write recreates it
+                failed = True
+                continue
             failed = False
             self.generation = generation
             if not self.in_sync.is_set():
