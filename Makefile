@@ -18,7 +18,7 @@ lint: setup
 	$(BIN)/mypy
 
 test: lint
-	$(BIN)/pytest -q tests
+	$(BIN)/pytest -q --durations=30 tests
 
 unit: setup
 	$(BIN)/pytest -q tests/unit

@@ -275,7 +275,8 @@ def type_matrix(node: Node) -> dict[str, Callable[[int], list[dict[str, Any]]]]:
                 "type": "flannel",
                 "subnetFile": str(subnet_env),
                 "dataDir": str(node.work / "flannel"),
-                "delegate": {"bridge": "ccfl0"},
+                # host-local's reservations under the campaign's directory, not the machine's /var/lib/cni
+                "delegate": {"bridge": "ccfl0", "ipam": {"dataDir": str(node.work / "flannel-ipam")}},
             }
         ],
     }

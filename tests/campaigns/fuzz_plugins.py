@@ -381,7 +381,7 @@ def base_config(plugin: str, ctx: Context, version: str) -> dict[str, Any]:
             "type": "flannel",
             "subnetFile": f"{ctx.work}/subnet.env",
             "dataDir": f"{data}/flannel",
-            "delegate": {"bridge": "fzcni0", "isDefaultGateway": True},
+            "delegate": {"bridge": "fzcni0", "isDefaultGateway": True, "ipam": {"dataDir": f"{data}/flannel-ipam"}},
         },
         "bandwidth": {
             "type": "bandwidth",

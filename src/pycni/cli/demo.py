@@ -155,6 +155,34 @@ class Demo:
         for ns in (NODE, CTR, *FabricDemo.namespaces()):
             if os.path.exists(f"/run/netns/{ns}"):
                 raise DemoFailed(f"namespace {ns} exists already (a previous demo?): ip netns del {ns}")
+        for network in self.host_local_existed:
+            self.release_interrupted(network)
+
+    def release_interrupted(self, network: str) -> None:
+        """Addresses an interrupted demo left reserved are released; anyone else's stop the demo.
+
+        The seed's configs name no ``dataDir``, so host-local keeps their
+        reservations in the machine's default directory, where the demo must
+        find none but its own (its container IDs are ``demo-container`` and
+        cnitool's ``cnitool-...``).
+        """
+        directory = os.path.join(HOST_LOCAL_DIR, network)
+        if not os.path.isdir(directory):
+            return
+        for name in sorted(os.listdir(directory)):
+            if name == "lock" or name.startswith("last_reserved_ip"):
+                continue
+            path = os.path.join(directory, name)
+            with open(path, errors="replace") as handle:
+                owner = handle.readline().strip()
+            if owner != "demo-container" and not owner.startswith("cnitool-"):
+                raise DemoFailed(
+                    f"{path} reserves {name} for container {owner!r}: the demo uses the seed's network name "
+                    f"{network!r} and needs its address directory to itself; run the demo where no network is "
+                    f"called {network!r}, or remove the file if that container is gone"
+                )
+            print(f"releasing {name} in {directory}: an interrupted demo left it reserved")
+            os.unlink(path)
 
     def setup(self) -> None:
         from pycni.cli.install import install
