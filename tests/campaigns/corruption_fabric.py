@@ -511,6 +511,14 @@ class FabricCase:
         self.agents.append(agent)
         return agent
 
+    def ready(self, node: FabricNode, agent: Run, what: str) -> bool:
+        """The agent became ready (expected), or a failure saying how it did not."""
+        state = node.wait(agent)
+        if state != "ready":
+            how = f"exit {agent.proc.returncode}" if state == "exited" else f"no ready in {START_TIMEOUT:.0f} s"
+            self.fail(f"{what}: {how}: {agent.text()[-800:]!r}")
+        return state == "ready"
+
     def check_log(self, agent: Run, phase: str, names: list[str], since: int = 0) -> list[str]:
         """No traceback; every warning or error about the store names the file. The store lines (from ``since``)."""
         text = agent.text()[since:]
@@ -537,7 +545,7 @@ class FabricCase:
         damager.undo(damage, good)
 
         agent = self.start(node)
-        if not self.expect(node.wait(agent) == "ready", f"agent on a good store: {agent.text()[-800:]}"):
+        if not self.ready(node, agent, "agent on a good store"):
             return
         if kind in RUNNING_STORE_KINDS:
             self.report.phases["running"] = self.store_running(node, agent, damager)
@@ -667,7 +675,7 @@ class FabricCase:
 
         node.seed()
         agent = self.start(node)
-        if not self.expect(node.wait(agent) == "ready", f"agent: {agent.text()[-800:]}"):
+        if not self.ready(node, agent, "agent"):
             return
         lease = subnetenv.load(str(node.subnet_file))
         assert lease is not None
@@ -701,7 +709,7 @@ class FabricCase:
         self.expect(bool(cni.reservations_of(b)), "GC released B's address")
 
         agent = self.start(node)
-        if not self.expect(node.wait(agent) == "ready", f"agent restart: {agent.text()[-800:]}"):
+        if not self.ready(node, agent, "agent restart"):
             return
         self.check_log(agent, "restart", [str(node.subnet_file)])
         self.expect(subnetenv.load(str(node.subnet_file)) == lease, "the restarted agent did not rewrite subnet.env")
@@ -802,7 +810,7 @@ class FabricCase:
     def vtep_case(self, node: FabricNode, pool: NetnsPool) -> None:
         node.seed()
         agent = self.start(node)
-        if not self.expect(node.wait(agent) == "ready", f"agent: {agent.text()[-800:]}"):
+        if not self.ready(node, agent, "agent"):
             return
         first = node.device_mac()
         self.expect(self.published(node) == first, "the lease does not publish the device's MAC")
@@ -810,7 +818,7 @@ class FabricCase:
 
         self.report.damage.append(self.damaged(node.mac_file, node, VTEP_WRONG, "mac"))
         agent = self.start(node)
-        if self.expect(node.wait(agent) == "ready", f"restart, device kept: {agent.text()[-800:]}"):
+        if self.ready(node, agent, "restart, device kept"):
             self.check_log(agent, "restart", [str(node.mac_file)])
             self.expect(node.device_mac() == first, "a restart with the device there changed its MAC")
             self.check_mac_state(node, "restart")
@@ -820,7 +828,7 @@ class FabricCase:
         self.report.damage.append(self.damaged(node.mac_file, node, VTEP_WRONG, "mac"))
         run("ip", "link", "del", DEVICE, netns=node.ns)
         agent = self.start(node)
-        if self.expect(node.wait(agent) == "ready", f"restart, device gone: {agent.text()[-800:]}"):
+        if self.ready(node, agent, "restart, device gone"):
             self.check_log(agent, "restart-device-gone", [str(node.mac_file)])
             second = node.device_mac()
             self.expect(second is not None and second != first, "a damaged MAC file gave back the old MAC?")
