@@ -71,7 +71,7 @@ class DaemonProcess:
         self.ready = 0.0
 
     def argv(self) -> list[str]:
-        argv = ["-m", "pycni.cli.main", "daemon", "--socket", str(self.socket_path), "--workers", str(self.workers)]
+        argv = ["-m", "pycni.cli.entry", "daemon", "--socket", str(self.socket_path), "--workers", str(self.workers)]
         if self.log_calls:
             argv.append("--log")
         argv += self.extra_args

@@ -26,8 +26,7 @@ from pycni import __version__
 from pycni.cli import logs
 from pycni.cli.calico_node import add_parsers as add_calico_node_parsers
 from pycni.cli.flanneld import add_parsers as add_fabric_parsers
-from pycni.daemon import wire
-from pycni.metrics.address import METRICS_ADDR_HELP, metrics_address
+from pycni.daemon import cli as daemon_cli
 from pycni.runtime.api import CNIRuntime, RuntimeConf
 from pycni.runtime.cache import DEFAULT_CACHE_DIR
 from pycni.runtime.conf import DEFAULT_CONF_DIR, load_network
@@ -153,13 +152,6 @@ def cmd_demo(opts: argparse.Namespace) -> int:
     return demo_main()
 
 
-def cmd_daemon(opts: argparse.Namespace) -> int:
-    from pycni.daemon.server import main as daemon_main
-
-    logs.configure("pycni daemon[%(process)d]", opts.log_level, opts.log_format, timestamps=False)
-    return daemon_main(opts.socket, opts.log, opts.workers, opts.metrics_addr)
-
-
 def cmd_plugins_install(opts: argparse.Namespace) -> int:
     from pycni.cli.install import install
 
@@ -254,23 +246,9 @@ def build_parser() -> argparse.ArgumentParser:
     version = sub.add_parser("version", help="print pycni's version, or a plugin's VERSION reply")
     version.add_argument("plugin", nargs="?", metavar="PLUGIN-TYPE")
     version.set_defaults(func=cmd_version)
-    daemon = sub.add_parser("daemon", help="serve plugin calls from the plugin executables (warm path)")
-    daemon.add_argument(
-        "--socket",
-        default=wire.DEFAULT_SOCKET,
-        help="unix socket to serve (mode 0600); ignored when systemd passes one (socket activation)",
-    )
-    daemon.add_argument("--log", action="store_true", help="one line on stderr per call, with its duration")
-    daemon.add_argument("--workers", type=int, default=0, help="worker processes (default: one per CPU)")
-    daemon.add_argument(
-        "--metrics-addr",
-        type=metrics_address,
-        default=None,
-        metavar="ADDR",
-        help=METRICS_ADDR_HELP,
-    )
-    logs.add_arguments(daemon)
-    daemon.set_defaults(func=cmd_daemon)
+    daemon = sub.add_parser("daemon", help=daemon_cli.HELP)  # pycni.cli.entry runs it without this parser
+    daemon_cli.add_arguments(daemon)
+    daemon.set_defaults(func=daemon_cli.run)
     add_fabric_parsers(sub)
     add_calico_node_parsers(sub)
     demo = sub.add_parser("demo", help="run the seed article's Cases 1 and 2 and its Flannel set-up end to end (root)")
