@@ -3,7 +3,8 @@ clients as calicoctl writes them, then each sync compared with the table rendere
 
 A relabelled pod on another node changes set elements only; adding and deleting a policy adds and
 removes its chains; a change that renders the same table (or nothing new) writes nothing; start-up
-replaces a stale table in one transaction with the fail-closed skeleton.
+creates the fail-closed skeleton, or keeps a table an earlier agent left until the first sync
+replaces it in one transaction.
 """
 
 from __future__ import annotations
@@ -75,7 +76,7 @@ class Node:
         self.store = store
         self.kernel = FakeRuleset()
         self.transactions: list[Transaction] = []
-        self.manager = PolicyManager(store, NODE, apply=self._apply)
+        self.manager = PolicyManager(store, NODE, apply=self._apply, holds=self.kernel.holds)
 
     def _apply(self, tx: Transaction) -> None:
         self.kernel.apply(tx)
@@ -106,7 +107,7 @@ def node() -> Iterator[Node]:
         endpoint(store, name, ip, where)
         put(store, pod(name, labels, where))
     made = Node(store)
-    made.manager.install_skeleton()
+    made.manager.take_over()
     yield made
     store.close()
 
@@ -166,17 +167,20 @@ def test_policy_add_and_delete(node: Node) -> None:
     assert node.held() == plain, "deleting the policy gives back the table without it"
 
 
-def test_start_replaces_a_stale_table_in_one_transaction() -> None:
-    kernel = FakeRuleset()
-    stale = Table(nft_names.FAMILY, nft_names.TABLE, {"leftover": Chain("leftover", ("accept",))})
-    kernel.apply(recreate(stale))
-    applied: list[Transaction] = []
+def test_start_keeps_an_earlier_agents_table_until_the_first_sync_replaces_it_in_one_transaction(node: Node) -> None:
+    earlier = Table(nft_names.FAMILY, nft_names.TABLE, {"leftover": Chain("leftover", ("accept",))})
+    node.kernel.apply(recreate(earlier))
+    writes = len(node.transactions)
+    restarted = PolicyManager(node.store, NODE, apply=node._apply, holds=node.kernel.holds)
+    restarted.take_over()
+    assert len(node.transactions) == writes and node.held() == earlier, "nothing opens or closes while starting"
+    assert restarted.sync(node.keys())
+    assert len(node.transactions) == writes + 1 and node.held() == restarted.table != earlier
+    assert "leftover" not in node.held().chains
 
-    def apply(tx: Transaction) -> None:
-        kernel.apply(tx)
-        applied.append(tx)
 
-    store = MemoryDatastore()
-    PolicyManager(store, NODE, apply=apply).install_skeleton()
-    assert len(applied) == 1 and kernel.table(nft_names.FAMILY, nft_names.TABLE) == skeleton()
-    store.close()
+def test_remove_deletes_the_table_even_one_an_earlier_agent_wrote(node: Node) -> None:
+    restarted = PolicyManager(node.store, NODE, apply=node._apply, holds=node.kernel.holds)
+    restarted.take_over()  # the fixture's skeleton is kept, not known
+    assert restarted.remove() and not node.kernel.holds(nft_names.FAMILY, nft_names.TABLE)
+    assert not restarted.remove(), "nothing to remove the second time"

@@ -64,10 +64,12 @@ def store() -> Iterator[MemoryDatastore]:
 def test_the_thread_follows_the_datastore(store: MemoryDatastore) -> None:
     recorder = Recorder()
     ready: list[bool] = []
-    manager = PolicyManager(store, NODE, apply=recorder, on_ready=lambda: ready.append(True))
+    manager = PolicyManager(
+        store, NODE, apply=recorder, holds=recorder.kernel.holds, on_ready=lambda: ready.append(True)
+    )
     manager.start()
     try:
-        assert recorder.transactions[0].ops[1].verb == "delete", "the first write replaces any earlier table"
+        assert recorder.kernel.table(nft_names.FAMILY, nft_names.TABLE) == skeleton(), "closed from the start"
         wait_for(manager.in_sync.is_set, "in sync")
         assert ready == [True]
         table = recorder.kernel.table(nft_names.FAMILY, nft_names.TABLE)
@@ -99,7 +101,7 @@ def test_a_refused_transaction_is_retried_as_one_recreate(store: MemoryDatastore
             raise refusals.pop()
         recorder(tx)
 
-    manager = PolicyManager(store, NODE, apply=flaky)
+    manager = PolicyManager(store, NODE, apply=flaky, holds=recorder.kernel.holds)
     manager.retry = 0.1
     manager.start()
     try:

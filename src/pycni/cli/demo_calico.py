@@ -18,7 +18,8 @@ same-subnet neighbour's block learnt by BGP, ``proto bird`` via eth0; the
 other subnet's blocks over ``vxlan.calico``), the pods fetching each other's
 pages (and vxlan.calico's counters saying which fetches were encapsulated),
 natOutgoing (the outside host sees the node's address, not the pod's), then
-DEL, the agents stopped (their nft tables and BIRD gone) and every namespace
+DEL, the agents stopped (BIRD and the natOutgoing table gone; the policy table,
+which a node keeps while it is in the cluster, removed by hand) and every namespace
 and file removed, even when a step fails or the user presses Ctrl-C.
 
 Run alone with ``python -m pycni.cli.demo_calico`` (as root), or as part of
@@ -487,12 +488,15 @@ class CalicoDemo:
     # -- and nothing left ---------------------------------------------------------------
 
     def remove_pods_and_agents(self) -> None:
-        say("Case 4: DEL every pod, stop every calico-node (its BIRD and nft table go with it)")
+        say("Case 4: DEL every pod, stop every calico-node (its BIRD and natOutgoing table go with it)")
         for node in self.nodes:
             sh([*self.pycni, "del", NETWORK, f"/run/netns/{node.pod}"], netns=node.ns, env=self.cni_env(node))
         self.calicoctl(self.nodes[0], "ipam", "show")
         for node in self.nodes:
             self.stop_agent(node)
+        say("A node in the cluster keeps its policy table (pods fail closed with no agent); the demo's nodes go")
+        for node in self.nodes:
+            sh(["nft", "delete", "table", "inet", "pycni-policy"], netns=node.ns, show=node.index == 1)
         sh(["ip", "netns", "add", FRESH], show=False)
         fresh = sh(["nft", "list", "ruleset"], netns=FRESH, show=False).stdout
         left: dict[str, Any] = {}

@@ -66,6 +66,10 @@ class FakeRuleset:
             self._apply(tables, (tx.family, tx.table), op)
         self._tables = tables
 
+    def holds(self, family: str, name: str) -> bool:
+        """Whether the table exists (the policy manager's ``holds``)."""
+        return (family, name) in self._tables
+
     def table(self, family: str, name: str) -> Table | None:
         found = self._tables.get((family, name))
         if found is None:

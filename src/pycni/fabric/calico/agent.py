@@ -26,7 +26,9 @@ Policy, whatever the backend (``none`` included: policy-only mode), is the
 :class:`~.policy_manager.PolicyManager`'s: from the start a fail-closed nft
 table (unknown ``cali*`` interfaces dropped), then the cluster's policies for
 this node's endpoints, one transaction per change; the agent is ready once
-it is in. A clean exit removes it with the natOutgoing table.
+it is in. A clean exit removes the natOutgoing table but keeps the policy
+table, so pods stay closed while no agent runs (the next agent replaces it at
+its first sync); a node that left the cluster removes it too.
 
 Beside it, for this node only, the IPAM leak GC that Calico runs in
 kube-controllers (:mod:`.leak_gc`): addresses no workload endpoint uses for
@@ -460,16 +462,18 @@ class CalicoNode:
             log.info("released %d block affinit(ies) of the departed node", released)
 
     def shutdown(self) -> None:
-        """Stop following the datastore, remove the nft tables; devices and routes stay for the next agent."""
+        """Stop following the datastore, remove the natOutgoing table; the policy table (fail closed), devices
+        and routes stay for the next agent (a node that left removes its policy table and BGP routes too)."""
         self.stopping.set()
         self.syncer.stop()
         if self.policy is not None:
             self.policy.stop()
-            try:
-                if self.policy.remove():
-                    log.info("policy table removed")
-            except CNIError as exc:
-                log.error("could not remove the policy table: %s", exc)
+            if self.left:  # a node that stays keeps its table: policy fails closed while no agent runs
+                try:
+                    if self.policy.remove():
+                        log.info("policy table removed")
+                except CNIError as exc:
+                    log.error("could not remove the policy table: %s", exc)
         if self.dataplane is not None:
             try:
                 if self.dataplane.nat.remove():

@@ -10,17 +10,21 @@ table to the new one by :func:`pycni.nft.objects.diff`, one atomic transaction
 of only what changed (a relabelled pod on another node changes set elements
 here, nothing else); a change that renders the same table writes nothing.
 
-Start: one transaction deletes whatever table an earlier agent left and
-creates the fail-closed skeleton (base chains, dispatch chains with empty
-maps), so from the first write an unknown ``cali*`` interface is dropped, and
-the table held is exactly the one this manager knows. Established connections
-keep flowing throughout (conntrack is accepted before dispatch). Nothing else
-is written before the first complete listing. A refused transaction (the
-kernel is unchanged: all or nothing) is logged and retried with a full
-recreate after :attr:`PolicyManager.retry` seconds. :meth:`PolicyManager.remove`
-deletes the table: the agent does that at a clean exit, as it removes its
-natOutgoing table (Felix would leave its rules; pycni's agent leaves nothing
-of its nftables behind), and a restarted agent starts from the skeleton.
+Start: when no table of that name exists, one transaction creates the
+fail-closed skeleton (base chains, dispatch chains with empty maps), so from
+the first write an unknown ``cali*`` interface is dropped. When an earlier
+agent left its table (a restart), it stays as it is until the first complete
+listing, which replaces it in one transaction: its pods keep the policy they
+had, unknown interfaces stay dropped, and nothing opens while the agent
+starts. Established connections keep flowing throughout (conntrack is
+accepted before dispatch). A refused transaction (the kernel is unchanged:
+all or nothing) is logged and retried with a full recreate after
+:attr:`PolicyManager.retry` seconds.
+
+Exit: the table stays (the issue's fail closed "while the agent is down",
+as Felix leaves its rules): a new pod whose interface the table does not
+know gets no traffic until an agent runs again. :meth:`PolicyManager.remove`
+deletes it, for a node that left the cluster and for ``pycni reset``.
 
 Everything is in one thread of the agent (the agent is in the node's network
 namespace, so the transactions are too); :meth:`PolicyManager.sync` is the
@@ -39,7 +43,7 @@ from pycni.datastore import Datastore, KeyValue
 from pycni.fabric.calico.policy_state import PREFIXES, PolicyInputs, build, wanted
 from pycni.fabric.calico.policy_syncer import PolicyFollower
 from pycni.fabric.calico.resources import ResourceClient
-from pycni.nft import NftError
+from pycni.nft import NftError, list_objects
 from pycni.nft.objects import Table, Transaction, create, diff
 from pycni.policy import nft_render
 from pycni.policy.cluster import ClusterState
@@ -47,10 +51,15 @@ from pycni.spec.errors import CNIError
 
 log = logging.getLogger("pycni.fabric.calico.policy")
 Apply = Callable[[Transaction], None]
+Holds = Callable[[str, str], bool]  # (family, table name): whether the kernel has that table
 
 
 def _kernel_apply(tx: Transaction) -> None:
     tx.apply("apply the policy table")
+
+
+def _kernel_holds(family: str, name: str) -> bool:
+    return bool(list_objects("table", family, name))
 
 
 def skeleton(options: nft_render.Options | None = None) -> Table:
@@ -90,7 +99,10 @@ def render(inputs: PolicyInputs, options: nft_render.Options | None = None) -> T
 
 
 class PolicyManager:
-    """This node's policy table, kept in line with the datastore; ``apply`` runs a transaction (default: the kernel)."""
+    """This node's policy table, kept in line with the datastore.
+
+    ``apply`` runs a transaction and ``holds`` says whether a table exists (default: the kernel's).
+    """
 
     retry = 2.0
 
@@ -101,6 +113,7 @@ class PolicyManager:
         *,
         felix_env: Mapping[str, Any] | None = None,
         apply: Apply = _kernel_apply,
+        holds: Holds = _kernel_holds,
         options: nft_render.Options | None = None,
         on_ready: Callable[[], None] = lambda: None,
     ) -> None:
@@ -109,6 +122,7 @@ class PolicyManager:
         self.felix_env = dict(felix_env or {})
         self.options = options or nft_render.Options()
         self._apply = apply
+        self._holds = holds
         self._on_ready = on_ready
         self._decoder = ResourceClient(store)
         self._wake = threading.Event()
@@ -123,10 +137,14 @@ class PolicyManager:
 
     # -- the step --------------------------------------------------------------------------
 
-    def install_skeleton(self) -> None:
-        """Start-up: replace any earlier table with the fail-closed skeleton, in one transaction."""
+    def take_over(self) -> None:
+        """Start-up: keep a table an earlier agent left until the first sync replaces it; else the skeleton."""
         table = skeleton(self.options)
-        self._write(recreate(table))
+        if self._holds(table.family, table.name):
+            self.table = None  # not known here: the first sync recreates it in one transaction
+            log.info("policy table %s of an earlier agent kept until the first sync replaces it", table.name)
+            return
+        self._write(create(table))
         self.table = table
         log.info("policy table %s installed: unknown workload interfaces are dropped", table.name)
 
@@ -155,10 +173,11 @@ class PolicyManager:
         return True
 
     def remove(self) -> bool:
-        """Delete the table (in the caller's namespace); whether there was one this manager made."""
-        if self.table is None:
+        """Delete the table (in the caller's namespace), whoever wrote it; whether there was one."""
+        table = self.table or skeleton(self.options)
+        if self.table is None and not self._holds(table.family, table.name):
             return False
-        tx = Transaction(self.table.family, self.table.name)
+        tx = Transaction(table.family, table.name)
         tx.add_table()
         tx.delete_table()
         self._write(tx)
@@ -178,8 +197,8 @@ class PolicyManager:
     # -- the thread ------------------------------------------------------------------------
 
     def start(self) -> None:
-        """Install the skeleton here (the caller's namespace), then follow the datastore in a thread."""
-        self.install_skeleton()
+        """Take the table over here (the caller's namespace), then follow the datastore in a thread."""
+        self.take_over()
         self.follower.start()
         self._thread = threading.Thread(target=self._loop, name="policy-manager", daemon=True)
         self._thread.start()
