@@ -17,8 +17,14 @@ lint: setup
 	$(BIN)/ruff format --check src tests examples benchmarks
 	$(BIN)/mypy
 
+# The suite waits on kernels, etcd and BIRD more than it computes: four workers share the two cores,
+# one test file per worker (a file's clusters and daemons are set up once). Tests marked serial
+# (machine-wide state, timing) run alone afterwards. PYCNI_TEST_CPU=DIR records each test's CPU seconds.
+PYTEST_WORKERS ?= 4
+
 test: lint
-	$(BIN)/pytest -q --durations=30 tests
+	$(BIN)/pytest -q -n $(PYTEST_WORKERS) --dist loadfile -m "not serial" --durations=30 tests
+	$(BIN)/pytest -q -m serial --durations=10 tests
 
 unit: setup
 	$(BIN)/pytest -q tests/unit

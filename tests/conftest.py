@@ -16,12 +16,24 @@ REPO = Path(__file__).resolve().parent.parent
 GO_PLUGIN_DIR = "/usr/lib/cni"
 
 
+# Fixtures that lend a test a machine-wide path (host-local's default directory, tuning's fixed
+# allowlist): such a test must not run beside another one.
+MACHINE_WIDE_FIXTURES = {"seed_data_dir", "allowlist"}
+
+
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Tests under integration/ and e2e/ need root; skip them with the reason otherwise."""
+    """Tests under integration/ and e2e/ need root; skip them with the reason otherwise.
+
+    Tests that change or compare machine-wide state (the e2e tier: the root namespace, podman,
+    /run/pycni, /var/lib/cni) or that use a machine-wide path get the ``serial`` mark: ``make
+    test`` runs them alone, after the rest has run in parallel.
+    """
     for item in items:
         path = str(item.fspath)
         if ("/integration/" in path or "/e2e/" in path) and os.geteuid() != 0:
             item.add_marker(pytest.mark.skip(reason="needs root (integration/e2e tier)"))
+        if "/e2e/" in path or MACHINE_WIDE_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.serial)
 
 
 @pytest.fixture(scope="session")
@@ -57,3 +69,29 @@ def pycni_bin() -> str:
     path = shutil.which("pycni", path=os.path.dirname(sys.executable))
     assert path, "pycni is not installed in this interpreter's environment"
     return path
+
+
+CPU_REPORT_ENV = "PYCNI_TEST_CPU"  # a directory: each test's CPU seconds (its own and its children's) go there
+
+
+@pytest.fixture(autouse=True)
+def _cpu_report(request: pytest.FixtureRequest) -> Iterator[None]:
+    """With ``PYCNI_TEST_CPU=DIR``, append ``seconds<TAB>test`` per test to a file in DIR (one per worker).
+
+    The suite is CPU-bound on two cores, so the time budget of ``make test`` is spent
+    in CPU seconds: this says which tests spend them (children counted once reaped).
+    """
+    directory = os.environ.get(CPU_REPORT_ENV)
+    if not directory:
+        yield
+        return
+    import resource
+
+    def used() -> float:
+        own, children = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+        return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
+
+    start = used()
+    yield
+    with open(os.path.join(directory, f"cpu-{os.getpid()}.tsv"), "a") as report:
+        report.write(f"{used() - start:.2f}\t{request.node.nodeid}\n")

@@ -15,5 +15,5 @@ def test_parallel_adds_and_pairs_through_the_daemon() -> None:
 
 def test_parallel_adds_each_in_its_own_process() -> None:
     """No daemon: every ADD and GC its own process, so host-local's file lock is what keeps order."""
-    report = campaign(adds=20, pairs=0, in_process=True, progress=False)
+    report = campaign(adds=12, pairs=0, in_process=True, progress=False)
     assert problems(report) == []

@@ -40,6 +40,8 @@ LOOPS = 4
 WARM_WITHIN = 1.0  # seconds from a daemon's start until every call is its own (its socket is at the path)
 SERVE_WITHIN = 5.0  # seconds from a daemon's start until READY: the shim's PYCNI_DAEMON_WAIT for a READY frame
 
+pytestmark = pytest.mark.serial  # it measures how fast a daemon starts: nothing else may share the CPU
+
 
 @dataclass
 class Call:

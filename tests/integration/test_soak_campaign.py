@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import pytest
+
 from tests.campaigns.soak import soak, verdict
+
+pytestmark = pytest.mark.serial  # descriptors and threads are read while the daemon settles; no neighbours
 
 
 def test_daemon_soak_short() -> None:
