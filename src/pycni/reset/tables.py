@@ -1,0 +1,92 @@
+"""pycni's nftables objects and routes in this network namespace.
+
+Tables with pycni's own names go whole. The masquerade table carries the
+reference plugins' name (``inet cni_plugins_masquerade``, which the Go bridge
+with ``ipMasqBackend: nftables`` shares), so only the rules of pycni networks
+go (comments start with the network's hash), and the table too when nothing
+else is left in it. Routes are pycni's by their protocol number alone
+(:data:`pycni.dataplane.RTPROT_PYCNI`): BIRD's (12), the kernel's and the
+user's (boot, static) have others.
+"""
+
+from __future__ import annotations
+
+import socket
+from collections.abc import Iterable
+from typing import TYPE_CHECKING
+
+from pycni import nft
+from pycni.dataplane import RTPROT_PYCNI
+from pycni.net import route as net_route
+from pycni.nft import calico as nft_calico
+from pycni.nft import firewall as nft_firewall
+from pycni.nft import flannel as nft_flannel
+from pycni.nft import masquerade
+from pycni.nft import portmap as nft_portmap
+from pycni.policy import nft_names
+from pycni.reset import items
+
+if TYPE_CHECKING:
+    from pyroute2 import IPRoute
+
+# Whole tables only pycni writes: (family, table, who writes it).
+FABRIC_TABLES = (
+    (nft_flannel.FAMILY, nft_flannel.TABLE, "flanneld's table"),
+    (nft_calico.FAMILY, nft_calico.TABLE, "calico-node's natOutgoing table"),
+    (nft_names.FAMILY, nft_names.TABLE, "calico-node's policy table"),
+)
+PLUGIN_TABLES = (
+    (nft_firewall.FAMILY, nft_firewall.TABLE, "firewall plugin's table"),
+    (nft_portmap.FAMILY, nft_portmap.TABLE, "portmap plugin's table"),
+)
+
+
+def _present(family: str, table: str) -> bool:
+    return bool(nft.list_objects("table", family, table))
+
+
+def find_tables(networks: Iterable[str], whole: bool) -> list[items.Item]:
+    """pycni's tables (``whole``: the node's, not one network's) and its networks' masquerade rules."""
+    found: list[items.Item] = []
+    if whole:
+        for family, table, why in FABRIC_TABLES + PLUGIN_TABLES:
+            if _present(family, table):
+                found.append(items.TableItem(items.NFTABLES, f"{family} {table}", why, family=family, table=table))
+    hashes = {masquerade.network_hash(name): name for name in networks}
+    state = masquerade.live_state()
+    ours = [rule for rule in state.rules if rule.comment[:16] in hashes]
+    if ours and len(ours) == len(state.rules):
+        names = ", ".join(sorted({hashes[r.comment[:16]] for r in ours}))
+        found.append(
+            items.TableItem(
+                items.NFTABLES,
+                masquerade.T,
+                f"ipMasq table holding only rules of pycni networks ({names})",
+                family=masquerade.FAMILY,
+                table=masquerade.TABLE,
+            )
+        )
+    else:
+        for rule in ours:
+            found.append(
+                items.RuleItem(
+                    items.NFTABLES,
+                    f"{masquerade.T} {masquerade.CHAIN} handle {rule.handle}",
+                    f"ipMasq rule of pycni network {hashes[rule.comment[:16]]}",
+                    family=masquerade.FAMILY,
+                    table=masquerade.TABLE,
+                    chain=masquerade.CHAIN,
+                    handle=rule.handle,
+                )
+            )
+    return found
+
+
+def find_routes(ipr: IPRoute) -> list[items.Item]:
+    """Every route of pycni's protocol, in any table, either family."""
+    found: list[items.Item] = []
+    for family in (socket.AF_INET, socket.AF_INET6):
+        for msg in net_route.dump(ipr, family):
+            if msg.proto == RTPROT_PYCNI:
+                found.append(items.RouteItem(items.ROUTES, str(msg), f"protocol {RTPROT_PYCNI}, pycni's", route=msg))
+    return found
