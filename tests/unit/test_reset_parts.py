@@ -82,7 +82,7 @@ def test_network_state_and_dedupe(tmp_path: Path) -> None:
     (run / "sub").mkdir(parents=True)
     (run / "sub" / "subnet.env").write_text("x")
     net = Network("cbr0", "/c", "why", ("flannel",), state_files=(str(run / "sub" / "subnet.env"), "/missing"))
-    listed = files.network_state([net]) + [items.PathItem(items.STATE, str(run), "dir", path=str(run))]
+    listed = [*files.network_state([net]), items.PathItem(items.STATE, str(run), "dir", path=str(run))]
     assert [i.name for i in files.dedupe(listed)] == [str(run)]
 
 
