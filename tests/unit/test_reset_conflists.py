@@ -5,12 +5,13 @@ from __future__ import annotations
 import hashlib
 import json
 from pathlib import Path
+from typing import Any
 
 from pycni.cli.install import install
 from pycni.reset import conflists
 from pycni.reset.paths import Paths
 
-FLANNEL = {
+FLANNEL: dict[str, Any] = {
     "cniVersion": "0.3.1",
     "name": "cbr0",
     "plugins": [
@@ -18,7 +19,7 @@ FLANNEL = {
         {"type": "portmap", "capabilities": {"portMappings": True}},
     ],
 }
-CALICO = {
+CALICO: dict[str, Any] = {
     "cniVersion": "1.0.0",
     "name": "k8s-pod-network",
     "plugins": [
@@ -31,7 +32,7 @@ CALICO = {
         {"type": "bandwidth", "capabilities": {"bandwidth": True}},
     ],
 }
-USER = {"cniVersion": "1.0.0", "name": "mine", "plugins": [{"type": "bridge", "bridge": "br-user"}]}
+USER: dict[str, Any] = {"cniVersion": "1.0.0", "name": "mine", "plugins": [{"type": "bridge", "bridge": "br-user"}]}
 
 
 def node(tmp_path: Path, pycni_bin: bool = True) -> Paths:
@@ -42,7 +43,7 @@ def node(tmp_path: Path, pycni_bin: bool = True) -> Paths:
     return paths
 
 
-def write(paths: Paths, name: str, config: dict[str, object]) -> Path:
+def write(paths: Paths, name: str, config: dict[str, Any]) -> Path:
     path = Path(paths.cni_conf_dir) / name
     path.write_text(json.dumps(config))
     return path
@@ -69,7 +70,7 @@ def test_installer_name_is_not_enough_without_pycni_executables(tmp_path: Path) 
 
 def test_installer_name_with_a_foreign_first_plugin_is_not_pycni(tmp_path: Path) -> None:
     paths = node(tmp_path)
-    write(paths, "10-flannel.conflist", {**FLANNEL, "plugins": FLANNEL["plugins"][::-1]})  # type: ignore[index]
+    write(paths, "10-flannel.conflist", {**FLANNEL, "plugins": FLANNEL["plugins"][::-1]})
     assert conflists.find(paths).networks == []
 
 
@@ -97,7 +98,7 @@ def test_unreadable_record_counts_as_none(tmp_path: Path) -> None:
 
 def test_flannel_network_names_its_bridge_ipam_dir_and_files(tmp_path: Path) -> None:
     paths = Paths().rerooted(str(tmp_path))
-    net = conflists.describe("cbr0", "/c", "why", FLANNEL["plugins"], paths)  # type: ignore[arg-type]
+    net = conflists.describe("cbr0", "/c", "why", FLANNEL["plugins"], paths)
     assert net.bridges == {"cni0"}
     assert net.ipam_dirs == (f"{paths.ipam_data_dir}/cbr0",)
     assert net.state_files == (paths.flannel_subnet_file,)
@@ -111,14 +112,19 @@ def test_flannel_network_names_its_bridge_ipam_dir_and_files(tmp_path: Path) -> 
         }
     ]
     net = conflists.describe("x", "/c", "why", custom, paths)
-    assert (net.bridges, net.ipam_dirs, net.state_files, net.state_dirs) == ({"cbr9"}, ("/i/x",), ("/s",), ("/d",))
+    assert (net.bridges, net.ipam_dirs, net.state_files, net.state_dirs) == (
+        frozenset({"cbr9"}),
+        ("/i/x",),
+        ("/s",),
+        ("/d",),
+    )
 
 
 def test_bridge_and_calico_networks(tmp_path: Path) -> None:
     paths = Paths().rerooted(str(tmp_path))
     bridge = [{"type": "bridge", "ipam": {"type": "host-local", "dataDir": "/ipam"}}]
     net = conflists.describe("n", "/c", "why", bridge, paths)
-    assert (net.bridges, net.ipam_dirs) == ({"cni0"}, ("/ipam/n",))
-    net = conflists.describe("k8s-pod-network", "/c", "why", CALICO["plugins"], paths)  # type: ignore[arg-type]
+    assert (net.bridges, net.ipam_dirs) == (frozenset({"cni0"}), ("/ipam/n",))
+    net = conflists.describe("k8s-pod-network", "/c", "why", CALICO["plugins"], paths)
     assert net.bridges == frozenset() and net.ipam_dirs == ()
     assert net.state_files == ("/n/nodename", f"{paths.calico_lib_dir}/mtu", "/n/ipam.lock")
