@@ -58,7 +58,9 @@ def plant_user_objects(ns: str, conf_dir: Path) -> None:
 def assert_user_objects(ns: str, conf_dir: Path) -> None:
     links = {link["ifname"] for link in json.loads(run("ip", "-j", "link", "show", netns=ns).stdout)}
     assert "br-user" in links
-    routes = {(r["dst"], r.get("protocol")) for r in json.loads(run("ip", "-j", "route", "show", netns=ns).stdout)}
+    routes = {
+        (r["dst"], r.get("protocol", "boot")) for r in json.loads(run("ip", "-j", "route", "show", netns=ns).stdout)
+    }
     assert {("10.99.0.0/24", "boot"), ("10.98.0.0/24", "bird"), ("10.97.0.0/24", "static")} <= routes
     assert run("nft", "list", "table", "inet", "userfw", netns=ns, check=False).returncode == 0
     assert json.loads((conf_dir / "99-user.conflist").read_text()) == USER_CONFLIST
@@ -210,7 +212,7 @@ def test_reset_a_flannel_node(
             assert not any(os.path.lexists(p) for p in paths)
             assert namespace_keyed(node.netns_inode) == []
             assert_user_objects(node.name, conf_dir)
-            assert "cni0" in link_names(peer.name), "the other node is not this node"
+            assert "flannel.1" in link_names(peer.name), "the other node is not this node"
 
             again = reset(node.name, args)
             assert again.returncode == 0 and listed(again.stdout) == set(), again.stdout
