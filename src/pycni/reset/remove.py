@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING
 from pyroute2.netlink.exceptions import NetlinkError
 
 from pycni import nft
+from pycni.fabric.calico import calculation as calico_calc
 from pycni.net import netns
 from pycni.net import route as net_route
 from pycni.reset import items
@@ -24,6 +25,7 @@ if TYPE_CHECKING:
     from pyroute2 import IPRoute
 
 _GONE = (errno.ENODEV, errno.ENOENT, errno.ESRCH)
+IPIP_FALLBACK = calico_calc.IPIP_DEVICE  # the ipip module makes it and refuses to delete it (the article unloads it)
 
 
 @dataclass
@@ -55,8 +57,13 @@ def _link(ipr: IPRoute, item: items.LinkItem) -> None:
     try:
         ipr.link("del", index=item.index)
     except NetlinkError as exc:
-        if exc.code not in _GONE:
-            raise
+        if exc.code in _GONE:
+            return
+        if item.name == IPIP_FALLBACK and exc.code == errno.EOPNOTSUPP:
+            raise OSError(
+                exc.code, f"{item.name} is the ipip module's own device: `modprobe -r ipip` removes it"
+            ) from None
+        raise
 
 
 def _nft(script: str, action: str) -> None:
