@@ -19,7 +19,7 @@ from pycni.fabric.calico.policy_manager import PolicyManager, skeleton
 from pycni.fabric.calico.resources import ResourceClient
 from pycni.nft import NftError
 from pycni.nft.fake import FakeRuleset
-from pycni.nft.objects import Transaction
+from pycni.nft.objects import Transaction, create
 from pycni.policy import nft_names
 from tests.unit.test_policy_manager import ALLOW_FROM_CLIENT, NODE, endpoint, pod, put
 
@@ -69,7 +69,7 @@ def test_the_thread_follows_the_datastore(store: MemoryDatastore) -> None:
     )
     manager.start()
     try:
-        assert recorder.kernel.table(nft_names.FAMILY, nft_names.TABLE) == skeleton(), "closed from the start"
+        assert recorder.transactions[0].render() == create(skeleton()).render(), "closed from the start"
         wait_for(manager.in_sync.is_set, "in sync")
         assert ready == [True]
         table = recorder.kernel.table(nft_names.FAMILY, nft_names.TABLE)
