@@ -169,6 +169,7 @@ def test_reset_a_flannel_node(
 
             dry = reset(node.name, args)
             assert dry.returncode == 0, dry.stderr
+            print(dry.stdout)
             objects = listed(dry.stdout)
             routes = pycni_routes(node.name)
             assert routes, "the agent routes the peer's subnet over flannel.1 with pycni's protocol"
@@ -199,6 +200,13 @@ def test_reset_a_flannel_node(
             assert kinds == {"path", "link", "table", "rule", "route"}
             assert live_veth not in {n for _, n in objects}, "a live pod's veth is not reset's"
             assert (conf_dir / "10-flannel.conflist").exists() and "flannel.1" in link_names(node.name), "dry run"
+
+            one = listed(reset(node.name, args, "--network", "cbr0").stdout)  # the network's objects, not the node's
+            fabric = {("link", "flannel.1"), ("table", "ip flannel-ipv4"), ("path", str(cluster.state_dir(node)))}
+            fabric |= {(k, n) for k, n in objects if k == "route" or n in keyed}
+            assert one == objects - fabric
+            unknown = reset(node.name, args, "--network", "user-net")
+            assert unknown.returncode == 1 and "names network 'user-net'" in unknown.stderr and not unknown.stdout
 
             done = reset(node.name, args, "--yes")
             assert done.returncode == 0, done.stderr
@@ -257,6 +265,7 @@ def test_reset_a_calico_node(
 
             dry = reset(node.ns, args)
             assert dry.returncode == 0, dry.stderr
+            print(dry.stdout)
             objects = listed(dry.stdout)
             assert {(k, n) for k, n in objects if k in ("link", "table")} == {
                 ("link", "vxlan.calico"),

@@ -91,3 +91,17 @@ def test_agent_of_recognises_pycni_agents_only() -> None:
     assert agents.agent_of(["python", "-m", "pycni.cli.entry", "flanneld"]) == "flanneld"
     assert agents.agent_of(["/usr/bin/flanneld", "--iface", "eth0"]) is None
     assert agents.agent_of(["/v/bin/pycni", "add", "cbr0"]) is None
+
+
+def test_routes_are_shown_as_ip_route_shows_them() -> None:
+    import ipaddress
+
+    from pycni.net.route import RTN_BLACKHOLE, RouteMsg
+    from pycni.reset.tables import route_text
+
+    blackhole = RouteMsg(dst=ipaddress.ip_network("10.244.16.64/26"), type=RTN_BLACKHOLE, proto=112)
+    assert route_text(blackhole, {}) == "blackhole 10.244.16.64/26 table 254"
+    via = RouteMsg(
+        dst=ipaddress.ip_network("10.244.5.0/24"), oif=3, gateway=ipaddress.ip_address("10.244.5.0"), onlink=True
+    )
+    assert route_text(via, {3: "flannel.1"}) == "10.244.5.0/24 via 10.244.5.0 dev flannel.1 onlink table 254"

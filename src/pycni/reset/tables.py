@@ -82,11 +82,29 @@ def find_tables(networks: Iterable[str], whole: bool) -> list[items.Item]:
     return found
 
 
+TYPE_NAMES = {
+    net_route.RTN_LOCAL: "local",
+    net_route.RTN_BLACKHOLE: "blackhole",
+    net_route.RTN_UNREACHABLE: "unreachable",
+}
+
+
+def route_text(msg: net_route.RouteMsg, names: dict[int, str]) -> str:
+    """A route as ``ip route`` shows it (device by name), with its table."""
+    kind = "" if msg.type == net_route.RTN_UNICAST else f"{TYPE_NAMES.get(msg.type, f'type {msg.type}')} "
+    via = f" via {msg.gateway}" if msg.gateway is not None else ""
+    dev = f" dev {names.get(msg.oif, f'#{msg.oif}')}" if msg.oif else ""
+    onlink = " onlink" if msg.onlink else ""
+    return f"{kind}{msg.dst}{via}{dev}{onlink} table {msg.table}"
+
+
 def find_routes(ipr: IPRoute) -> list[items.Item]:
     """Every route of pycni's protocol, in any table, either family."""
+    names = {int(m["index"]): str(m.get("ifname")) for m in ipr.get_links()}
     found: list[items.Item] = []
     for family in (socket.AF_INET, socket.AF_INET6):
         for msg in net_route.dump(ipr, family):
             if msg.proto == RTPROT_PYCNI:
-                found.append(items.RouteItem(items.ROUTES, str(msg), f"protocol {RTPROT_PYCNI}, pycni's", route=msg))
+                why = f"protocol {RTPROT_PYCNI}, pycni's"
+                found.append(items.RouteItem(items.ROUTES, route_text(msg, names), why, route=msg))
     return found
