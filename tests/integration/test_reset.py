@@ -11,6 +11,7 @@ gone" reset must find, while a live pod's veth stays. Reset runs inside the node
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import re
@@ -307,3 +308,89 @@ def test_reset_a_calico_node(
     finally:
         leaked.release()
         cluster.close()
+
+
+# -- a network pycni install recorded: bridge + bandwidth, no fabric ------------------------------------
+
+
+def test_reset_a_recorded_bridge_network_with_bandwidth(
+    netns: NetnsPool, tmp_path: Path, pycni_bin: str, pycni_plugin_dir: str
+) -> None:
+    node = netns.new("bwnode")
+    conf_dir = tmp_path / "net.d"
+    conf_dir.mkdir()
+    conflist = {
+        "cniVersion": "1.0.0",
+        "name": "pods",
+        "plugins": [
+            {
+                "type": "bridge",
+                "bridge": "pods0",
+                "isGateway": True,
+                "ipMasq": True,
+                "ipam": {"type": "host-local", "subnet": "10.41.0.0/24", "dataDir": str(tmp_path / "ipam")},
+            },
+            {"type": "bandwidth", "egressRate": 8_000_000, "egressBurst": 1_000_000},
+        ],
+    }
+    ours, edited = conf_dir / "05-pods.conflist", conf_dir / "06-edited.conflist"
+    ours.write_text(json.dumps(conflist))
+    edited.write_text(json.dumps({**conflist, "name": "edited"}))
+    record = tmp_path / "root" / "var" / "lib" / "pycni" / "installed.json"
+    record.parent.mkdir(parents=True)
+    entries = [{"path": str(p), "sha256": hashlib.sha256(p.read_bytes()).hexdigest()} for p in (ours, edited)]
+    record.write_text(json.dumps({"version": 1, "files": entries}))
+    edited.write_text(json.dumps({**conflist, "name": "edited", "plugins": conflist["plugins"][:1]}))  # the user's now
+    plant_user_objects(node, conf_dir)
+    env = {
+        **os.environ,
+        "CNI_PATH": pycni_plugin_dir,
+        "NETCONFPATH": str(conf_dir),
+        "PYCNI_CACHE_DIR": str(tmp_path / "cache"),
+        "PYCNI_SOCKET": str(tmp_path / "no-daemon.sock"),
+    }
+    pods = [netns.new("bwpod"), netns.new("bwpod")]
+    for pod in pods:
+        argv = ["ip", "netns", "exec", node, pycni_bin, "add", "pods", netns.path(pod)]
+        proc = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=60, check=False)
+        assert proc.returncode == 0, proc.stderr
+    live_veth = host_veth(node, pods[0])
+    run("ip", "netns", "del", pods[1])  # the sandbox went without a DEL: its veth goes with it, its ifb stays
+    ifbs = {link["ifname"] for link in json.loads(run("ip", "-j", "link", "show", "type", "ifb", netns=node).stdout)}
+    assert len(ifbs) == 2
+    args = [
+        "--state-root", str(tmp_path / "root"),
+        "--cni-conf-dir", str(conf_dir),
+        "--cni-cache-dir", str(tmp_path / "cache"),
+        "--nft-lock-dir", LOCK_DIR,
+        "--attachments-dir", ATTACHMENTS,
+    ]  # fmt: skip
+    keyed = namespace_keyed(os.stat(netns.path(node)).st_ino)
+
+    dry = reset(node, args)
+    assert dry.returncode == 0, dry.stderr
+    objects = listed(dry.stdout)
+    assert f"kept: {edited}: changed since pycni install wrote it (not removed)" in dry.stdout.splitlines()
+    results = tmp_path / "cache" / "results"
+    assert objects == {
+        ("path", str(ours)),
+        ("table", "inet cni_plugins_masquerade"),
+        ("link", "pods0"),
+        *(("link", name) for name in ifbs),
+        ("path", str(tmp_path / "ipam" / "pods")),
+        *(("path", str(results / name)) for name in os.listdir(results)),
+        *(("path", path) for path in keyed),
+        ("path", str(record)),
+    }
+    assert len(os.listdir(results)) == 2
+
+    done = reset(node, args, "--yes")
+    assert done.returncode == 0, done.stderr
+    assert listed(done.stdout) == objects
+    left = link_names(node)
+    assert not ({"pods0"} | ifbs) & left and live_veth in left
+    assert run("nft", "list", "table", "inet", "cni_plugins_masquerade", netns=node, check=False).returncode != 0
+    assert not ours.exists() and not record.exists() and edited.exists()
+    assert_user_objects(node, conf_dir)
+    again = reset(node, args)
+    assert again.returncode == 0 and listed(again.stdout) == set(), again.stdout
