@@ -105,3 +105,16 @@ def test_routes_are_shown_as_ip_route_shows_them() -> None:
         dst=ipaddress.ip_network("10.244.5.0/24"), oif=3, gateway=ipaddress.ip_address("10.244.5.0"), onlink=True
     )
     assert route_text(via, {3: "flannel.1"}) == "10.244.5.0/24 via 10.244.5.0 dev flannel.1 onlink table 254"
+
+
+def test_fabric_devices_are_known_by_name_and_kind() -> None:
+    from pycni.reset.links import fabric_reason
+
+    assert fabric_reason("flannel.1", "vxlan") == "flanneld's vxlan backend device"
+    assert fabric_reason("flannel.4096", "vxlan") is not None
+    assert fabric_reason("flannel0", "tun") == "flanneld's udp backend device"
+    assert fabric_reason("vxlan.calico", "vxlan") == "calico-node's VXLAN device"
+    assert fabric_reason("tunl0", "ipip") == "calico-node's IPIP device"
+    assert fabric_reason("flannel.1", "bridge") is None, "a user's bridge of that name is not flanneld's"
+    assert fabric_reason("flannel.x", "vxlan") is None
+    assert fabric_reason("vxlan.user", "vxlan") is None
