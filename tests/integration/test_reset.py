@@ -370,7 +370,7 @@ def test_reset_a_recorded_bridge_network_with_bandwidth(
     dry = reset(node, args)
     assert dry.returncode == 0, dry.stderr
     objects = listed(dry.stdout)
-    assert f"kept: {edited}: changed since pycni install wrote it (not removed)" in dry.stdout.splitlines()
+    assert f"note: {edited}: changed since pycni install wrote it (not removed)" in dry.stdout.splitlines()
     results = tmp_path / "cache" / "results"
     assert objects == {
         ("path", str(ours)),

@@ -128,3 +128,16 @@ def test_bridge_and_calico_networks(tmp_path: Path) -> None:
     net = conflists.describe("k8s-pod-network", "/c", "why", CALICO["plugins"], paths)
     assert net.bridges == frozenset() and net.ipam_dirs == ()
     assert net.state_files == ("/n/nodename", f"{paths.calico_lib_dir}/mtu", "/n/ipam.lock")
+
+
+def test_a_recorded_file_without_a_valid_name_is_only_the_file(tmp_path: Path) -> None:
+    paths = node(tmp_path, pycni_bin=False)
+    Path(paths.installed_record).parent.mkdir(parents=True)
+    entries = []
+    for index, name in enumerate(("", "../..", None)):
+        path = write(paths, f"0{index}-bad.conflist", {**USER, "name": name})
+        entries.append({"path": str(path), "sha256": hashlib.sha256(path.read_bytes()).hexdigest()})
+    Path(paths.installed_record).write_text(json.dumps({"version": 1, "files": entries}))
+    found = conflists.find(paths)
+    assert [(n.name, n.bridges, n.ipam_dirs) for n in found.networks] == [("", frozenset(), ())] * 3
+    assert len(found.kept) == 3 and all("no valid network name" in k for k in found.kept)

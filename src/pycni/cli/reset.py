@@ -52,7 +52,7 @@ def _print_listing(found: Inventory, verb: str) -> None:
     for line in items.render(found.items, verb):
         print(line)
     for note in found.notes:
-        print(f"kept: {note}")
+        print(f"note: {note}")
 
 
 def main(argv: list[str]) -> int:
@@ -80,7 +80,7 @@ def main(argv: list[str]) -> int:
     for line in items.render(outcome.removed, "removed"):
         print(line)
     for note in found.notes:
-        print(f"kept: {note}")
+        print(f"note: {note}")
     for error in outcome.errors:
         print(f"pycni reset: {error}", file=sys.stderr)
     print(f"{len(outcome.removed)} object(s) removed" + (f", {len(outcome.errors)} failed" if outcome.errors else ""))

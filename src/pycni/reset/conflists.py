@@ -22,6 +22,8 @@ from pycni.plugins.main import bridge as bridge_plugin
 from pycni.reset.paths import Paths
 from pycni.runtime.conf import conf_files
 from pycni.shim import executable_plugin_type
+from pycni.spec.errors import CNIError
+from pycni.spec.validate import validate_network_name
 
 INSTALLER_NAMES = {"10-flannel.conflist": "flannel", "10-calico.conflist": "calico"}
 EXTENSIONS = (".conf", ".conflist", ".json")
@@ -44,7 +46,16 @@ class Network:
 @dataclass
 class Found:
     networks: list[Network] = field(default_factory=list)
-    kept: list[str] = field(default_factory=list)  # "<path>: why it is not removed", for the listing
+    kept: list[str] = field(default_factory=list)  # notes for the listing: "<path>: what reset does not take, and why"
+
+
+def valid_name(name: str) -> bool:
+    """A network name as the spec allows it (never empty, never a path): what IPAM and caches are named by."""
+    try:
+        validate_network_name(name)
+    except CNIError:
+        return False
+    return True
 
 
 def sha256(path: str) -> str:
@@ -166,6 +177,12 @@ def find(paths: Paths) -> Found:
             why = _installer_rule(path, plugins, paths.cni_bin_dir)
         if why is None:
             continue
-        name = str(config["name"]) if config is not None else os.path.basename(path)
+        name = str(config["name"]) if config is not None else ""
+        if not valid_name(name):  # no directory or cache is derived from a name host-local would refuse
+            found.networks.append(Network("", path, why, ()))
+            found.kept.append(
+                f"{path}: no valid network name, so only the file goes (no IPAM, cache or bridge is derived from it)"
+            )
+            continue
         found.networks.append(describe(name, path, why, plugins, paths))
     return found

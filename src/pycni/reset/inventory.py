@@ -32,12 +32,13 @@ class Inventory:
 def take(paths: Paths, network: str | None = None) -> Inventory:
     found = conflists.find(paths)
     nets = [n for n in found.networks if network is None or n.name == network]
+    names = [n.name for n in nets if n.name]
     if network is not None and not nets:
         raise ResetError(f"no CNI config file of pycni's in {paths.cni_conf_dir} names network {network!r}")
     whole = network is None
     result = Inventory(notes=list(found.kept), agents=agents.running([paths.calico_pid_file]))
     result.items += [items.PathItem(items.CONFIG, n.path, n.why, path=n.path) for n in nets]
-    result.items += tables.find_tables([n.name for n in nets], whole)
+    result.items += tables.find_tables(names, whole)
     ipr = netns.iproute_here()
     try:
         if whole:
@@ -46,7 +47,7 @@ def take(paths: Paths, network: str | None = None) -> Inventory:
     finally:
         ipr.close()
     result.items += files.ipam(nets)
-    result.items += files.caches(paths.results_dir, [n.name for n in nets])
+    result.items += files.caches(paths.results_dir, names)
     state = files.network_state(nets)
     if whole:
         state += files.node_state(paths, nft.netns_inode())
