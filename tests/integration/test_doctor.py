@@ -13,6 +13,7 @@ from __future__ import annotations
 import ipaddress
 import json
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -29,6 +30,7 @@ from pycni.fabric.calico.bird import BIRD, BirdProcess
 from pycni.fabric.calico.ipam_store import IPAM, AutoAssignArgs
 from pycni.fabric.calico.model import new_resource
 from pycni.fabric.calico.resources import ResourceClient
+from pycni.fabric.flannel import subnetenv
 from pycni.fabric.flannel.leases import LeaseStore
 from pycni.fabric.flannel.model import Lease, LeaseAttrs
 from pycni.net.netns import entered
@@ -39,6 +41,7 @@ from pycni.runtime.api import CNIRuntime, RuntimeConf
 from pycni.runtime.conf import load_network
 from pycni.spec.result import IPInterface
 from tests.support.etcd import EtcdServer, etcd_server
+from tests.support.fabric import UNDERLAY_GATEWAY, Cluster
 from tests.support.netns import NetnsPool, run
 
 SUBNET_ENV = "FLANNEL_NETWORK=10.5.0.0/16\nFLANNEL_SUBNET={subnet}\nFLANNEL_MTU={mtu}\nFLANNEL_IPMASQ=true\n"
@@ -408,3 +411,47 @@ def test_the_command_in_a_node_namespace_prints_lines_or_json_and_exits_with_the
     assert {"check": "ip_forward", "status": "fail"}.items() <= next(
         f for f in data["findings"] if f["check"] == "ip_forward"
     ).items()
+
+
+# -- a real Flannel node ---------------------------------------------------------------------------
+
+
+def test_a_real_flannel_node_is_all_ok_until_a_peer_leaves_behind_a_stopped_agent(
+    netns: NetnsPool, tmp_path: Path, pycni_bin: str, pycni_plugin_dir: str
+) -> None:
+    """Two nodes with pycni flanneld (vxlan) on etcd and a pod each: no false alarm; then the peer's lease goes
+    while this node's agent is down, and its route is the one finding."""
+    cluster = Cluster(netns, tmp_path, pycni_bin, pycni_plugin_dir, f"http://{UNDERLAY_GATEWAY}:2379", state_dirs=True)
+    try:
+        with etcd_server(host=UNDERLAY_GATEWAY, netns=cluster.underlay) as etcd:
+            config = {"Network": "10.244.0.0/16", "Backend": {"Type": "vxlan"}}
+            etcd.etcdctl("put", "/coreos.com/network/config", json.dumps(config))
+            node, peer = cluster.add_node(), cluster.add_node()
+            cluster.add_pod(node)
+            cluster.add_pod(peer)
+            opts = Options(
+                cni_conf_dir=str(node.home / "net.d"),
+                cni_cache_dir=str(node.home / "cache"),
+                host_local_dir=str(node.home / "ipam"),
+                subnet_file=str(node.subnet_file),
+                calico_mtu_file=str(tmp_path / "calico-mtu"),
+                etcd_endpoints=etcd.url,
+            )
+            found = doctor(netns, node.name, opts)
+            print("\n".join(runner.render_text([f for fs in found.values() for f in fs])))
+            assert [f for fs in found.values() for f in fs if f.status is not Status.OK] == [], found
+            for check in ("ip_forward", "pod_mtu", "host_local", "result_cache", "subnet_env", "flannel_lease",
+                          "vtep_macs", "flannel_routes", "nft_tables"):  # fmt: skip
+                assert check in found, f"{check} did not run on a Flannel node"
+
+            cluster.stop_agent(node, signal.SIGKILL)
+            cluster.stop_agent(peer, signal.SIGKILL)
+            peer_subnet = subnetenv.subnet_of(peer.subnet_env())
+            assert peer_subnet is not None
+            etcd.etcdctl("del", f"/coreos.com/network/subnets/{peer_subnet.network_address}-{peer_subnet.prefixlen}")
+            found = doctor(netns, node.name, opts)
+            bad = [f for fs in found.values() for f in fs if f.status is not Status.OK]
+            assert [(f.check, f.status) for f in bad] == [("flannel_routes", Status.FAIL)], bad
+            assert f"{peer_subnet} via {peer_subnet.network_address} dev flannel.1" in bad[0].message
+    finally:
+        cluster.close()
