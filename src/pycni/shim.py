@@ -6,7 +6,8 @@ daemon answers on its socket (``PYCNI_SOCKET``, default
 ``/run/pycni/pycni.sock``), the call is handed to it together with the
 caller's and the container's network namespaces as open descriptors, and its
 reply is printed as is. Otherwise the plugin runs here (importing pyroute2
-costs ~300 ms). Both paths print the same bytes and exit with the same code.
+costs ~300 ms), and so do pycni's plugins it delegates to (its IPAM), as in
+the daemon. Both paths print the same bytes and exit with the same code.
 
 A daemon that is stopping, restarting or gone never fails a call: the shim
 sends its request only after the daemon's READY and counts it as taken only
@@ -156,6 +157,10 @@ def _in_process(plugin_type: str, stdin: bytes) -> tuple[int, bytes, bytes]:
     except ImportError as exc:
         detail = f" ({exc})" if os.environ.get("PYCNI_DEBUG") else ""
         return 1, _error_json(999, f"pycni {plugin_type} plugin cannot load {exc.name}: reinstall pycni{detail}"), b""
+    from pycni.daemon.executor import ImportedOnUse, InProcessExecutor
+    from pycni.runtime import delegate
+
+    delegate.set_executor(InProcessExecutor(ImportedOnUse()))  # pycni's delegates (IPAM) in this process too
     reply = module.plugin.invoke(os.environ, stdin)
     return reply.exit_code, reply.stdout.encode(), reply.stderr.encode()
 
