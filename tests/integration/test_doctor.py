@@ -40,6 +40,7 @@ from pycni.nft import masquerade
 from pycni.runtime.api import CNIRuntime, RuntimeConf
 from pycni.runtime.conf import load_network
 from pycni.spec.result import IPInterface
+from tests.support.calico_cluster import ETCD_IP, ETCD_URL, CalicoCluster
 from tests.support.etcd import EtcdServer, etcd_server
 from tests.support.fabric import UNDERLAY_GATEWAY, Cluster
 from tests.support.netns import NetnsPool, run
@@ -453,5 +454,50 @@ def test_a_real_flannel_node_is_all_ok_until_a_peer_leaves_behind_a_stopped_agen
             bad = [f for fs in found.values() for f in fs if f.status is not Status.OK]
             assert [(f.check, f.status) for f in bad] == [("flannel_routes", Status.FAIL)], bad
             assert f"{peer_subnet} via {peer_subnet.network_address} dev flannel.1" in bad[0].message
+    finally:
+        cluster.close()
+
+
+# -- a real Calico node ----------------------------------------------------------------------------
+
+
+@pytest.mark.skipif(not os.access(BIRD, os.X_OK), reason="BIRD 2 is not installed (apt-get install bird2)")
+def test_a_real_calico_node_is_all_ok_until_its_bgp_peer_goes_down(
+    netns: NetnsPool, tmp_path: Path, pycni_bin: str, pycni_plugin_dir: str
+) -> None:
+    """Two nodes with pycni calico-node (BGP with BIRD) on etcd and a pod each: no false alarm; then the peer's
+    agent is killed and this node's BGP session is the one finding."""
+    cluster = CalicoCluster(netns, tmp_path, pycni_bin, pycni_plugin_dir, agent_args=("--backend", "bird"))
+    try:
+        with etcd_server(host=ETCD_IP, netns=cluster.underlay):
+            node, peer = cluster.add_node(1), cluster.add_node(1)
+            cluster.add_pod(node)
+            cluster.add_pod(peer)
+            opts = Options(
+                cni_conf_dir=str(node.home / "net.d"),
+                cni_cache_dir=str(node.home / "cache"),
+                subnet_file=str(node.home / "subnet.env"),
+                calico_mtu_file=str(node.mtu_file),
+                etcd_endpoints=ETCD_URL,
+                bird_socket=str(node.run_dir / "bird.ctl"),
+            )
+            deadline = time.monotonic() + 30
+            while (bgp := one(doctor(netns, node.ns, opts), "bird")).status is not Status.OK:
+                assert time.monotonic() < deadline, bgp
+                time.sleep(0.5)
+            found = doctor(netns, node.ns, opts)
+            print("\n".join(runner.render_text([f for fs in found.values() for f in fs])))
+            assert [f for fs in found.values() for f in fs if f.status is not Status.OK] == [], found
+            for check in ("ip_forward", "rp_filter", "pod_mtu", "result_cache", "nft_tables", "calico_ipam", "bird"):
+                assert check in found, f"{check} did not run on a Calico node"
+
+            cluster.stop_agent(peer, signal.SIGKILL)
+            for pid in run("ip", "netns", "pids", peer.ns).stdout.split():  # its BIRD too
+                os.kill(int(pid), signal.SIGKILL)
+            deadline = time.monotonic() + 30
+            while (bgp := one(doctor(netns, node.ns, opts), "bird")).status is Status.OK:
+                assert time.monotonic() < deadline, "the session stayed Established with the peer gone"
+                time.sleep(0.5)
+            assert bgp.status is Status.FAIL and "1 of 1 BGP session(s) not Established" in bgp.message
     finally:
         cluster.close()
