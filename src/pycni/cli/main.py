@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import hashlib
+import importlib
 import json
 import os
 import sys
@@ -185,23 +186,28 @@ def parse_duration(text: str) -> float:
     return seconds
 
 
-def cmd_calicoctl(opts: argparse.Namespace) -> int:
-    from pycni.cli.calicoctl import main as calicoctl_main
+# Commands that parse their own flags (argparse's REMAINDER drops a leading --help): name -> (module, help).
+# Each module has ``main(argv) -> int``; it is imported only when its command runs.
+SELF_PARSING = {
+    "calicoctl": ("pycni.cli.calicoctl", "calicoctl's resource and IPAM commands (etcd or embedded store)"),
+    "policy": ("pycni.cli.policy", "explain a flow's verdict, show a node's policy (datastore as calicoctl)"),
+    "doctor": ("pycni.cli.doctor", "check this node for the failures users report most, with advice"),
+    "install": ("pycni.cli.install_manifest", "install from a Flannel or Calico manifest (conflist, plugins, agent)"),
+    "reset": ("pycni.cli.reset", "remove everything pycni made on this node (dry run unless --yes)"),
+}
 
-    return calicoctl_main(opts.args)
+
+def run_self_parsing(name: str, argv: Sequence[str]) -> int:
+    module = importlib.import_module(SELF_PARSING[name][0])
+    result: int = module.main(list(argv))
+    return result
 
 
-def cmd_policy(opts: argparse.Namespace) -> int:
-    from pycni.cli.policy import main as policy_main
-
-    return policy_main(opts.args)
-
-
-def _add_policy_parser(sub: Any) -> None:
-    help_text = "explain a flow's verdict, show a node's policy (datastore as calicoctl)"
-    policy = sub.add_parser("policy", help=help_text, add_help=False)
-    policy.add_argument("args", nargs=argparse.REMAINDER)
-    policy.set_defaults(func=cmd_policy)
+def _add_self_parsing(sub: Any) -> None:
+    for name, (_, help_text) in SELF_PARSING.items():
+        parser = sub.add_parser(name, help=help_text, add_help=False)
+        parser.add_argument("args", nargs=argparse.REMAINDER)
+        parser.set_defaults(func=lambda opts, name=name: run_self_parsing(name, opts.args))
 
 
 def cmd_dhcp_daemon(opts: argparse.Namespace) -> int:
@@ -259,12 +265,7 @@ def build_parser() -> argparse.ArgumentParser:
     dhcp.add_argument("--broadcast", action="store_true", help="ask DHCP servers to broadcast their replies")
     logs.add_arguments(dhcp)
     dhcp.set_defaults(func=cmd_dhcp_daemon)
-    calicoctl = sub.add_parser(
-        "calicoctl", help="calicoctl's resource and IPAM commands (etcd or embedded store)", add_help=False
-    )
-    calicoctl.add_argument("args", nargs=argparse.REMAINDER)
-    calicoctl.set_defaults(func=cmd_calicoctl)
-    _add_policy_parser(sub)
+    _add_self_parsing(sub)
     plugins = sub.add_parser("plugins", help="manage pycni's plugin executables")
     plugins_sub = plugins.add_subparsers(dest="plugins_command", metavar="ACTION", parser_class=_Parser)
     plugins_sub.required = True
@@ -279,10 +280,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = list(sys.argv[1:] if argv is None else argv)
-    if args[:1] == ["calicoctl"]:  # calicoctl parses its own flags (argparse's REMAINDER drops a leading --help)
-        return cmd_calicoctl(argparse.Namespace(args=args[1:]))
-    if args[:1] == ["policy"]:  # as calicoctl: its own flags first (--store, --help)
-        return cmd_policy(argparse.Namespace(args=args[1:]))
+    if args[:1] and args[0] in SELF_PARSING:
+        return run_self_parsing(args[0], args[1:])
     try:
         opts = build_parser().parse_args(args)
         result: int = opts.func(opts)
