@@ -67,6 +67,12 @@ def assert_user_objects(ns: str, conf_dir: Path) -> None:
     assert json.loads((conf_dir / "99-user.conflist").read_text()) == USER_CONFLIST
 
 
+def base_rules(ns: str) -> set[int]:
+    """Handles of the rules in ``bridge nat PREROUTING`` (where the spoof check's jumps are)."""
+    listing = json.loads(run("nft", "-j", "list", "chain", "bridge", "nat", "PREROUTING", netns=ns).stdout)["nftables"]
+    return {o["rule"]["handle"] for o in listing if "rule" in o}
+
+
 def pycni_routes(ns: str) -> list[str]:
     return run("ip", "route", "show", "table", "all", "proto", str(RTPROT_PYCNI), netns=ns).stdout.splitlines()
 
@@ -328,6 +334,7 @@ def test_reset_a_recorded_bridge_network_with_bandwidth(
                 "bridge": "pods0",
                 "isGateway": True,
                 "ipMasq": True,
+                "macspoofchk": True,
                 "ipam": {"type": "host-local", "subnet": "10.41.0.0/24", "dataDir": str(tmp_path / "ipam")},
             },
             {"type": "bandwidth", "egressRate": 8_000_000, "egressBurst": 1_000_000},
@@ -366,6 +373,12 @@ def test_reset_a_recorded_bridge_network_with_bandwidth(
         "--attachments-dir", ATTACHMENTS,
     ]  # fmt: skip
     keyed = namespace_keyed(os.stat(netns.path(node)).st_ino)
+    user_chain = 'add chain bridge nat user-check; add rule bridge nat PREROUTING iifname "br-user" jump user-check'
+    run("nft", user_chain, netns=node)  # the user's, in the table the reference's spoof check shares
+    spoof = json.loads(run("nft", "-j", "list", "table", "bridge", "nat", netns=node).stdout)["nftables"]
+    spoof_rules = [o["rule"]["handle"] for o in spoof if "rule" in o and o["rule"].get("comment", "").startswith("mac")]
+    spoof_chains = [o["chain"]["name"] for o in spoof if "chain" in o and o["chain"]["name"].startswith("cni-br-iface")]
+    assert len(spoof_rules) == 2 * 4 and len(spoof_chains) == 2 * 2  # 4 rules, 2 chains per attachment
 
     dry = reset(node, args)
     assert dry.returncode == 0, dry.stderr
@@ -377,6 +390,8 @@ def test_reset_a_recorded_bridge_network_with_bandwidth(
         ("table", "inet cni_plugins_masquerade"),
         ("link", "pods0"),
         *(("link", name) for name in ifbs),
+        *(("rule", f"bridge nat PREROUTING handle {h}") for h in spoof_rules if h in base_rules(node)),
+        *(("chain", f"bridge nat {name}") for name in spoof_chains),
         ("path", str(tmp_path / "ipam" / "pods")),
         *(("path", str(results / name)) for name in os.listdir(results)),
         *(("path", path) for path in keyed),
@@ -390,6 +405,8 @@ def test_reset_a_recorded_bridge_network_with_bandwidth(
     left = link_names(node)
     assert not ({"pods0"} | ifbs) & left and live_veth in left
     assert run("nft", "list", "table", "inet", "cni_plugins_masquerade", netns=node, check=False).returncode != 0
+    left_spoof = run("nft", "list", "table", "bridge", "nat", netns=node).stdout
+    assert "user-check" in left_spoof and "macspoofchk" not in left_spoof and "cni-br-iface" not in left_spoof
     assert not ours.exists() and not record.exists() and edited.exists()
     assert_user_objects(node, conf_dir)
     again = reset(node, args)

@@ -33,15 +33,30 @@ def ipam(networks: Iterable[Network]) -> list[items.Item]:
     ]
 
 
-def cache_network(path: str) -> str | None:
-    """The network a result cache file is of (its ``networkName``), None if unreadable."""
+def _cache(path: str) -> dict[str, object]:
     try:
         with open(path, encoding="utf-8") as handle:
             data = json.load(handle)
     except (OSError, ValueError):
-        return None
-    name = data.get("networkName") if isinstance(data, dict) else None
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def cache_network(path: str) -> str | None:
+    """The network a result cache file is of (its ``networkName``), None if unreadable."""
+    name = _cache(path).get("networkName")
     return name if isinstance(name, str) else None
+
+
+def cache_attachments(results_dir: str, names: Iterable[str]) -> set[str]:
+    """``<container ID>-<ifname>`` of every cached attachment of the networks ``names`` (the bridge's check IDs)."""
+    wanted = set(names)
+    found: set[str] = set()
+    for entry in _listdir(results_dir):
+        data = _cache(os.path.join(results_dir, entry))
+        if data.get("networkName") in wanted and data.get("containerId") and data.get("ifName"):
+            found.add(f"{data['containerId']}-{data['ifName']}")
+    return found
 
 
 def caches(results_dir: str, names: Iterable[str]) -> list[items.Item]:

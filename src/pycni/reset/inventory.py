@@ -41,6 +41,8 @@ def take(paths: Paths, network: str | None = None) -> Inventory:
     result.items += tables.find_tables(names, whole)
     ipr = netns.iproute_here()
     try:
+        checked = files.cache_attachments(paths.results_dir, names)
+        result.items += tables.find_spoofcheck(checked, links.bridge_ports(ipr, nets))
         if whole:
             result.items += tables.find_routes(ipr)
         result.items += links.find(ipr, nets, paths.netns_dir, fabric=whole, only=network)

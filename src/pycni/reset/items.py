@@ -69,6 +69,15 @@ class RuleItem(Item):
     handle: int = 0
 
 
+@dataclass(frozen=True)
+class ChainItem(Item):
+    """A chain of pycni's in a shared table: flushed, then deleted (after the rules that jump to it)."""
+
+    family: str = ""
+    table: str = ""
+    chain: str = ""
+
+
 def render(items: list[Item], verb: str) -> list[str]:
     """The listing, grouped: a heading per non-empty group, one indented line per object."""
     lines: list[str] = []

@@ -75,6 +75,14 @@ def _listdir(path: str) -> list[str]:
         return []
 
 
+def bridge_ports(ipr: IPRoute, networks: Iterable[Network]) -> set[str]:
+    """The names of every port of a pycni network's bridge (pods live or gone)."""
+    bridges = {b for n in networks for b in n.bridges}
+    msgs = list(ipr.get_links())
+    indexes = {int(m["index"]) for m in msgs if m.get("ifname") in bridges and _kind(m) == "bridge"}
+    return {str(m.get("ifname")) for m in msgs if int(m.get("master") or 0) in indexes}
+
+
 def find(ipr: IPRoute, networks: Iterable[Network], netns_dir: str, fabric: bool, only: str | None) -> list[items.Item]:
     """The links reset removes; ``fabric``: the agents' devices too; ``only``: one network's ifbs."""
     nets = list(networks)

@@ -81,6 +81,9 @@ def _one(ipr: IPRoute, item: items.Item) -> None:
         net_route.delete(ipr, item.route)
     elif isinstance(item, items.TableItem):
         _nft(f"delete table {item.family} {item.table}\n", f"delete table {item.name}")
+    elif isinstance(item, items.ChainItem):
+        t = f"{item.family} {item.table}"
+        _nft(f"flush chain {t} {item.chain}\ndelete chain {t} {item.chain}\n", f"delete chain {item.name}")
     elif isinstance(item, items.RuleItem):
         _nft(f"delete rule {item.family} {item.table} {item.chain} handle {item.handle}\n", f"delete {item.name}")
 

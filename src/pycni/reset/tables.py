@@ -4,7 +4,8 @@ Tables with pycni's own names go whole. The masquerade table carries the
 reference plugins' name (``inet cni_plugins_masquerade``, which the Go bridge
 with ``ipMasqBackend: nftables`` shares), so only the rules of pycni networks
 go (comments start with the network's hash), and the table too when nothing
-else is left in it. Routes are pycni's by their protocol number alone
+else is left in it; so do the bridge plugin's MAC spoof checks in the
+reference's ``bridge nat`` (:func:`find_spoofcheck`). Routes are pycni's by their protocol number alone
 (:data:`pycni.dataplane.RTPROT_PYCNI`): BIRD's (12), the kernel's and the
 user's (boot, static) have others.
 """
@@ -13,7 +14,7 @@ from __future__ import annotations
 
 import socket
 from collections.abc import Iterable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from pycni import nft
 from pycni.dataplane import RTPROT_PYCNI
@@ -21,7 +22,7 @@ from pycni.net import route as net_route
 from pycni.nft import calico as nft_calico
 from pycni.nft import firewall as nft_firewall
 from pycni.nft import flannel as nft_flannel
-from pycni.nft import masquerade
+from pycni.nft import masquerade, spoofcheck
 from pycni.nft import portmap as nft_portmap
 from pycni.policy import nft_names
 from pycni.reset import items
@@ -79,6 +80,75 @@ def find_tables(networks: Iterable[str], whole: bool) -> list[items.Item]:
                     handle=rule.handle,
                 )
             )
+    return found
+
+
+SPOOF_PREFIX = "macspoofchk-"
+
+
+def _iifname(rule: dict[str, Any]) -> str:
+    for expression in rule.get("expr", []):
+        match = expression.get("match") if isinstance(expression, dict) else None
+        left = match.get("left") if isinstance(match, dict) else None
+        if isinstance(left, dict) and left.get("meta", {}).get("key") == "iifname":
+            return str(match.get("right", "")) if isinstance(match, dict) else ""
+    return ""
+
+
+def find_spoofcheck(attachments: set[str], ports: set[str]) -> list[items.Item]:
+    """The bridge plugin's MAC spoof checks of pycni's attachments, in the reference's shared ``bridge nat``.
+
+    An attachment is pycni's when a result cache of a pycni network names it
+    (``<container ID>-<ifname>``) or its jump rule's ``iifname`` is a port of a
+    pycni bridge. The table goes too when nothing else is in it.
+    """
+    chains, rules = nft.list_table(spoofcheck.FAMILY, spoofcheck.TABLE)
+    t = f"{spoofcheck.FAMILY} {spoofcheck.TABLE}"
+    ours: set[str] = set()
+    for rule in rules:
+        comment = str(rule.get("comment", ""))
+        if rule.get("chain") == spoofcheck.BASE_CHAIN and comment.startswith(SPOOF_PREFIX):
+            ref = comment[len(SPOOF_PREFIX) :]
+            if ref in attachments or _iifname(rule) in ports:
+                ours.add(ref)
+    if not ours:
+        return []
+    mine = {name for ref in ours for name in spoofcheck.chain_names(ref)}
+    others = [
+        r for r in rules if str(r.get("comment", ""))[len(SPOOF_PREFIX) :] not in ours and r.get("chain") not in mine
+    ]
+    if not others and not chains - {spoofcheck.BASE_CHAIN, *mine}:
+        why = "MAC spoof check table holding only pycni attachments' chains"
+        return [items.TableItem(items.NFTABLES, t, why, family=spoofcheck.FAMILY, table=spoofcheck.TABLE)]
+    found: list[items.Item] = []
+    for rule in rules:
+        comment = str(rule.get("comment", ""))
+        if rule.get("chain") == spoofcheck.BASE_CHAIN and comment[len(SPOOF_PREFIX) :] in ours:
+            found.append(
+                items.RuleItem(
+                    items.NFTABLES,
+                    f"{t} {spoofcheck.BASE_CHAIN} handle {rule['handle']}",
+                    f"MAC spoof check jump of pycni attachment {comment[len(SPOOF_PREFIX) :]}",
+                    family=spoofcheck.FAMILY,
+                    table=spoofcheck.TABLE,
+                    chain=spoofcheck.BASE_CHAIN,
+                    handle=int(rule["handle"]),
+                )
+            )
+    for ref in sorted(ours):
+        for chain in spoofcheck.chain_names(ref):  # the first jumps to the second: flushed and gone first
+            if chain in chains:
+                why = f"MAC spoof check chain of pycni attachment {ref}"
+                found.append(
+                    items.ChainItem(
+                        items.NFTABLES,
+                        f"{t} {chain}",
+                        why,
+                        family=spoofcheck.FAMILY,
+                        table=spoofcheck.TABLE,
+                        chain=chain,
+                    )
+                )
     return found
 
 
