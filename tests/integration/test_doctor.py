@@ -245,6 +245,38 @@ def test_nft_tables_nobody_uses_are_reported(netns: NetnsPool, tmp_path: Path) -
     assert "ip flannel-ipv4" in agents.message
 
 
+def test_port_mappings_and_firewall_elements_of_a_pod_gone_without_del(
+    netns: NetnsPool, tmp_path: Path, runtime: CNIRuntime
+) -> None:
+    node = netns.new("node")
+    chain = bridge_conf(tmp_path)
+    plugins = chain["plugins"]
+    assert isinstance(plugins, list)
+    plugins += [{"type": "firewall"}, {"type": "portmap", "capabilities": {"portMappings": True}}]
+    write_conf(tmp_path, chain)
+    opts = options(tmp_path, attachments_dir="/run/pycni/attachments")  # where the plugins record their users
+    pods = []
+    for index in range(2):
+        pod = netns.new("pod")
+        mapping = {"hostPort": 8080 + index, "containerPort": 80, "protocol": "tcp"}
+        with entered(netns.path(node)):
+            rt = RuntimeConf(f"ctr-{index}", netns.path(pod), capability_args={"portMappings": [mapping]})
+            runtime.add(load_network(str(tmp_path / "net.d"), "podnet"), rt)
+        pods.append(pod)
+    assert one(doctor(netns, node, opts), "nft_tables").status is Status.OK
+
+    run("ip", "netns", "del", pods[1])
+    netns.names.remove(pods[1])
+    found = doctor(netns, node, opts)["nft_tables"]
+    assert [f.status for f in found] == [Status.FAIL, Status.WARN], found
+    ports, leftovers = found
+    assert "host port mappings of 1 attachment(s) that are gone: ctr-1/eth0 (tcp/8081)" in ports.message
+    assert (
+        "inet pycni_firewall element 10.66.0.3 of ctr-1/eth0" in leftovers.message
+        and "10.66.0.2" not in leftovers.message
+    )
+
+
 # -- the datastore --------------------------------------------------------------------------------
 
 

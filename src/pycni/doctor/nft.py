@@ -79,24 +79,36 @@ def _firewall(node: Node) -> list[str]:
     if not state.present and not state.elements:
         return []
     live = {firewall_comment(a.network, a.container_id, a.ifname) for a in _live(node)}
-    stale = sorted({f"{address} ({comment[:30]})" for _s, address, comment in state.elements if comment not in live})
+    stale = sorted({f"{address} of {_who(comment)}" for _s, address, comment in state.elements if comment not in live})
     if not recorded_groups(node, nft_firewall.TABLE) and not state.elements:
         return [f"{nft_firewall.T} (no attachment recorded)"]
     return [f"{nft_firewall.T} element {item}" for item in stale]
 
 
+def _who(comment: str) -> str:
+    """``<container ID>/<ifname>`` from a ``<network tag>:<container ID>:<ifname>`` comment (or the hash)."""
+    _tag, _, rest = comment.partition(":")
+    return rest.replace(":", "/") if rest else comment
+
+
 def _portmap(node: Node) -> list[str]:
+    """Per attachment that is gone, its host ports (``ctr/eth0 (tcp/8081)``)."""
     state = nft_portmap.live_state()
     if not state.present and not state.elements and not state.rules:
         return []
-    live = {nft_portmap.attachment_comment(a.network, a.container_id, a.ifname) for a in _live(node)}
-    stale = sorted(
-        {f"{e.container} {e.key}" for e in state.elements if e.comment and e.comment not in live}
-        | {f"hostports rule {h}" for h, c in state.rules if c not in live}
-    )
     if not state.elements and not state.rules:
         return [f"{nft_portmap.T} (no mapping left)"]
-    return [f"{nft_portmap.T} {item}" for item in stale]
+    live = {nft_portmap.attachment_comment(a.network, a.container_id, a.ifname) for a in _live(node)}
+    ports: dict[str, set[str]] = {}
+    for element in state.elements:
+        if element.comment and element.comment not in live:
+            found = ports.setdefault(element.comment, set())
+            if element.container.startswith("dnat"):
+                found.add(element.key.replace(" . ", "/"))
+    for _handle, comment in state.rules:
+        if comment not in live:
+            ports.setdefault(comment, set()).add("a conditioned rule")
+    return [f"{_who(c)} ({', '.join(sorted(p)) or 'masquerading only'})" for c, p in sorted(ports.items())]
 
 
 def _table_present(family: str, table: str) -> bool:
@@ -127,7 +139,7 @@ def check_tables(node: Node) -> list[Finding]:
         findings.append(
             fail(
                 "nft_tables",
-                f"{len(ports)} host port mapping(s) of attachments that are gone: {listed(ports, 3)}: the ports "
+                f"host port mappings of {len(ports)} attachment(s) that are gone: {listed(ports, 3)}: the ports "
                 "lead to addresses nobody holds and cannot be mapped again",
                 "run CNI GC for the network (pycni gc NETWORK --keep ID/IF of the live pods), or delete the "
                 "elements with nft",
