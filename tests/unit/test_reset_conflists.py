@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from pycni.cli.install import install
-from pycni.reset import conflists
+from pycni.reset import conflists, record
 from pycni.reset.paths import Paths
 
 FLANNEL: dict[str, Any] = {
@@ -93,7 +93,7 @@ def test_unreadable_record_counts_as_none(tmp_path: Path) -> None:
     paths = node(tmp_path, pycni_bin=False)
     Path(paths.installed_record).parent.mkdir(parents=True)
     Path(paths.installed_record).write_text("{not json")
-    assert conflists.read_record(paths.installed_record) == {}
+    assert record.read_record(paths.installed_record) == {}
 
 
 def test_flannel_network_names_its_bridge_ipam_dir_and_files(tmp_path: Path) -> None:
@@ -141,3 +141,20 @@ def test_a_recorded_file_without_a_valid_name_is_only_the_file(tmp_path: Path) -
     found = conflists.find(paths)
     assert [(n.name, n.bridges, n.ipam_dirs) for n in found.networks] == [("", frozenset(), ())] * 3
     assert len(found.kept) == 3 and all("no valid network name" in k for k in found.kept)
+
+
+def test_record_installed_adds_and_refreshes_entries(tmp_path: Path) -> None:
+    paths = node(tmp_path, pycni_bin=False)
+    first = write(paths, "10-flannel.conflist", FLANNEL)
+    second = write(paths, "10-calico.conflist", CALICO)
+    record.record_installed([str(first)], paths.installed_record)
+    record.record_installed([str(second)], paths.installed_record)
+    first.write_text(json.dumps(USER))
+    record.record_installed([str(first)], paths.installed_record)  # written again: the new content is pycni's
+    data = json.loads(Path(paths.installed_record).read_text())
+    assert data["version"] == 1
+    assert data["files"] == [
+        {"path": str(second), "sha256": hashlib.sha256(second.read_bytes()).hexdigest()},
+        {"path": str(first), "sha256": hashlib.sha256(first.read_bytes()).hexdigest()},
+    ]
+    assert sorted(n.name for n in conflists.find(paths).networks) == ["k8s-pod-network", "mine"]

@@ -11,7 +11,6 @@ it is the user's now: it is kept, and said so.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 from dataclasses import dataclass, field
@@ -20,6 +19,7 @@ from typing import Any
 from pycni.plugins import PLUGIN_MODULES
 from pycni.plugins.main import bridge as bridge_plugin
 from pycni.reset.paths import Paths
+from pycni.reset.record import read_record, sha256
 from pycni.runtime.conf import conf_files
 from pycni.shim import executable_plugin_type
 from pycni.spec.errors import CNIError
@@ -56,28 +56,6 @@ def valid_name(name: str) -> bool:
     except CNIError:
         return False
     return True
-
-
-def sha256(path: str) -> str:
-    with open(path, "rb") as handle:
-        return hashlib.sha256(handle.read()).hexdigest()
-
-
-def read_record(path: str) -> dict[str, str]:
-    """``{path: sha256}`` of what ``pycni install`` wrote; empty if there is no record or it is unreadable."""
-    try:
-        with open(path, encoding="utf-8") as handle:
-            data = json.load(handle)
-    except (OSError, ValueError):
-        return {}
-    files = data.get("files") if isinstance(data, dict) else None
-    if not isinstance(files, list):
-        return {}
-    return {
-        str(entry["path"]): str(entry["sha256"])
-        for entry in files
-        if isinstance(entry, dict) and isinstance(entry.get("path"), str) and isinstance(entry.get("sha256"), str)
-    }
 
 
 def plugins_of(config: Any) -> list[dict[str, Any]]:

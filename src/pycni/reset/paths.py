@@ -3,9 +3,9 @@
 Several nodes share one machine in tests, so every path is a field; ``rerooted``
 moves every one of them under a directory at once (a node's files in a tmp dir).
 
-``INSTALLED_RECORD`` is the record of what ``pycni install`` wrote: a JSON
-object ``{"version": 1, "files": [{"path": ABSOLUTE PATH, "sha256": HEX}, ...]}``.
-A CNI config file listed there whose content still has that digest is pycni's.
+``INSTALLED_RECORD`` is the record of what ``pycni install`` wrote (format and
+writer in :mod:`pycni.reset.record`): a CNI config file listed there whose
+content still has the recorded digest is pycni's.
 """
 
 from __future__ import annotations
