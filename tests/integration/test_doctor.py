@@ -366,6 +366,16 @@ def test_calico_ipam_leaks_against_etcd(netns: NetnsPool, tmp_path: Path, etcd_n
         assert finding.status is Status.WARN
         assert f"{leaked} (handle k8s-pod-network.gone)" in finding.message and "leaked" in finding.message
         assert "calicoctl ipam release" in finding.advice
+
+        # A workload whose address IPAM never allocated: IPAM may give it to another pod.
+        spec = {"orchestrator": "k8s", "node": "node-a", "pod": "stray", "endpoint": "eth0", "interfaceName": "cali0"}
+        with entered(netns.path(node)):
+            resources.create(
+                new_resource("WorkloadEndpoint", "", {**spec, "ipNetworks": ["10.244.9.9/32"]}, namespace="default")
+            )
+        found = doctor(netns, node, opts)["calico_ipam"]
+        assert [f.status for f in found] == [Status.FAIL, Status.WARN], found
+        assert "1 address(es) in use that IPAM did not allocate: 10.244.9.9 (Workload(default/" in found[0].message
     finally:
         store.close()
 
