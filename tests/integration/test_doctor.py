@@ -455,6 +455,16 @@ def test_the_command_in_a_node_namespace_prints_lines_or_json_and_exits_with_the
         f for f in data["findings"] if f["check"] == "ip_forward"
     ).items()
 
+    # An etcd that does not answer is one failure; the checks reading it do not run.
+    write_conf(tmp_path, FLANNEL_CONF)
+    (tmp_path / "subnet.env").write_text(SUBNET_ENV.format(subnet="10.5.1.1/24", mtu=1450))
+    done = command("--json", "--etcd-endpoints", "http://127.0.0.1:9")
+    checks = [f["check"] for f in json.loads(done.stdout)["findings"]]
+    assert done.returncode == 2 and "datastore" in checks and "subnet_env" in checks
+    assert not {"flannel_lease", "vtep_macs", "flannel_routes", "calico_ipam"} & set(checks), checks
+    (datastore,) = [f for f in json.loads(done.stdout)["findings"] if f["check"] == "datastore"]
+    assert datastore["status"] == "fail" and "http://127.0.0.1:9" in datastore["message"]
+
 
 # -- a real Flannel node ---------------------------------------------------------------------------
 
@@ -483,8 +493,8 @@ def test_a_real_flannel_node_is_all_ok_until_a_peer_leaves_behind_a_stopped_agen
             found = doctor(netns, node.name, opts)
             print("\n".join(runner.render_text([f for fs in found.values() for f in fs])))
             assert [f for fs in found.values() for f in fs if f.status is not Status.OK] == [], found
-            for check in ("ip_forward", "pod_mtu", "host_local", "result_cache", "subnet_env", "flannel_lease",
-                          "vtep_macs", "flannel_routes", "nft_tables"):  # fmt: skip
+            expected = ["ip_forward", "pod_mtu", "host_local", "result_cache", "subnet_env", "datastore"]
+            for check in [*expected, "flannel_lease", "vtep_macs", "flannel_routes", "nft_tables"]:
                 assert check in found, f"{check} did not run on a Flannel node"
 
             cluster.stop_agent(node, signal.SIGKILL)
@@ -530,7 +540,8 @@ def test_a_real_calico_node_is_all_ok_until_its_bgp_peer_goes_down(
             found = doctor(netns, node.ns, opts)
             print("\n".join(runner.render_text([f for fs in found.values() for f in fs])))
             assert [f for fs in found.values() for f in fs if f.status is not Status.OK] == [], found
-            for check in ("ip_forward", "rp_filter", "pod_mtu", "result_cache", "nft_tables", "calico_ipam", "bird"):
+            expected = ["ip_forward", "rp_filter", "pod_mtu", "result_cache", "nft_tables", "datastore"]
+            for check in [*expected, "calico_ipam", "bird"]:
                 assert check in found, f"{check} did not run on a Calico node"
 
             cluster.stop_agent(peer, signal.SIGKILL)

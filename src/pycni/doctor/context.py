@@ -101,6 +101,7 @@ class Node:
         self.options = options
         self._ipr: IPRoute | None = None
         self._store: Datastore | None = None
+        self._store_down = ""
         self._memo: dict[str, Any] = {}
 
     def memo(self, key: str, make: Callable[[], T]) -> T:
@@ -195,12 +196,18 @@ class Node:
 
     @property
     def store(self) -> Datastore | None:
-        """etcd at ``--etcd-endpoints`` (None without it); opening contacts nobody yet."""
+        """etcd at ``--etcd-endpoints`` (None without it, or once it did not answer); opening contacts nobody."""
+        if self._store_down:
+            return None
         if self._store is None and self.options.etcd_endpoints:
             from pycni.datastore import open_datastore
 
             self._store = open_datastore(self.options.etcd_endpoints, timeout=3.0)
         return self._store
+
+    def store_down(self, why: str) -> None:
+        """The datastore did not answer: the checks that read it are skipped from now on."""
+        self._store_down = why
 
     def close(self) -> None:
         if self._ipr is not None:

@@ -43,7 +43,7 @@ def check_ip_forward(node: Node) -> list[Finding]:
     return [
         fail(
             "ip_forward",
-            f"net.ipv4.ip_forward={value} in this network namespace, but {listed(users)} route pod traffic "
+            f"net.ipv4.ip_forward={value} in this network namespace, but network(s) {listed(users)} route pod traffic "
             "through this node: pods cannot reach other nodes or the outside",
             "sysctl -w net.ipv4.ip_forward=1, and keep it in /etc/sysctl.d/ so a reboot does not undo it",
         )
@@ -171,6 +171,15 @@ def check_pod_mtu(node: Node) -> list[Finding]:
     if not mtus:
         return []
     device, overhead, how = underlay(node)
+    given = node.options.underlay_interface
+    if device is None and given:
+        return [
+            warn(
+                "pod_mtu",
+                f"--underlay-interface {given}: no such interface in this network namespace",
+                "name the interface node-to-node traffic leaves by (ip link lists them)",
+            )
+        ]
     if device is None:
         return [
             warn(

@@ -11,7 +11,7 @@ import logging
 from collections.abc import Iterable, Sequence
 
 from pycni.datastore import Unavailable
-from pycni.doctor import calico, cniconf, flannel, host, ipam, nft
+from pycni.doctor import calico, cniconf, flannel, host, ipam, nft, store
 from pycni.doctor.context import Node, Options
 from pycni.doctor.model import Check, Finding, Status, fail
 
@@ -21,6 +21,7 @@ CHECKS: list[Check] = [
     *cniconf.CHECKS,
     *host.CHECKS,
     *ipam.CHECKS,
+    *store.CHECKS,
     *flannel.CHECKS,
     *nft.CHECKS,
     *calico.CHECKS,
