@@ -77,6 +77,15 @@ def case2(name: str, bridge: str, subnet: str, data_dir: str) -> dict[str, Any]:
     }
 
 
+def _resident_ports(conf: dict[str, Any], index: int) -> dict[str, Any]:
+    """The same network for a resident pod, with host ports of its own (8080 is the measured pod's)."""
+    resident = json.loads(json.dumps(conf))
+    for plugin in resident["plugins"]:
+        for mapping in plugin.get("runtimeConfig", {}).get("portMappings", []):
+            mapping["hostPort"] = 18080 + index
+    return resident
+
+
 def sh(*argv: str) -> None:
     subprocess.run(argv, check=True, capture_output=True)
 
@@ -175,12 +184,13 @@ def latency(bench: Bench, runs: int, modes: list[str]) -> dict[str, dict[str, fl
     """Median ADD+DEL milliseconds per (case, mode), runs interleaved across modes."""
     results: dict[str, dict[str, list[float]]] = {}
     for case_name, make in (("case1", case1), ("case2", case2)):
-        networks = {}
+        networks, resident_networks = {}, {}
         for index, mode in enumerate(modes):
             subnet = f"10.{100 + index}.0.0/16"
             data_dir = str(bench.work / f"ipam-{case_name}-{mode}")
             conf = make(f"{case_name}-{mode}", f"bn{index}{case_name[-1]}", subnet, data_dir)
             networks[mode] = NetworkConfigList.from_bytes(json.dumps(conf).encode())
+            resident_networks[mode] = NetworkConfigList.from_bytes(json.dumps(_resident_ports(conf, index)).encode())
         netns = bench.container()
         # A pod that stays on each network, as on a real node: the measured pod is never the
         # network's last, so what is timed is the steady state (pycni's shared ipMasq rule is
@@ -188,7 +198,7 @@ def latency(bench: Bench, runs: int, modes: list[str]) -> dict[str, dict[str, fl
         residents = {mode: RuntimeConf(f"bench-resident-{mode}", bench.container(), "eth0") for mode in modes}
         for mode, rt in residents.items():
             with bench.mode_env(mode):
-                bench.runtime(mode).add(networks[mode], rt)
+                bench.runtime(mode).add(resident_networks[mode], rt)
         samples: dict[str, list[float]] = {mode: [] for mode in modes}
         for run in range(runs + 2):  # two warm-up rounds, not counted
             for mode in modes:
@@ -200,7 +210,7 @@ def latency(bench: Bench, runs: int, modes: list[str]) -> dict[str, dict[str, fl
                     samples[mode].append(elapsed)
         for mode, rt in residents.items():
             with bench.mode_env(mode):
-                bench.runtime(mode).delete(networks[mode], rt)
+                bench.runtime(mode).delete(resident_networks[mode], rt)
         results[case_name] = samples
     return {case: {mode: statistics.median(v) for mode, v in per.items()} for case, per in results.items()}
 
