@@ -306,7 +306,7 @@ def test_flannel_leases_vtep_macs_and_routes_against_etcd(
             leases.set_network_config('{"Network": "10.5.0.0/16", "Backend": {"Type": "vxlan"}}')
             assert leases.create_lease(flannel_lease("10.5.1.0/24", "198.51.100.10", "0a:00:00:00:00:01"), 600)
             assert leases.create_lease(flannel_lease("10.5.2.0/24", "198.51.100.11", "0a:00:00:00:00:02"), 600)
-        run("ip", "link", "set", "flannel.1", "up", netns=node)
+        run("ip", "link", "set", "flannel.1", "address", "0a:00:00:00:00:01", "up", netns=node)
         run("ip", "route", "add", "10.5.2.0/24", "via", "10.5.2.0", "dev", "flannel.1", "onlink", "proto", "112",
             netns=node)  # fmt: skip
         opts = options(tmp_path, etcd_endpoints=server.url, lease_margin=60.0)
@@ -325,12 +325,23 @@ def test_flannel_leases_vtep_macs_and_routes_against_etcd(
             leases.delete_lease(flannel_lease("10.5.2.0/24", "198.51.100.11", "0a:00:00:00:00:02"))
             assert leases.create_lease(flannel_lease("10.5.3.0/24", "198.51.100.12", "0A-00-00-00-00-01"), 600)
         found = doctor(netns, node, opts)
-        routes = one(found, "flannel_routes")
-        assert routes.status is Status.FAIL and "10.5.2.0/24 via 10.5.2.0 dev flannel.1" in routes.message
-        assert "ip route del 10.5.2.0/24" in routes.advice
+        missing, stale = found["flannel_routes"]
+        assert missing.status is Status.FAIL and "no route to leased subnet(s) 10.5.3.0/24 (198.51.100.12)" in (
+            missing.message
+        )
+        assert stale.status is Status.FAIL and "10.5.2.0/24 via 10.5.2.0 dev flannel.1" in stale.message
+        assert "ip route del 10.5.2.0/24" in stale.advice
         macs = one(found, "vtep_macs")
         assert macs.status is Status.FAIL
         assert "0a:00:00:00:00:01 by 10.5.1.0/24 (198.51.100.10), 10.5.3.0/24 (198.51.100.12)" in macs.message
+
+        # This node's device lost the MAC its lease publishes (re-created by hand).
+        run("ip", "link", "set", "flannel.1", "address", "0a:00:00:00:00:09", netns=node)
+        wrong = doctor(netns, node, opts)["vtep_macs"][0]
+        assert wrong.status is Status.FAIL
+        assert "flannel.1 has MAC 0a:00:00:00:00:09 but this node's lease 10.5.1.0/24 publishes 0a:00:00:00:00:01" in (
+            wrong.message
+        )
 
         # subnet.env names a subnet with no lease, then another node's.
         (tmp_path / "subnet.env").write_text(SUBNET_ENV.format(subnet="10.5.9.1/24", mtu=1450))

@@ -209,21 +209,44 @@ def check_vtep_macs(node: Node) -> list[Finding]:
     clashes = {mac: leases for mac, leases in by_mac.items() if len(leases) > 1}
     if not by_mac:
         return []
+    findings = _own_device(node, fabric)
     if not clashes:
-        return [ok("vtep_macs", f"{len(by_mac)} vxlan lease(s), each with its own VTEP MAC")]
+        return findings or [ok("vtep_macs", f"{len(by_mac)} vxlan lease(s), each with its own VTEP MAC")]
     text = "; ".join(
         f"{mac} by {', '.join(f'{lease.subnet} ({lease.attrs.public_ip})' for lease in leases)}"
         for mac, leases in sorted(clashes.items())
     )
     return [
+        *findings,
         fail(
             "vtep_macs",
             f"leases publish one VTEP MAC: {text}: a vxlan FDB holds one destination per MAC, so peers reach "
             "only one of these nodes",
             "restart the agent of all but one of them (pycni flanneld keeps the MAC of its flannel.N device: delete "
             "the device and its MAC state file in --state-dir first so it takes a new one)",
-        )
+        ),
     ]
+
+
+def _own_device(node: Node, fabric: Fabric) -> list[Finding]:
+    """This node's ``flannel.<VNI>`` must have the MAC its lease publishes: peers address it by that MAC."""
+    found: list[Finding] = []
+    for lease in fabric.mine(node):
+        data = lease.attrs.backend_data
+        mac, vni = normalize_mac(get_key(data, "VtepMAC")), get_key(data, "VNI")
+        device = node.link(f"flannel.{vni if isinstance(vni, int) else 1}")
+        if lease.attrs.backend_type != "vxlan" or mac is None or device is None:
+            continue
+        if device.mac.lower() != mac:
+            found.append(
+                fail(
+                    "vtep_macs",
+                    f"{device.name} has MAC {device.mac} but this node's lease {lease.subnet} publishes {mac}: "
+                    "peers send this node's pod traffic to a MAC it does not have",
+                    "restart pycni flanneld on this node: it publishes its device's MAC in the lease again",
+                )
+            )
+    return found
 
 
 def _pycni_routes(node: Node, network: ipaddress.IPv4Network) -> list[net_route.RouteMsg]:
@@ -241,16 +264,51 @@ def check_routes(node: Node) -> list[Finding]:
     held = {lease.subnet for lease in fabric.leases}
     routes = _pycni_routes(node, fabric.config.network)
     stale = [r for r in routes if r.dst not in held and r.dst != fabric.own_subnet]
+    findings = _missing_routes(node, fabric, {r.dst for r in routes if isinstance(r.dst, ipaddress.IPv4Network)})
     if not stale:
-        return [ok("flannel_routes", f"{len(routes)} route(s) into {fabric.config.network}, each to a leased subnet")]
+        return findings or [
+            ok("flannel_routes", f"{len(routes)} route(s) into {fabric.config.network}, each to a leased subnet")
+        ]
     names = {r.oif: link.name for r in stale if r.oif and (link := net_link.by_index(node.ipr, r.oif)) is not None}
     text = [f"{r.dst}" + (f" via {r.gateway}" if r.gateway else "") + f" dev {names.get(r.oif, r.oif)}" for r in stale]
     return [
+        *findings,
         fail(
             "flannel_routes",
             f"route(s) to subnet(s) no node holds a lease on: {listed(text)}: traffic to a new holder goes astray",
             "the agent removes them at its next resync (is pycni flanneld running?); by hand: "
             + "; ".join(f"ip route del {r.dst}" for r in stale[:3]),
+        ),
+    ]
+
+
+ROUTED_BACKENDS = ("vxlan", "host-gw")  # one route per peer lease, of pycni's protocol
+
+
+def _missing_routes(node: Node, fabric: Fabric, routed: set[ipaddress.IPv4Network]) -> list[Finding]:
+    """Peers' leases of this backend with no route here: their pods are unreachable from this node."""
+    assert fabric.config is not None
+    backend = fabric.config.backend_type
+    if backend not in ROUTED_BACKENDS:
+        return []
+    mine = {lease.subnet for lease in fabric.mine(node)} | ({fabric.own_subnet} if fabric.own_subnet else set())
+    missing = sorted(
+        (
+            lease
+            for lease in fabric.leases
+            if lease.subnet not in mine and lease.subnet not in routed and lease.attrs.backend_type == backend
+        ),
+        key=lambda lease: lease.subnet,
+    )
+    if not missing:
+        return []
+    text = [f"{lease.subnet} ({lease.attrs.public_ip})" for lease in missing]
+    return [
+        fail(
+            "flannel_routes",
+            f"no route to leased subnet(s) {listed(text)}: this node cannot reach the pods there",
+            "pycni flanneld programs one route per peer lease: check that it runs on this node (its log names "
+            "what it could not program)",
         )
     ]
 
