@@ -121,6 +121,17 @@ def test_ip_forward_off_fails_while_a_network_routes_pods(netns: NetnsPool, tmp_
     sysctl(node, "net.ipv4.ip_forward", "1")
     assert one(doctor(netns, node, opts), "ip_forward").status is Status.OK
 
+    dual = bridge_conf(tmp_path, "dual")
+    plugins = dual["plugins"]
+    assert isinstance(plugins, list)
+    plugins[0]["ipam"] = {"type": "host-local", "ranges": [[{"subnet": "10.67.0.0/24"}], [{"subnet": "fd00:67::/64"}]]}
+    write_conf(tmp_path, dual)
+    sysctl(node, "net.ipv6.conf.all.forwarding", "0")
+    v4, v6 = doctor(netns, node, opts)["ip_forward"]
+    assert v4.status is Status.OK and "dual, podnet" in v4.message
+    assert v6.status is Status.FAIL and "net.ipv6.conf.all.forwarding=0" in v6.message and "dual" in v6.message
+    assert "podnet" not in v6.message
+
 
 def overlay_node(pool: NetnsPool, underlay_mtu: int) -> str:
     """A node with an underlay eth0 (veth, MTU given) and flannel.1 on it, as flanneld makes it."""

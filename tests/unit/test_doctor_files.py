@@ -193,3 +193,12 @@ def test_pod_mtus_come_from_configs_subnet_env_and_calico_mtu_file(node: Node, t
     Path(node.options.calico_mtu_file).write_text("1440\n")
     found = {(what, mtu) for what, mtu, _where in host.pod_mtus(node)}
     assert found == {("network fl", 1450), ("network fl2", 1400), ("network cal", 1440), ("network cal2", 1300)}
+
+
+def test_families_come_from_host_local_ranges_also_of_a_flannel_delegate() -> None:
+    v6_range = {"type": "host-local", "ranges": [[{"subnet": "fd00:1::/64"}]]}
+    assert host.families(net({"type": "bridge", "ipam": {"type": "host-local", "subnet": "10.1.0.0/24"}})) == {4}
+    assert host.families(net({"type": "bridge", "ipam": v6_range})) == {6}
+    assert host.families(net({"type": "flannel", "delegate": {"ipam": v6_range}})) == {6}
+    assert host.families(net({"type": "ptp", "ipam": {"type": "dhcp"}})) == {4}  # nothing said: IPv4
+    assert host.families(net({"type": "ptp", "ipam": {"ranges": [[{"subnet": "bogus"}]]}})) == {4}

@@ -6,6 +6,7 @@ shows the namespace of the thread that reads it).
 
 from __future__ import annotations
 
+import ipaddress
 import socket
 
 from pycni.doctor.context import Network, Node
@@ -33,21 +34,55 @@ def needs_forwarding(network: Network) -> bool:
     return False
 
 
-def check_ip_forward(node: Node) -> list[Finding]:
-    users = [n.name for n in node.networks if needs_forwarding(n)]
-    if not users:
+def _subnets(ipam: object) -> list[str]:
+    if not isinstance(ipam, dict):
         return []
-    value = node.sysctl("net/ipv4/ip_forward")
-    if value == "1":
-        return [ok("ip_forward", f"net.ipv4.ip_forward=1 (needed by {listed(users)})")]
-    return [
-        fail(
-            "ip_forward",
-            f"net.ipv4.ip_forward={value} in this network namespace, but network(s) {listed(users)} route pod traffic "
-            "through this node: pods cannot reach other nodes or the outside",
-            "sysctl -w net.ipv4.ip_forward=1, and keep it in /etc/sysctl.d/ so a reboot does not undo it",
+    found = [str(ipam["subnet"])] if ipam.get("subnet") else []
+    for range_set in ipam.get("ranges") or []:
+        for item in range_set if isinstance(range_set, list) else []:
+            if isinstance(item, dict) and item.get("subnet"):
+                found.append(str(item["subnet"]))
+    return found
+
+
+def families(network: Network) -> set[int]:
+    """The IP versions a network's pods get, from its host-local ranges (IPv4 when they do not say)."""
+    versions: set[int] = set()
+    for plugin in network.plugins:
+        delegate = plugin.get("delegate")
+        for ipam in (plugin.get("ipam"), delegate.get("ipam") if isinstance(delegate, dict) else None):
+            for subnet in _subnets(ipam):
+                try:
+                    versions.add(ipaddress.ip_network(subnet, strict=False).version)
+                except ValueError:
+                    continue
+    return versions or {4}
+
+
+FORWARDING = {4: ("net/ipv4/ip_forward", "net.ipv4.ip_forward"), 6: ("net/ipv6/conf/all/forwarding",
+              "net.ipv6.conf.all.forwarding")}  # fmt: skip
+
+
+def check_ip_forward(node: Node) -> list[Finding]:
+    users = [n for n in node.networks if needs_forwarding(n)]
+    findings: list[Finding] = []
+    for version, (path, key) in FORWARDING.items():
+        names = [n.name for n in users if version in families(n)]
+        if not names:
+            continue
+        value = node.sysctl(path)
+        if value == "1":
+            findings.append(ok("ip_forward", f"{key}=1 (needed by {listed(names)})"))
+            continue
+        findings.append(
+            fail(
+                "ip_forward",
+                f"{key}={value} in this network namespace, but network(s) {listed(names)} route IPv{version} pod "
+                "traffic through this node: pods cannot reach other nodes or the outside",
+                f"sysctl -w {key}=1, and keep it in /etc/sysctl.d/ so a reboot does not undo it",
+            )
         )
-    ]
+    return findings
 
 
 def overlay_devices(node: Node) -> list[str]:
