@@ -202,3 +202,14 @@ def test_families_come_from_host_local_ranges_also_of_a_flannel_delegate() -> No
     assert host.families(net({"type": "flannel", "delegate": {"ipam": v6_range}})) == {6}
     assert host.families(net({"type": "ptp", "ipam": {"type": "dhcp"}})) == {4}  # nothing said: IPv4
     assert host.families(net({"type": "ptp", "ipam": {"ranges": [[{"subnet": "bogus"}]]}})) == {4}
+
+
+def test_host_local_reports_an_unusable_lock_and_leaves_it_alone(node: Node, tmp_path: Path) -> None:
+    write_conf(node, "10-a.conflist", bridge_net("a", tmp_path / "hl"))
+    reserve(tmp_path / "hl", "a", "10.77.0.2", "c-nocache")
+    lock = tmp_path / "hl" / "a" / "lock"
+    lock.unlink()
+    lock.mkdir()
+    (finding,) = ipam.check_host_local(node)
+    assert finding.status is Status.WARN and f"{lock} is not a regular file" in finding.message
+    assert lock.is_dir()  # doctor only reads

@@ -10,12 +10,13 @@ result cache holds it and the network namespace it names still exists.
 from __future__ import annotations
 
 import os
+import stat
 
 from pycni.doctor.context import Node
 from pycni.doctor.model import Check, Finding, listed, ok, warn
-from pycni.ipam.store import Store
+from pycni.ipam.store import LOCK_NAME, Store
 from pycni.runtime.cache import Attachment
-from pycni.spec.errors import CNIError
+from pycni.spec.errors import CNIError, ErrorCode
 
 _NSFS_DEV = os.stat("/proc/self/ns/net").st_dev  # every namespace file lives on the one nsfs
 
@@ -90,8 +91,12 @@ def check_result_cache(node: Node) -> list[Finding]:
 
 def _leaks(network: str, directory: str, live: dict[tuple[str, str], Attachment]) -> tuple[int, list[str]]:
     """How many reservations the directory holds, and those no live attachment holds."""
+    lock = os.path.join(directory, LOCK_NAME)
+    if os.path.lexists(lock) and not stat.S_ISREG(os.lstat(lock).st_mode):
+        # host-local would replace it; doctor only reads, so it says so instead of taking it
+        raise CNIError(ErrorCode.IO_FAILURE, f"{lock} is not a regular file (host-local replaces it at its next use)")
     store = Store(network, os.path.dirname(directory))
-    with store.locked():
+    with store.locked():  # the flock host-local takes (an absent lock file is created empty, as host-local does)
         reservations = store.reservations()
     found: list[str] = []
     for reservation in reservations:
