@@ -118,6 +118,11 @@ class CalicoInstall:
     flags: tuple[str, ...]  # pycni calico-node's flags
     used: tuple[Document, ...]
     notes: tuple[str, ...] = field(default=())
+    settings: Document | None = None  # where calico-node's settings come from (the DaemonSet), if not ``source``
+
+    @property
+    def settings_source(self) -> Document:
+        return self.settings or self.source
 
 
 def find_configmap(documents: Sequence[Document]) -> Document | None:
@@ -291,6 +296,7 @@ def read_manifest(
         flags=(),
         used=tuple(used),
         notes=tuple(notes + conflist_notes + env_notes),
+        settings=daemonset,
     )
 
 

@@ -194,7 +194,7 @@ def build(
     env = dict(install.env)
     env.setdefault("NODENAME", node)
     agent = Agent("calico-node", ("calico-node", *install.flags), env)
-    check_agent(agent, install.source)
+    check_agent(agent, install.settings_source)
     return Plan(
         fabric="calico",
         conflist=_conflist_file(cni_conf_dir, install.conflist_name, install.conflist),
