@@ -249,6 +249,20 @@ def test_calico_yaml_with_etcd() -> None:
     assert result.agent.env["ETCD_ENDPOINTS"] == "http://127.0.0.1:2379"
 
 
+def test_calico_etcd_conflist_takes_the_endpoints_given() -> None:
+    text = fixture_text("calico.yaml").replace(
+        '"datastore_type": "kubernetes",',
+        '"datastore_type": "etcdv3",\n          "etcd_endpoints": "__ETCD_ENDPOINTS__",',
+    )
+    result = build("calico.yaml", text, etcd_endpoints="http://127.0.0.1:2379")
+    calico_plugin = json.loads(result.conflist.content)["plugins"][0]
+    assert (calico_plugin["datastore_type"], calico_plugin["etcd_endpoints"]) == ("etcdv3", "http://127.0.0.1:2379")
+    assert (
+        "note: 10-calico.conflist plugins[0] (calico) etcd_endpoints none -> http://127.0.0.1:2379 (given to install)"
+        in (result.notes)
+    )
+
+
 def test_calico_yaml_switched_to_vxlan_as_the_article_does() -> None:
     """Section 2.2.6.1.2.3: IPIP Never, VXLAN Always, calico_backend vxlan; and the pod CIDR uncommented."""
     text = (
@@ -438,9 +452,14 @@ def test_cli_installs_flannel_into_tmp_dirs(tmp_path: Path) -> None:
     assert f"would write {conf}/10-flannel.conflist (CNI config)" in dry.stdout
     assert not tmp_path.joinpath("net.d").exists() and not bin_dir.exists() and not record.exists()
 
+    conf.mkdir()
+    (conf / "05-user.conflist").write_text('{"name": "mine", "cniVersion": "1.0.0", "plugins": [{"type": "ptp"}]}')
     proc = run_cli(*common)
     assert proc.returncode == 0, proc.stderr
     assert proc.stderr == ""
+    assert (
+        f"note: {conf}/05-user.conflist sorts before 10-flannel.conflist: runtimes use the first config file"
+    ) in proc.stdout.splitlines()
     conflist_path = conf / "10-flannel.conflist"
     assert json.loads(conflist_path.read_text()) == FLANNEL_STOCK
     loaded = load_conflist_file(str(conflist_path))
@@ -451,6 +470,11 @@ def test_cli_installs_flannel_into_tmp_dirs(tmp_path: Path) -> None:
         path = bin_dir / name
         assert os.access(path, os.X_OK)
         assert executable_plugin_type(path.read_bytes()) == name
+        version = subprocess.run(
+            [str(path)], env={"CNI_COMMAND": "VERSION"}, check=False, capture_output=True, text=True, timeout=30
+        )
+        assert version.returncode == 0, version.stderr
+        assert "0.3.1" in json.loads(version.stdout)["supportedVersions"]  # the conflist's cniVersion
     lines = proc.stdout.splitlines()
     assert lines[-2:] == ["start the node agent:", f"  pycni flanneld --net-config-path {net_conf} --ip-masq"]
     assert any(line.startswith("ignored: ClusterRole flannel (") for line in lines)
@@ -462,6 +486,8 @@ def test_cli_installs_flannel_into_tmp_dirs(tmp_path: Path) -> None:
 
 def test_cli_writes_a_calico_node_unit(tmp_path: Path) -> None:
     units = tmp_path / "units"
+    (tmp_path / "bin").mkdir()
+    (tmp_path / "bin" / "portmap").write_bytes(b"\x7fELF a Go plugin")  # someone else's executable
     proc = run_cli(
         "--manifest",
         str(FIXTURES / "calico.yaml"),
@@ -480,6 +506,8 @@ def test_cli_writes_a_calico_node_unit(tmp_path: Path) -> None:
     plugin = json.loads((tmp_path / "net.d" / "10-calico.conflist").read_text())["plugins"][0]
     assert plugin["nodename"] == "node-1" and plugin["mtu"] == 1440
     assert plugin["kubernetes"]["kubeconfig"] == f"{tmp_path}/net.d/calico-kubeconfig"
+    assert f"note: replaced {tmp_path}/bin/portmap, which was not pycni's executable" in proc.stdout.splitlines()
+    assert executable_plugin_type((tmp_path / "bin" / "portmap").read_bytes()) == "portmap"
     unit = (units / "pycni-calico-node.service").read_text()
     for key, value in CALICO_ENV.items():
         assert f'Environment="{key}={value}"' in unit

@@ -148,6 +148,23 @@ def _shadowing(conflist: FileToWrite) -> list[str]:
     ]
 
 
+def _replaced(executables: Sequence[str], dry_run: bool) -> list[str]:
+    """Executables in the bin dir that are not pycni's (e.g. the Go reference plugins) and will be replaced."""
+    from pycni.shim import executable_plugin_type
+
+    notes = []
+    for path in executables:
+        try:
+            with open(path, "rb") as handle:
+                head = handle.read(4096)
+        except OSError:
+            continue  # absent: nothing replaced
+        if executable_plugin_type(head) != os.path.basename(path):
+            verb = "would replace" if dry_run else "replaced"
+            notes.append(f"note: {verb} {path}, which was not pycni's executable")
+    return notes
+
+
 def _write(file: FileToWrite) -> None:
     os.makedirs(os.path.dirname(file.path) or ".", exist_ok=True)
     write_atomic(file.path, file.content.encode(), mode=file.mode)
@@ -173,6 +190,7 @@ def apply(plan: Plan, opts: argparse.Namespace, out: list[str]) -> None:
             _write(file)
         out.append(f"{verb} {file.path} ({file.what})")
     executables = [os.path.join(opts.cni_bin_dir, t) for t in plan.plugin_types]
+    out += _replaced(executables, opts.dry_run)
     if not opts.dry_run:
         install(opts.cni_bin_dir, list(plan.plugin_types))
         _record(opts.record, [f.path for f in files])

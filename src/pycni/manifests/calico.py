@@ -168,6 +168,10 @@ def substitute(template: str, env: dict[str, str], node: str, cni_conf_dir: str)
 def _pycni_datastore(plugin: dict[str, Any], etcd_endpoints: str, where: str) -> str | None:
     """Make a calico plugin's datastore one pycni has; a note if it changed."""
     kind = str(plugin.get("datastore_type") or "")
+    if kind == "etcdv3" and etcd_endpoints and plugin.get("etcd_endpoints") != etcd_endpoints:
+        before = plugin.get("etcd_endpoints") or "none"
+        plugin["etcd_endpoints"] = etcd_endpoints
+        return f"note: {where} etcd_endpoints {before} -> {etcd_endpoints} (given to install)"
     if kind != "kubernetes":
         return None
     if etcd_endpoints:
