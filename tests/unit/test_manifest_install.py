@@ -540,3 +540,37 @@ def test_cli_error_is_one_line_and_exit_1(tmp_path: Path) -> None:
         missing.stderr
         == f"pycni install: cannot read the manifest {tmp_path / 'nope.yaml'}: No such file or directory\n"
     )
+
+
+def _paths(value: Any, path: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
+    found = [path]
+    if isinstance(value, dict):
+        for key, item in value.items():
+            found += _paths(item, (*path, key))
+    elif isinstance(value, list):
+        for index, item in enumerate(value):
+            found += _paths(item, (*path, index))
+    return found
+
+
+@pytest.mark.parametrize("name", ["kube-flannel.yml", "calico.yaml", "custom-resources.yaml"])
+def test_any_value_of_the_wrong_shape_is_one_line_not_a_crash(name: str) -> None:
+    """Each fixture with one value replaced by one of another shape: a plan, or one ManifestError line."""
+    import random
+
+    import yaml
+
+    rng = random.Random(name)
+    documents = [d for d in yaml.safe_load_all(fixture_text(name)) if d]
+    for _ in range(25):
+        mutated = json.loads(json.dumps(documents))
+        target = rng.choice(mutated)
+        path = rng.choice(_paths(target)[1:])
+        parent = target
+        for key in path[:-1]:
+            parent = parent[key]
+        parent[path[-1]] = rng.choice([None, [], "x", 5, {"a": 1}, True, [1, 2], ""])
+        try:
+            build(name, yaml.safe_dump_all(mutated))
+        except ManifestError as exc:
+            assert "\n" not in str(exc) and str(exc).startswith(str(FIXTURES / name)), (path, str(exc))

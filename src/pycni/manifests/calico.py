@@ -343,12 +343,38 @@ def operator_conflist(installation: Document, mtu: int, cni_conf_dir: str) -> di
     return {"name": "k8s-pod-network", "cniVersion": "0.3.1", "plugins": plugins}
 
 
+def _check_installation_shape(installation: Document) -> None:
+    """The shapes the Installation reader assumes (mappings, lists, integers), as errors naming the key."""
+    spec = installation.body.get("spec")
+    if spec is None:
+        return
+    if not isinstance(spec, dict):
+        raise installation.error("spec", "must be a mapping")
+    for key in ("calicoNetwork", "cni"):
+        if spec.get(key) is not None and not isinstance(spec[key], dict):
+            raise installation.error(f"spec.{key}", "must be a mapping")
+    network = spec.get("calicoNetwork") or {}
+    pools = network.get("ipPools")
+    if pools is not None and not isinstance(pools, list):
+        raise installation.error("spec.calicoNetwork.ipPools", "must be a list")
+    for index, pool in enumerate(pools or []):
+        if not isinstance(pool, dict):
+            raise installation.error(f"spec.calicoNetwork.ipPools[{index}]", "must be a mapping")
+        size = pool.get("blockSize")
+        if size is not None and (isinstance(size, bool) or not isinstance(size, int)):
+            raise installation.error(f"spec.calicoNetwork.ipPools[{index}].blockSize", f"{size!r} is not a number")
+    ipam = (spec.get("cni") or {}).get("ipam")
+    if ipam is not None and not isinstance(ipam, dict):
+        raise installation.error("spec.cni.ipam", "must be a mapping")
+
+
 def read_installation(
     documents: Sequence[Document], installation: Document, node: str, cni_conf_dir: str, etcd_endpoints: str = ""
 ) -> CalicoInstall:
     """custom-resources.yaml: the operator's conflist, and ``pycni calico-node --installation FILE``."""
     from pycni.fabric.calico.installation import parse_installation
 
+    _check_installation_shape(installation)
     try:
         parsed = parse_installation(yaml.safe_dump(installation.body), installation.where)
     except CalicoConfigError as exc:

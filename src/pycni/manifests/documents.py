@@ -142,6 +142,16 @@ def containers(document: Document, init: bool = False) -> list[dict[str, Any]]:
     return [c for c in items if isinstance(c, dict)] if isinstance(items, list) else []
 
 
+def words(document: Document, container: dict[str, Any], key: str) -> list[str]:
+    """A container's ``command`` or ``args``: a list of strings (Kubernetes rejects anything else)."""
+    value = container.get(key)
+    if value is None:
+        return []
+    if not isinstance(value, list) or not all(isinstance(w, (str, int, float)) for w in value):
+        raise document.error(f"containers[{container.get('name')}].{key}", "must be a list of strings")
+    return [str(w) for w in value]
+
+
 def node_selector(document: Document) -> dict[str, str]:
     spec = document.body.get("spec")
     template = spec.get("template") if isinstance(spec, dict) else None

@@ -42,6 +42,7 @@ from pycni.manifests.documents import (
     containers,
     ignored,
     node_selector,
+    words,
 )
 from pycni.plugins import PLUGIN_MODULES
 from pycni.spec.config import NetworkConfigList, PluginConfig
@@ -169,7 +170,7 @@ def _for_this_node(daemonset: Document, arch: str) -> str | None:
 
 def _flanneld(daemonset: Document) -> dict[str, Any] | None:
     for container in containers(daemonset):
-        command = [str(c) for c in container.get("command") or []]
+        command = words(daemonset, container, "command")
         if container.get("name") == "kube-flannel" or any(os.path.basename(c) == "flanneld" for c in command):
             return container
     return None
@@ -178,29 +179,29 @@ def _flanneld(daemonset: Document) -> dict[str, Any] | None:
 def _conflist_target(daemonset: Document) -> str | None:
     """The name ``install-cni``'s ``cp`` gives cni-conf.json in /etc/cni/net.d, if it copies it."""
     for container in containers(daemonset, init=True):
-        words = [str(w) for w in (container.get("command") or []) + (container.get("args") or [])]
-        if SOURCE_IN_CONTAINER in words and os.path.basename(words[0]) == "cp":
-            target = words[-1]
+        argv = words(daemonset, container, "command") + words(daemonset, container, "args")
+        if SOURCE_IN_CONTAINER in argv and os.path.basename(argv[0]) == "cp":
+            target = argv[-1]
             if target != SOURCE_IN_CONTAINER and not target.endswith("/"):
                 return os.path.basename(target)
     return None
 
 
-def translate_flags(daemonset: Document, words: Sequence[str], env: dict[str, str]) -> tuple[list[str], list[str]]:
+def translate_flags(daemonset: Document, argv: Sequence[str], env: dict[str, str]) -> tuple[list[str], list[str]]:
     """flanneld's flags (and ``FLANNELD_*`` variables) as pycni flanneld's; notes for the rest."""
     flags: list[str] = []
     notes: list[str] = []
     pairs: list[tuple[str, str | None, str]] = []  # (flag, value, as written)
     index = 0
-    while index < len(words):
-        word = words[index]
+    while index < len(argv):
+        word = argv[index]
         index += 1
         if not word.startswith("-"):
             notes.append(ignored(f"{daemonset.label} flanneld argument {word!r}", "not a flag"))
             continue
         name, sep, value = word.lstrip("-").partition("=")
-        if not sep and name in VALUE_FLAGS and index < len(words):
-            value, sep = words[index], "="
+        if not sep and name in VALUE_FLAGS and index < len(argv):
+            value, sep = argv[index], "="
             index += 1
         pairs.append((name, value if sep else None, word))
     for variable, value in env.items():
@@ -254,9 +255,9 @@ def read(documents: Sequence[Document], configmap: Document, arch: str | None = 
         used.append(daemonset)
         container = _flanneld(daemonset)
         assert container is not None
-        words = [str(w) for w in (container.get("command") or [])[1:] + (container.get("args") or [])]
+        argv = words(daemonset, container, "command")[1:] + words(daemonset, container, "args")
         env = container_env(daemonset, container, configmaps_by_name(documents), node)
-        flags, flag_notes = translate_flags(daemonset, words, env.values)
+        flags, flag_notes = translate_flags(daemonset, argv, env.values)
         notes += flag_notes
         for variable, why in env.unresolved:
             notes.append(ignored(f"{daemonset.label} env {variable}", why))
