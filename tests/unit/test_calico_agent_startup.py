@@ -224,6 +224,12 @@ spec:
         ),
         ("kind: Installation\napiVersion: operator.tigera.io/v1\nspec: {calicoNetwork: {bgp: Maybe}}", "bgp 'Maybe'"),
         (": :\n  - [", "is not YAML"),
+        ("kind: Installation\napiVersion: operator.tigera.io/v1\nspec: [a]", "spec must be a mapping"),
+        (
+            "kind: Installation\napiVersion: operator.tigera.io/v1\n"
+            "spec: {calicoNetwork: {ipPools: [{blockSize: big}]}}",
+            "blockSize 'big' must be a number",
+        ),
     ],
 )
 def test_bad_installations(text: str, fragment: str) -> None:

@@ -56,6 +56,13 @@ class Installation:
     autodetection: str | None = None
 
 
+def _block_size(item: dict[str, Any], index: int, where: str, default: int) -> int:
+    value = item.get("blockSize") or default
+    if isinstance(value, bool) or not isinstance(value, int | str) or not str(value).isdigit():
+        raise ConfigError(f"{where}: ipPools[{index}].blockSize {value!r} must be a number (e.g. 26)")
+    return int(value)
+
+
 def _pool(item: Any, index: int, where: str) -> Resource:
     if not isinstance(item, dict):
         raise ConfigError(f"{where}: calicoNetwork.ipPools[{index}] must be a mapping")
@@ -79,7 +86,7 @@ def _pool(item: Any, index: int, where: str) -> Resource:
         "vxlanMode": vxlan,
         "ipipMode": ipip,
         "natOutgoing": nat == "Enabled",
-        "blockSize": int(item.get("blockSize") or (26 if network.version == 4 else 122)),
+        "blockSize": _block_size(item, index, where, 26 if network.version == 4 else 122),
         "nodeSelector": str(item.get("nodeSelector") or "all()"),
     }
     if str(item.get("disableBGPExport", "")).lower() == "true":
@@ -119,7 +126,10 @@ def parse_installation(text: str, where: str = "the Installation") -> Installati
     document = found[0]
     if document.get("apiVersion") != OPERATOR_API:
         raise ConfigError(f"{where}: the Installation's apiVersion must be {OPERATOR_API}")
-    network = (document.get("spec") or {}).get("calicoNetwork") or {}
+    spec = document.get("spec") or {}
+    if not isinstance(spec, dict):
+        raise ConfigError(f"{where}: the Installation's spec must be a mapping")
+    network = spec.get("calicoNetwork") or {}
     if not isinstance(network, dict):
         raise ConfigError(f"{where}: spec.calicoNetwork must be a mapping")
     items = network.get("ipPools")
