@@ -158,3 +158,19 @@ def test_record_installed_adds_and_refreshes_entries(tmp_path: Path) -> None:
         {"path": str(first), "sha256": hashlib.sha256(first.read_bytes()).hexdigest()},
     ]
     assert sorted(n.name for n in conflists.find(paths).networks) == ["k8s-pod-network", "mine"]
+
+
+def test_recorded_files_outside_the_config_dir_go_unless_changed(tmp_path: Path) -> None:
+    """net-conf.json and a unit pycni install wrote elsewhere are reset's too; one the user edited stays."""
+    paths = node(tmp_path)
+    net_conf, unit = tmp_path / "etc" / "kube-flannel" / "net-conf.json", tmp_path / "units" / "pycni-flanneld.service"
+    for path in (net_conf, unit):
+        path.parent.mkdir(parents=True)
+        path.write_text("pycni wrote this\n")
+    record.record_installed([str(net_conf), str(unit)], path=paths.installed_record)
+    assert conflists.recorded_elsewhere(paths) == (sorted([str(net_conf), str(unit)]), [])
+    unit.write_text("the user's now\n")
+    assert conflists.recorded_elsewhere(paths) == (
+        [str(net_conf)],
+        [f"{unit}: changed since pycni install wrote it (not removed)"],
+    )

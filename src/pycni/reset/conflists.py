@@ -164,3 +164,20 @@ def find(paths: Paths) -> Found:
             continue
         found.networks.append(describe(name, path, why, plugins, paths))
     return found
+
+
+def recorded_elsewhere(paths: Paths) -> tuple[list[str], list[str]]:
+    """Files ``pycni install`` recorded outside the config dir (net-conf.json, a unit): (unchanged, notes).
+
+    A file changed since it was written is the user's now: it stays, with a note.
+    """
+    conf_dir = os.path.abspath(paths.cni_conf_dir)
+    unchanged, notes = [], []
+    for path, digest in sorted(read_record(paths.installed_record).items()):
+        if os.path.dirname(path) == conf_dir or not os.path.isfile(path):
+            continue
+        if sha256(path) == digest:
+            unchanged.append(path)
+        else:
+            notes.append(f"{path}: changed since pycni install wrote it (not removed)")
+    return unchanged, notes

@@ -53,6 +53,10 @@ def take(paths: Paths, network: str | None = None) -> Inventory:
     state = files.network_state(nets)
     if whole:
         state += files.node_state(paths, nft.netns_inode())
+        installed, changed = conflists.recorded_elsewhere(paths)
+        why = f"written by pycni install (recorded in {paths.installed_record})"
+        state += [items.PathItem(items.CONFIG, path, why, path=path) for path in installed]
+        result.notes += changed
         if os.path.exists(paths.installed_record):
             state.append(
                 items.PathItem(
