@@ -384,7 +384,12 @@ class CalicoDemo:
     def show_routes(self) -> None:
         node1, node2, node3, node4 = self.nodes
         say(f"{node1.nodename}'s routes: node2 shares its subnet, node3 and node4 are across the router")
-        wait_for("BGP and VXLAN routes to every other node's block on every node", self.routes_complete, MESH_WITHIN)
+        try:
+            wait_for(
+                "BGP and VXLAN routes to every other node's block on every node", self.routes_complete, MESH_WITHIN
+            )
+        except DemoFailed as failed:
+            raise DemoFailed(f"{failed}; missing: {'; '.join(self.missing_routes())}") from None
         sh(["ip", "route"], netns=node1.ns)
         bgp = self.route(node1, node2.block)
         print(
@@ -409,7 +414,11 @@ class CalicoDemo:
         return next((r for r in self.routes(node) if r.get("dst") == dst), {})
 
     def routes_complete(self) -> bool:
+        return not self.missing_routes()
+
+    def missing_routes(self) -> list[str]:
         """Each node routes each other node's block: by BGP within its subnet, over vxlan.calico across."""
+        missing = []
         for node in self.nodes:
             table = {r.get("dst"): r for r in self.routes(node)}
             for other in self.nodes:
@@ -419,10 +428,12 @@ class CalicoDemo:
                 if other.subnet == node.subnet:
                     want = (route.get("dev"), route.get("gateway"), route.get("protocol"))
                     if want != ("eth0", other.address, "bird"):
-                        return False
+                        missing.append(
+                            f"{node.nodename}: {other.block} via {other.address} (bird), has {route or 'none'}"
+                        )
                 elif route.get("dev") != "vxlan.calico":
-                    return False
-        return True
+                    missing.append(f"{node.nodename}: {other.block} dev vxlan.calico, has {route or 'none'}")
+        return missing
 
     def fetch_pages(self) -> None:
         node1, node2, node3, node4 = self.nodes
