@@ -198,6 +198,11 @@ class Dataplane:
             for driver in self.drivers:
                 driver.link_changed(VXLAN_DEVICE)
                 driver.link_changed("tunl0")
+        if self.vxlan.device.readdressed or self.ipip.readdressed:
+            # A tunnel address that was replaced took the kernel's routes using it as source with it:
+            # read the routes back instead of trusting memory.
+            self.vxlan.device.readdressed = self.ipip.readdressed = False
+            self.routes.table.queue_resync()
         self.routes.set(desired)
         try:
             report.results = apply_layered([self.vxlan.neighbours, self.vxlan.fdb], [self.routes.table])

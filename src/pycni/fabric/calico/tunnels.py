@@ -92,21 +92,25 @@ def ipip_request(name: str, mtu: int) -> dict[str, Any]:
     return request
 
 
-def _ensure_single_address(ipr: IPRoute, index: int, name: str, wanted: ipaddress.IPv4Address | None) -> bool:
-    """The device's only IPv4 address is ``wanted``/32 (none if ``wanted`` is None); whether it wrote."""
-    changed = False
+def _ensure_single_address(
+    ipr: IPRoute, index: int, name: str, wanted: ipaddress.IPv4Address | None
+) -> tuple[bool, bool]:
+    """The device's only IPv4 address is ``wanted``/32 (none if ``wanted`` is None): (wrote, removed one).
+
+    The new address is added before the old one goes: a device left with no IPv4
+    address has every IPv4 route through it flushed by the kernel. Routes that
+    used the old one as their source go all the same, so a removal is reported
+    for the route table to be read back.
+    """
     target = ipaddress.IPv4Interface(f"{wanted}/32") if wanted is not None else None
-    present = False
-    for address in addr.addresses(ipr, index, socket.AF_INET):
-        if address == target:
-            present = True
-        else:
-            addr.del_address(ipr, index, address)
-            changed = True
-    if target is not None and not present:
+    existing = addr.addresses(ipr, index, socket.AF_INET)
+    added = target is not None and target not in existing
+    if added and target is not None:
         addr.add_address(ipr, index, target, name)
-        changed = True
-    return changed
+    removed = [address for address in existing if address != target]
+    for address in removed:
+        addr.del_address(ipr, index, address)
+    return added or bool(removed), bool(removed)
 
 
 class VxlanManager:
@@ -114,6 +118,7 @@ class VxlanManager:
 
     def __init__(self, ipr: IPRoute) -> None:
         self._ipr = ipr
+        self.readdressed = False  # an address was replaced: routes using it as source are gone; owner resets
 
     def apply(self, desired: VxlanDevice | None, name: str = "vxlan.calico") -> bool:
         ipr = self._ipr
@@ -158,7 +163,9 @@ class VxlanManager:
             link.set_attrs(ipr, link.get(ipr, desired.name), **attrs)
             log.info("%s: set %s", desired.name, ", ".join(f"{k} {v}" for k, v in attrs.items()))
             changed = True
-        if _ensure_single_address(ipr, existing.index, desired.name, desired.address):
+        wrote, removed = _ensure_single_address(ipr, existing.index, desired.name, desired.address)
+        self.readdressed |= removed
+        if wrote:
             log.info("%s: tunnel address %s/32", desired.name, desired.address)
             changed = True
         if not existing.up:
@@ -173,6 +180,7 @@ class IpipManager:
     def __init__(self, ipr: IPRoute) -> None:
         self._ipr = ipr
         self.unsupported = ""
+        self.readdressed = False  # as VxlanManager's
 
     def apply(self, desired: IpipDevice | None) -> bool:
         if desired is None:
@@ -195,9 +203,12 @@ class IpipManager:
         if existing.mtu != desired.mtu:
             link.set_attrs(ipr, existing, mtu=desired.mtu)
             changed = True
-        if desired.address is not None and _ensure_single_address(ipr, existing.index, desired.name, desired.address):
-            log.info("%s: tunnel address %s/32", desired.name, desired.address)
-            changed = True
+        if desired.address is not None:
+            wrote, removed = _ensure_single_address(ipr, existing.index, desired.name, desired.address)
+            self.readdressed |= removed
+            if wrote:
+                log.info("%s: tunnel address %s/32", desired.name, desired.address)
+                changed = True
         if not existing.up:
             with netlink(f"set {desired.name} up"):
                 ipr.link("set", index=existing.index, state="up")
