@@ -389,7 +389,14 @@ class CalicoDemo:
                 "BGP and VXLAN routes to every other node's block on every node", self.routes_complete, MESH_WITHIN
             )
         except DemoFailed as failed:
-            raise DemoFailed(f"{failed}; missing: {'; '.join(self.missing_routes())}") from None
+            missing = self.missing_routes()
+            lacking = {line.split(":", 1)[0] for line in missing}
+            logs = "".join(
+                f"\n--- {n.nodename}'s calico-node log, last lines:\n" + "\n".join(self.agent_log(n).splitlines()[-15:])
+                for n in self.nodes
+                if n.nodename in lacking
+            )
+            raise DemoFailed(f"{failed}; missing: {'; '.join(missing)}{logs}") from None
         sh(["ip", "route"], netns=node1.ns)
         bgp = self.route(node1, node2.block)
         print(
