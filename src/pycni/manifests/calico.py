@@ -189,12 +189,7 @@ def _pycni_datastore(plugin: dict[str, Any], etcd_endpoints: str, where: str) ->
 
 def checked_conflist(source: Document, key: str, text: str, etcd_endpoints: str) -> tuple[dict[str, Any], list[str]]:
     """The conflist text parsed and checked as libcni loads it; calico plugins moved to pycni's datastore."""
-    try:
-        raw = json.loads(text)
-    except ValueError as exc:
-        raise source.error(key, f"not JSON after install-cni's substitutions: {exc}") from None
-    if not isinstance(raw, dict):
-        raise source.error(key, "must be a JSON object")
+    raw = source.json_object(key, text, "not JSON after install-cni's substitutions")
     try:
         parsed = NetworkConfigList.from_dict(raw)
     except CNIError as exc:

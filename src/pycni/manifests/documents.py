@@ -9,6 +9,7 @@ document of the stream) and its kind and name, so a message reads
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -60,6 +61,16 @@ class Document:
     def error(self, key: str, problem: str) -> ManifestError:
         """An error about ``key`` (a dotted path in this document) of this document."""
         return ManifestError(f"{self.where}: {key}: {problem}" if key else f"{self.where}: {problem}")
+
+    def json_object(self, key: str, text: str, not_json: str = "not JSON") -> dict[str, Any]:
+        """``text`` (the value at ``key``) parsed as a JSON object; else an error naming the key."""
+        try:
+            raw = json.loads(text)
+        except ValueError as exc:
+            raise self.error(key, f"{not_json}: {exc}") from None
+        if not isinstance(raw, dict):
+            raise self.error(key, "must be a JSON object")
+        return raw
 
 
 def _yaml_problem(exc: yaml.YAMLError) -> str:

@@ -110,12 +110,7 @@ def find_configmap(documents: Sequence[Document]) -> Document | None:
 def conflist_from(configmap: Document, text: str) -> dict[str, Any]:
     """``cni-conf.json`` checked as libcni loads it, as a conflist (a single plugin's config wrapped)."""
     key = f"data.{CNI_CONF_KEY}"
-    try:
-        raw = json.loads(text)
-    except ValueError as exc:
-        raise configmap.error(key, f"not JSON: {exc}") from None
-    if not isinstance(raw, dict):
-        raise configmap.error(key, "must be a JSON object")
+    raw = configmap.json_object(key, text)
     try:
         if "plugins" in raw:
             parsed = NetworkConfigList.from_dict(raw)
