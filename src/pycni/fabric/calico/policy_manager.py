@@ -45,7 +45,7 @@ from pycni.fabric.calico.policy_syncer import PolicyFollower
 from pycni.fabric.calico.resources import ResourceClient
 from pycni.nft import NftError, list_objects
 from pycni.nft.objects import Table, Transaction, create, diff
-from pycni.policy import nft_render
+from pycni.policy import nft_names, nft_render
 from pycni.policy.cluster import ClusterState
 from pycni.spec.errors import CNIError
 
@@ -139,11 +139,11 @@ class PolicyManager:
 
     def take_over(self) -> None:
         """Start-up: keep a table an earlier agent left until the first sync replaces it; else the skeleton."""
-        table = skeleton(self.options)
-        if self._holds(table.family, table.name):
+        if self._holds(nft_names.FAMILY, self.options.table):
             self.table = None  # not known here: the first sync recreates it in one transaction
-            log.info("policy table %s of an earlier agent kept until the first sync replaces it", table.name)
+            log.info("policy table %s of an earlier agent kept until the first sync replaces it", self.options.table)
             return
+        table = skeleton(self.options)
         self._write(create(table))
         self.table = table
         log.info("policy table %s installed: unknown workload interfaces are dropped", table.name)
@@ -174,10 +174,9 @@ class PolicyManager:
 
     def remove(self) -> bool:
         """Delete the table (in the caller's namespace), whoever wrote it; whether there was one."""
-        table = self.table or skeleton(self.options)
-        if self.table is None and not self._holds(table.family, table.name):
+        if self.table is None and not self._holds(nft_names.FAMILY, self.options.table):
             return False
-        tx = Transaction(table.family, table.name)
+        tx = Transaction(nft_names.FAMILY, self.options.table)
         tx.add_table()
         tx.delete_table()
         self._write(tx)
