@@ -167,7 +167,8 @@ def test_reset_a_flannel_node(
                 "--attachments-dir", ATTACHMENTS,
             ]  # fmt: skip
             keyed = namespace_keyed(node.netns_inode)
-            assert keyed, "the plugins keep lock files of the node's namespace"
+            assert keyed, "the plugins keep attachment records of the node's namespace"
+            assert not [k for k in keyed if k.endswith(".lock")], "no nft lock file outlives its holder"
 
             refused = reset(node.name, args, "--yes")  # the agent still runs
             assert refused.returncode == 1 and "pycni flanneld" in refused.stderr and "stop it first" in refused.stderr

@@ -70,13 +70,40 @@ def locked(table: str) -> Iterator[None]:
     A transaction is atomic, but "list, then decide, then apply" is not: a DEL
     that finds a table empty and drops it must not race an ADD filling it.
     The lock is per table and per namespace (the namespace's inode names it).
+    The holder removes the lock file when it is done, so a namespace that goes
+    away leaves no file behind; a waiter that wakes on a removed file tries
+    again on the path's new file (only a holder removes, so one holder at a time).
     """
     os.makedirs(LOCK_DIR, mode=0o700, exist_ok=True)
-    fd = os.open(
-        os.path.join(LOCK_DIR, f"nft-{table}-{netns_inode()}.lock"), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600
-    )
+    path = os.path.join(LOCK_DIR, f"nft-{table}-{netns_inode()}.lock")
+    fd = _hold(path)
     try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
         yield
     finally:
+        try:
+            os.unlink(path)
+        finally:
+            os.close(fd)
+
+
+def _hold(path: str) -> int:
+    """An open descriptor holding the flock on the file now at ``path``."""
+    while True:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            if _same_file(fd, path):
+                return fd
+        except BaseException:
+            os.close(fd)
+            raise
         os.close(fd)
+
+
+def _same_file(fd: int, path: str) -> bool:
+    try:
+        at_path = os.stat(path)
+    except FileNotFoundError:
+        return False
+    held = os.fstat(fd)
+    return (held.st_dev, held.st_ino) == (at_path.st_dev, at_path.st_ino)
