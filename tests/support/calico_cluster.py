@@ -281,7 +281,7 @@ class CalicoCluster:
             ],
         }
 
-    def cni_env(self, node: Node, pod: str) -> dict[str, str]:
+    def cni_env(self, node: Node, pod: str, namespace: str = "default") -> dict[str, str]:
         conf_dir = node.home / "net.d"
         conf_dir.mkdir(exist_ok=True)
         (conf_dir / "10-calico.conflist").write_text(json.dumps(self.conflist(node)))
@@ -290,15 +290,17 @@ class CalicoCluster:
             "CNI_PATH": self.plugin_dir,
             "NETCONFPATH": str(conf_dir),
             "PYCNI_CACHE_DIR": str(node.home / "cache"),
-            "CNI_ARGS": f"K8S_POD_NAMESPACE=default;K8S_POD_NAME={pod}",
+            "CNI_ARGS": f"K8S_POD_NAMESPACE={namespace};K8S_POD_NAME={pod}",
             "PYCNI_SOCKET": str(self.tmp / "no-daemon.sock"),  # in-process: never another test's daemon
         }
 
-    def add_pod(self, node: Node) -> Pod:
+    def add_pod(self, node: Node, k8s: tuple[str, str] | None = None, serve: bool = True) -> Pod:
+        """A pod through ``pycni add``; ``k8s`` names its stored Pod (namespace, name), else the netns names it."""
         name = self.pool.new(f"pod{node.index}")
+        namespace, pod_name = k8s or ("default", name)
         proc = subprocess.run(
             ["ip", "netns", "exec", node.ns, self.pycni_bin, "add", NETWORK, self.pool.path(name)],
-            env=self.cni_env(node, name),
+            env=self.cni_env(node, pod_name, namespace),
             capture_output=True,
             text=True,
             check=False,
@@ -306,7 +308,7 @@ class CalicoCluster:
         )
         assert proc.returncode == 0, f"pod ADD on {node.ns}: {proc.stdout} {proc.stderr}"
         ip = json.loads(proc.stdout)["ips"][0]["address"].split("/")[0]
-        pod = self.serve(name, ip, node)
+        pod = self.serve(name, ip, node) if serve else Pod(name, ip, node)
         node.pods.append(pod)
         return pod
 

@@ -18,7 +18,7 @@ from pycni.datastore import Datastore
 from pycni.datastore.memory import MemoryDatastore
 from pycni.fabric.calico.kinds import KUBERNETES_KINDS
 from pycni.fabric.calico.model import decode_resource, new_resource
-from pycni.fabric.calico.policy_manager import PolicyManager, recreate, skeleton
+from pycni.fabric.calico.policy_manager import Counts, PolicyManager, recreate, skeleton
 from pycni.fabric.calico.policy_state import PREFIXES, build
 from pycni.fabric.calico.resources import KubernetesObjectClient, ResourceClient, kubernetes_object
 from pycni.nft.fake import FakeRuleset
@@ -184,3 +184,28 @@ def test_remove_deletes_the_table_even_one_an_earlier_agent_wrote(node: Node) ->
     restarted.take_over()  # the fixture's skeleton is kept, not known
     assert restarted.remove() and not node.kernel.holds(nft_names.FAMILY, nft_names.TABLE)
     assert not restarted.remove(), "nothing to remove the second time"
+
+
+def _sample(metric: Any, suffix: str) -> float:
+    return float(next(s.value for s in metric.collect()[0].samples if s.name.endswith(suffix)))
+
+
+def test_metrics_count_what_was_written_and_what_the_table_holds(node: Node) -> None:
+    put(node.store, ALLOW_FROM_CLIENT)
+    node.sync()
+    put(node.store, pod("far", {"role": "client"}, "node-2"))
+    node.sync()
+    metrics = node.manager.metrics
+    assert _sample(metrics.transactions, "_total") == len(node.transactions) == 3, "skeleton, policy, relabel"
+    assert _sample(metrics.operations, "_count") == 3
+    assert _sample(metrics.operations, "_sum") == sum(len(tx) for tx in node.transactions)
+    held = Counts.of(node.held())
+    objects = {s.labels["kind"]: s.value for s in metrics.objects.collect()[0].samples}
+    assert objects == {
+        "endpoint": 2,
+        "chain": held.chains,
+        "rule": held.rules,
+        "set": held.sets,
+        "element": held.elements,
+    }
+    assert _sample(metrics.update_duration, "_count") == 2, "two syncs wrote"

@@ -171,6 +171,10 @@ class NetpolModel:
     nodes: tuple[str, ...] = ("node-1", "node-2")
     pod_network: str = "10.244.0.0/16"
     node_network: str = "198.51.100.0/24"
+    # Where real pods are: (pod string, node, address) for every pod, and (node, address) for every
+    # node; empty for the model's own placement (round-robin) and node addresses.
+    placement: tuple[tuple[str, str, str], ...] = ()
+    node_addresses: tuple[tuple[str, str], ...] = ()
 
     def pod_strings(self) -> list[str]:
         return [f"{ns}/{pod}" for ns in self.namespaces for pod in self.pods]
@@ -178,6 +182,8 @@ class NetpolModel:
     @cached_property
     def _placement(self) -> dict[str, tuple[str, IPAddress]]:
         """Pod -> (node, address): round-robin over the nodes, node i's pods from the i-th /24 of the network."""
+        if self.placement:
+            return {pod: (node, ipaddress.ip_address(address)) for pod, node, address in self.placement}
         network = ipaddress.ip_network(self.pod_network)
         out: dict[str, tuple[str, IPAddress]] = {}
         for number, pod in enumerate(self.pod_strings()):
@@ -194,6 +200,8 @@ class NetpolModel:
         return self._placement[pod_string][1]
 
     def node_ip(self, node: str) -> IPAddress:
+        if self.node_addresses:
+            return ipaddress.ip_address(dict(self.node_addresses)[node])
         return ipaddress.ip_network(self.node_network)[10 + self.nodes.index(node)]
 
     def namespace_objects(self) -> list[k8s.Namespace]:

@@ -60,7 +60,9 @@ of each periodic resync, the time of the last step that applied a current
 snapshot without a failed write, the routes, neighbours, FDB entries and
 natOutgoing set elements the managers hold after each step, and this node's
 blocks' addresses used and free (read from the datastore when scraped: one
-read per block this node holds).
+read per block this node holds); and the policy manager's
+(:class:`~pycni.metrics.policy.PolicyMetrics`): transactions and their size,
+update duration, errors, and what the policy table holds.
 """
 
 from __future__ import annotations
@@ -92,6 +94,7 @@ from pycni.fabric.calico.syncer import ClusterState, Syncer
 from pycni.metrics.address import ListenAddress
 from pycni.metrics.agent import AgentMetrics
 from pycni.metrics.ipam import AddressUsage, IpamCollector
+from pycni.metrics.policy import PolicyMetrics
 from pycni.net import netns, sysctl
 from pycni.net.linkevents import LinkEvents
 from pycni.spec.errors import CNIError
@@ -269,7 +272,13 @@ class CalicoNode:
         sysctl.enable_forwarding(ipv4=True, ipv6=False)
         self.local = LocalNode(config.nodename, config.backend, host.interface if host is not None else "")
         self.dataplane = Dataplane(ipr)
-        self.policy = PolicyManager(self.store, config.nodename, felix_env=config.felix_env, on_ready=self._wake.set)
+        self.policy = PolicyManager(
+            self.store,
+            config.nodename,
+            felix_env=config.felix_env,
+            on_ready=self._wake.set,
+            metrics=PolicyMetrics(self.metrics.registry),
+        )
         self.policy.start()  # the fail-closed policy table first, whatever the networking backend
         self.routing = routing_for(config.backend, config.nodename, config.run_dir, config.router_id)
         self.syncer.start()

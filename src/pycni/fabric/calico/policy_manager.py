@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -43,6 +44,7 @@ from pycni.datastore import Datastore, KeyValue
 from pycni.fabric.calico.policy_state import PREFIXES, PolicyInputs, build, wanted
 from pycni.fabric.calico.policy_syncer import PolicyFollower
 from pycni.fabric.calico.resources import ResourceClient
+from pycni.metrics.policy import PolicyMetrics
 from pycni.nft import NftError, list_objects
 from pycni.nft.objects import Table, Transaction, create, diff
 from pycni.policy import nft_names, nft_render
@@ -116,6 +118,7 @@ class PolicyManager:
         holds: Holds = _kernel_holds,
         options: nft_render.Options | None = None,
         on_ready: Callable[[], None] = lambda: None,
+        metrics: PolicyMetrics | None = None,
     ) -> None:
         self.store = store
         self.nodename = nodename
@@ -124,6 +127,7 @@ class PolicyManager:
         self._apply = apply
         self._holds = holds
         self._on_ready = on_ready
+        self.metrics = metrics if metrics is not None else PolicyMetrics()
         self._decoder = ResourceClient(store)
         self._wake = threading.Event()
         self._stopping = threading.Event()
@@ -150,6 +154,7 @@ class PolicyManager:
 
     def sync(self, kvs: Iterable[KeyValue]) -> bool:
         """Bring the table in line with the keys given; whether a transaction was written."""
+        started = time.monotonic()
         inputs = build(kvs, self.nodename, self._decoder, self.felix_env)
         self._report(inputs.problems)
         table = render(inputs, self.options)
@@ -159,6 +164,8 @@ class PolicyManager:
         self._write(tx)
         before, self.table = self.table, table
         counts = Counts.of(table)
+        self.metrics.update_duration.observe(time.monotonic() - started)
+        self.metrics.holds(len(inputs.interfaces), counts.chains, counts.rules, counts.sets, counts.elements)
         if before is None or before.maps != table.maps:
             log.info(
                 "policy: %d local endpoint(s), %d chain(s), %d rule(s), %d set(s) (%d operation(s))",
@@ -186,6 +193,7 @@ class PolicyManager:
     def _write(self, tx: Transaction) -> None:
         self._apply(tx)
         self.writes += 1
+        self.metrics.written(len(tx))
 
     def _report(self, problems: dict[str, str]) -> None:
         for key, problem in sorted(problems.items()):
@@ -224,11 +232,13 @@ class PolicyManager:
                 self.sync(kvs)
             except (NftError, CNIError, OSError, ValueError) as exc:
                 log.error("policy: could not apply the policy table: %s; retrying in %g s", exc, self.retry)
+                self.metrics.errors.inc()
                 self.table = None  # the kernel's table is unknown now: the next write recreates it
                 failed = True
                 continue
             except Exception:  # a bug must not silently freeze policy: say so, and keep retrying
                 log.exception("policy: internal error while rendering or applying; retrying in %g s", self.retry)
+                self.metrics.errors.inc()
                 self.table = None  # the kernel's table is unknown now: the next write recreates it
                 failed = True
                 continue

@@ -1,0 +1,239 @@
+"""The conformance matrix on real pods: the netpol e2e scenarios on Calico and on Canal, over two nodes.
+
+Upstream's model (namespaces x, y, z x pods a, b, c, each serving TCP and UDP
+on 80 and 81) on two nodes in different underlay subnets, built once per
+fabric: **Calico** (``pycni calico-node`` with the seed's VXLANCrossSubnet
+pool, calico-ipam) and **Canal** (``pycni flanneld`` vxlan, the calico plugin
+with host-local on the Flannel subnet, ``pycni calico-node`` policy-only).
+Each scenario of :mod:`tests.support.netpol_scenarios` that probes TCP or UDP
+runs against both: policies and label changes go in with ``pycni calicoctl``,
+every cell (72 pairs per port and protocol) is probed for real and must equal
+upstream's expectation, which the evaluator (built from the same objects and
+the real addresses) must give too. Between scenarios the policies are deleted
+and labels restored, as upstream cleans its namespaces.
+
+``make test`` runs every scenario on Calico and a sample on Canal (the
+fabrics share the policy dataplane; Canal's difference is the path between
+nodes); ``PYCNI_NETPOL=all`` runs every scenario on both (``make conformance``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import socket
+import subprocess
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from pycni.net import netns
+from tests.support.calico_cluster import ETCD_IP, ETCD_URL, CalicoCluster, Node, wait_until
+from tests.support.canal_cluster import CanalCluster
+from tests.support.etcd import etcd_server
+from tests.support.metrics import scrape_unix, value
+from tests.support.netns import netns_pool, run
+from tests.support.netpol_scenarios import SCENARIOS, reachability
+from tests.support.netpol_world import RealWorld
+
+REAL = sorted(name for name, scenario in SCENARIOS.items() if not scenario.probes_sctp)
+CANAL_SAMPLE = {  # one of each kind: deny all, pod+namespace AND, named port, egress, ipBlock except, update, UDP
+    "02_default_deny_all",
+    "10_pod_selector_and_namespace_selector",
+    "17_ingress_on_one_named_port",
+    "22_ingress_from_updated_pod",
+    "28_deny_egress_on_the_client_side_even_if_the_server_allows",
+    "35_except_clause_of_an_egress_cidr_block",
+    "44_udp_ports",
+    "50_deny_all_but_dns_like_udp",
+}
+EVERYTHING = os.environ.get("PYCNI_NETPOL", "") == "all"
+
+
+def _world(kind: str, tmp: Path, pycni_bin: str, plugin_dir: str) -> Iterator[RealWorld]:
+    with netns_pool() as pool:
+        if kind == "calico":
+            cluster: CalicoCluster = CalicoCluster(pool, tmp, pycni_bin, plugin_dir, agent_args=("--backend", "vxlan"))
+        else:
+            cluster = CanalCluster(pool, tmp, pycni_bin, plugin_dir)
+        try:
+            with etcd_server(host=ETCD_IP, netns=cluster.underlay):
+                if isinstance(cluster, CanalCluster):
+                    cluster.put_network_config()
+                for subnet in (1, 2):  # across the router: the fabric's tunnel carries pod traffic
+                    cluster.add_node(subnet, extra=("--metrics-addr", f"unix:{metrics_socket(tmp, subnet)}"))
+                started = time.monotonic()
+                world = RealWorld(cluster)
+                print(f"{kind}: 9 pods made and serving in {time.monotonic() - started:.1f} s")
+                try:
+                    yield world
+                finally:
+                    world.close()
+        finally:
+            cluster.close()
+
+
+@pytest.fixture(scope="module")
+def calico_world(tmp_path_factory: pytest.TempPathFactory, pycni_plugin_dir: str) -> Iterator[RealWorld]:
+    yield from _world("calico", tmp_path_factory.mktemp("netpol-calico"), _pycni_bin(), pycni_plugin_dir)
+
+
+@pytest.fixture(scope="module")
+def canal_world(tmp_path_factory: pytest.TempPathFactory, pycni_plugin_dir: str) -> Iterator[RealWorld]:
+    yield from _world("canal", tmp_path_factory.mktemp("netpol-canal"), _pycni_bin(), pycni_plugin_dir)
+
+
+def metrics_socket(tmp: Path, index: int) -> Path:
+    return tmp / f"node{index}" / "metrics.sock"  # in the node's home (CalicoCluster makes it)
+
+
+def _pycni_bin() -> str:
+    import shutil
+    import sys
+
+    path = shutil.which("pycni", path=os.path.dirname(sys.executable))
+    assert path, "pycni is not installed in this interpreter's environment"
+    return path
+
+
+@pytest.mark.parametrize("name", REAL)
+def test_calico(calico_world: RealWorld, name: str) -> None:
+    calico_world.reset()
+    SCENARIOS[name].run(calico_world)
+
+
+@pytest.mark.parametrize("name", [n for n in REAL if EVERYTHING or n in CANAL_SAMPLE])
+def test_canal(canal_world: RealWorld, name: str) -> None:
+    canal_world.reset()
+    SCENARIOS[name].run(canal_world)
+
+
+def test_the_matrix_covers_the_issue() -> None:
+    assert len(REAL) >= 30
+    assert set(REAL) >= CANAL_SAMPLE
+
+
+@pytest.mark.parametrize(("fabric", "tunnel"), [("calico", "vxlan.calico"), ("canal", "flannel.1")])
+def test_pod_traffic_between_the_nodes_takes_the_fabrics_tunnel(
+    fabric: str, tunnel: str, request: pytest.FixtureRequest
+) -> None:
+    world: RealWorld = request.getfixturevalue(f"{fabric}_world")
+    world.reset()
+    node1, node2 = world.cluster.nodes
+    before = world.cluster.tx_packets(node1, tunnel), world.cluster.tx_packets(node2, tunnel)
+    world.validate(reachability(), 80)  # no policy: all 72 pairs connect, half of them across the nodes
+    after = world.cluster.tx_packets(node1, tunnel), world.cluster.tx_packets(node2, tunnel)
+    crossing = sum(1 for a in world.pods.values() for b in world.pods.values() if a.node is not b.node)
+    assert after[0] - before[0] >= crossing // 2 and after[1] - before[1] >= crossing // 2, (before, after)
+
+
+UPDATER = """
+import json, sys, tempfile, time
+from pycni.cli.calicoctl import main
+for index in range(int(sys.argv[1])):
+    document = {
+        "apiVersion": "networking.k8s.io/v1",
+        "kind": "NetworkPolicy",
+        "metadata": {"name": "stream-target", "namespace": "y"},
+        "spec": {
+            "podSelector": {"matchLabels": {"pod": "a"}},
+            "ingress": [
+                {"ports": [{"port": 8080}]},
+                {"from": [{"podSelector": {}}], "ports": [{"port": 9000 + index}]},
+            ],
+        },
+    }
+    with tempfile.NamedTemporaryFile("w", suffix=".json") as manifest:
+        json.dump(document, manifest)
+        manifest.flush()
+        assert main(["apply", "-f", manifest.name]) == 0
+    time.sleep(0.02)
+"""
+
+
+def test_a_long_lived_tcp_stream_survives_100_policy_updates(calico_world: RealWorld) -> None:
+    """Upstream's model pods x/a -> y/a (on the other node); y/a's ingress chain is rewritten 100 times."""
+    world = calico_world
+    world.reset()
+    client_pod, server_pod = world.pods["x/a"], world.pods["y/a"]
+    assert client_pod.node is not server_pod.node
+    stream = EchoStream(world.namespace_of["x/a"], world.namespace_of["y/a"], server_pod.ip, 8080)
+    try:
+        python = os.path.join(os.path.dirname(world.cluster.pycni_bin), "python")
+        env = {**os.environ, "DATASTORE_TYPE": "etcdv3", "ETCD_ENDPOINTS": ETCD_URL}
+        argv = ["ip", "netns", "exec", world.cluster.underlay, python, "-c", UPDATER, "100"]
+        updater = subprocess.Popen(argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        node = server_pod.node
+        transactions = _transactions(world, node)
+        sent = 0
+        while updater.poll() is None:
+            stream.round_trip(f"message {sent}")
+            sent += 1
+            time.sleep(0.005)
+        _, errors = updater.communicate()
+        assert updater.returncode == 0, errors
+        wait_until(lambda: "9099" in _policy_table(node.ns), within=10, what="the last update in the kernel")
+        written = _transactions(world, node) - transactions
+        print(f"{sent} round trips across {written:.0f} policy transactions on the server's node")
+        assert written >= 20, "the updates reached the kernel as many transactions, not one at the end"
+        for _ in range(20):  # and after the last one
+            stream.round_trip(f"message {sent}")
+            sent += 1
+        assert sent > 100, sent
+    finally:
+        stream.close()
+        target = {"apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy"}
+        world.cluster.calicoctl(
+            "delete", "-f", "-", stdin=json.dumps({**target, "metadata": {"name": "stream-target", "namespace": "y"}})
+        )
+
+
+def _transactions(world: RealWorld, node: Node) -> float:
+    found = value(scrape_unix(str(metrics_socket(world.cluster.tmp, node.index))), "pycni_policy_transactions_total")
+    assert found is not None, "calico-node serves its policy metrics"
+    return found
+
+
+def _policy_table(ns: str) -> str:
+    return run("nft", "list", "table", "inet", "pycni-policy", netns=ns).stdout
+
+
+class EchoStream:
+    """One TCP connection from ``client_ns`` to a server in ``server_ns`` that echoes each line."""
+
+    def __init__(self, client_ns: str, server_ns: str, address: str, port: int) -> None:
+        with netns.entered(server_ns):
+            self.listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self.listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self.listener.bind(("0.0.0.0", port))
+        self.listener.listen(1)
+        with netns.entered(client_ns):
+            self.client = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self.client.settimeout(5)
+        self.client.connect((address, port))
+        self.accepted, _ = self.listener.accept()
+        self.accepted.settimeout(5)
+        self.echo = threading.Thread(target=self._echo, daemon=True)
+        self.echo.start()
+        self.reader = self.client.makefile("r")
+
+    def _echo(self) -> None:
+        with contextlib.suppress(OSError):
+            while data := self.accepted.recv(4096):
+                self.accepted.sendall(data)
+
+    def round_trip(self, line: str) -> None:
+        self.client.sendall(f"{line}\n".encode())
+        assert self.reader.readline() == f"{line}\n", f"the stream broke at {line!r}"
+
+    def close(self) -> None:
+        for sock in (self.client, self.accepted, self.listener):
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)
+            sock.close()
+        self.reader.close()
+        self.echo.join(5)
