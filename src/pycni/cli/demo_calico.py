@@ -52,6 +52,7 @@ NETWORK = "k8s-pod-network"
 NODES = 4
 AGENT_READY_WITHIN = 60.0  # four Python agents starting at once on a loaded 2-CPU machine
 MESH_WITHIN = 30.0  # BIRD: connect delay 2 s, connect retry 5 s
+PICTURES_ENV = "PYCNI_DEMO_PICTURES"  # a directory: the case draws its cluster there (make pictures)
 
 # The seed article's calico-custom-resources.yaml (its operator Installation), verbatim.
 SEED_INSTALLATION = """\
@@ -186,6 +187,7 @@ class CalicoDemo:
         self.add_pods()
         self.show_routes()
         self.fetch_pages()
+        self.draw_picture()
         self.nat_outgoing()
         self.remove_pods_and_agents()
 
@@ -461,6 +463,20 @@ class CalicoDemo:
             raise DemoFailed(f"VXLANCrossSubnet did not encapsulate only the cross-subnet fetch: {sent}")
         pairs = NODES * (NODES - 1)
         print(f"(and all {pairs} pod-to-pod pairs fetched each other's pages)")
+
+    def draw_picture(self) -> None:
+        """With ``$PYCNI_DEMO_PICTURES=DIR`` (``make pictures``), ``pycni inspect --calico --svg DIR/calico.svg``
+        from node 1, with its BIRD's sessions."""
+        directory = os.environ.get(PICTURES_ENV)
+        if not directory:
+            return
+        os.makedirs(directory, exist_ok=True)
+        target = os.path.join(os.path.abspath(directory), "calico.svg")
+        node1 = self.nodes[0]
+        say(f"A picture of the cluster, as {node1.nodename} sees it ({PICTURES_ENV})")
+        argv = ["inspect", "--calico", "--store", self.store, "--bird-socket", node1.bird_socket, "--svg", target]
+        print(f"[{node1.ns}] $ pycni {' '.join(argv)}", flush=True)
+        print(sh([*self.pycni, *argv], netns=node1.ns, env=self.agent_env(), show=False).stdout.rstrip(), flush=True)
 
     def everyone_reaches(self) -> bool:
         pairs = [(a, b) for a in self.nodes for b in self.nodes if a is not b]

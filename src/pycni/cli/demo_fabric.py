@@ -21,6 +21,7 @@ from pycni.cli.demo import DemoFailed, remove_namespaces, say, sh
 
 UNDERLAY = "pycni-demo-underlay"
 UNDERLAY_GATEWAY = "192.168.124.1"
+PICTURES_ENV = "PYCNI_DEMO_PICTURES"  # a directory: the case draws its cluster there (make pictures)
 
 # The article's ConfigMap kube-flannel-cfg, verbatim.
 NET_CONF = {"Network": "10.244.0.0/16", "Backend": {"Type": "vxlan"}}
@@ -99,6 +100,7 @@ class FabricDemo:
         sh(["ip", "route", "show"], netns=node1.name)
         say("Every node's lease, and node 1's routes, neighbours and FDB (pycni inspect)")
         sh([*self.pycni, "inspect", "--store-path", self.store], netns=node1.name)
+        self.draw_picture()
         first, second = self.nodes
         say(f"From pod 1 ({first.pod_ip}), fetch pod 2's page ({second.pod_ip}) across the vxlan overlay, and back")
         self.fetch(first.pod, f"http://{second.pod_ip}/", second.page)
@@ -115,6 +117,20 @@ class FabricDemo:
             print(f"{node.name} pod veths left behind: {left}")
             if left:
                 raise DemoFailed(f"DEL left veths on {node.name}: {left}")
+
+    def draw_picture(self) -> None:
+        """With ``$PYCNI_DEMO_PICTURES=DIR`` (``make pictures``), ``pycni inspect --svg DIR/flannel.svg`` from node 1.
+
+        Both nodes' result caches are read, so the picture has every pod of the demo.
+        """
+        directory = os.environ.get(PICTURES_ENV)
+        if not directory:
+            return
+        os.makedirs(directory, exist_ok=True)
+        target = os.path.join(os.path.abspath(directory), "flannel.svg")
+        caches = [arg for node in self.nodes for arg in ("--cni-cache-dir", os.path.join(node.home, "cache"))]
+        say(f"A picture of the cluster, as node 1 sees it ({PICTURES_ENV})")
+        sh([*self.pycni, "inspect", "--store-path", self.store, *caches, "--svg", target], netns=self.nodes[0].name)
 
     def build_underlay(self) -> None:
         say("Case 3 set-up: two nodes on one underlay network (192.168.124.0/24)")

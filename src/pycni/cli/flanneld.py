@@ -15,6 +15,7 @@ import subprocess
 import time
 from typing import Any
 
+from pycni.cli import inspect as inspect_picture
 from pycni.cli import logs
 from pycni.fabric.flannel import defaults
 from pycni.metrics.address import METRICS_ADDR_HELP, metrics_address
@@ -140,9 +141,13 @@ def add_parsers(sub: Any) -> None:
     )
     agent.set_defaults(func=cmd_flanneld)
 
-    inspect = sub.add_parser("inspect", help="show the network config, every node's lease and this node's routes")
+    inspect = sub.add_parser(
+        "inspect",
+        help="show the network config, every node's lease and this node's routes; --svg/--png: draw the network",
+    )
     _store_args(inspect)
     inspect.add_argument("--json", action="store_true", help="machine-readable output")
+    inspect_picture.add_arguments(inspect)
     inspect.set_defaults(func=cmd_inspect)
 
 
@@ -171,6 +176,8 @@ def cmd_flanneld(opts: argparse.Namespace) -> int:
 
 
 def cmd_inspect(opts: argparse.Namespace) -> int:
+    if inspect_picture.wants_picture(opts):
+        return inspect_picture.cmd_picture(opts)
     from pycni.fabric.flannel.agent import lease_summary
     from pycni.fabric.flannel.leases import open_lease_store
     from pycni.fabric.flannel.model import NetworkConfig
