@@ -259,13 +259,21 @@ def wrap(text: str, width: float, size: float = BODY, indent: str = "  ") -> lis
     return [fit(line, width, size) for line in lines]
 
 
+def _indented(x: float, y: float, line: str, role: str, full: str) -> Text:
+    """A wrapped line: SVG collapses leading spaces, so a continuation's indent is moved into ``x``."""
+    text = line.lstrip(" ")
+    return Text(
+        x + text_width(line[: len(line) - len(text)]), y, text, role, full=full if text.endswith("\u2026") else ""
+    )
+
+
 def _header(picture: Picture, width: float) -> tuple[list[Text], float]:
     texts = [Text(MARGIN, MARGIN + TITLE, fit(picture.title, width - 2 * MARGIN, TITLE), "title", full=picture.title)]
     y = MARGIN + TITLE + 8
     for fact in picture.facts:
         for line in wrap(fact, width - 2 * MARGIN):
             y += LINE + 1
-            texts.append(Text(MARGIN, y, line, "fact", full=fact if line.endswith("\u2026") else ""))
+            texts.append(_indented(MARGIN, y, line, "fact", fact))
     return texts, y
 
 
@@ -307,14 +315,7 @@ def layout(picture: Picture) -> Layout:
     band = wrap(picture.overlay, width - 2 * MARGIN - 24)
     overlay = Box(MARGIN, y, width - 2 * MARGIN, 12 + (LINE + 1) * len(band))
     overlay_text = tuple(
-        Text(
-            MARGIN + 12,
-            y + 20 + (LINE + 1) * i,
-            line,
-            "overlay",
-            full=picture.overlay if line.endswith("\u2026") else "",
-        )
-        for i, line in enumerate(band)
+        _indented(MARGIN + 12, y + 20 + (LINE + 1) * i, line, "overlay", picture.overlay) for i, line in enumerate(band)
     )
     y = overlay.bottom + 30
     lines: list[Line] = []
