@@ -4,13 +4,17 @@
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: setup demo test lint unit integration e2e bench bench-fabric bench-calico reliability campaign-sigkill campaign-corruption campaign-fuzz campaign-properties campaign-concurrency campaign-soak campaign-restarts clean
+.PHONY: setup demo pictures test lint unit integration e2e bench bench-fabric bench-calico reliability campaign-sigkill campaign-corruption campaign-fuzz campaign-properties campaign-concurrency campaign-soak campaign-restarts clean
 
 setup:
 	@scripts/setup.sh
 
 demo: setup
 	$(BIN)/pycni demo
+
+# The README's pictures: the demo draws its Flannel and Calico clusters (pycni inspect --svg) before it tears them down.
+pictures: setup
+	PYCNI_DEMO_PICTURES=$(CURDIR)/docs/pictures $(BIN)/pycni demo
 
 lint: setup
 	$(BIN)/ruff check src tests examples benchmarks

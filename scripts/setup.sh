@@ -10,7 +10,7 @@ cd "$(dirname "$0")/.."
 # etcd for the pod network's leases and etcdctl to inspect them, iputils ping for
 # DF-bit probes: busybox ping has no -M), BIRD 2 for the Calico-style fabric's BGP, systemd for
 # systemd-socket-activate (the daemon's socket-activation test).
-PACKAGES="python3 python3-venv iproute2 nftables iptables containernetworking-plugins busybox-static curl iperf3 procps dnsmasq-base podman runc uidmap iputils-ping etcd-server etcd-client bird2 systemd"
+PACKAGES="python3 python3-venv iproute2 nftables iptables containernetworking-plugins busybox-static curl iperf3 procps dnsmasq-base podman runc uidmap iputils-ping etcd-server etcd-client bird2 systemd librsvg2-bin"
 
 missing=""
 for pkg in $PACKAGES; do

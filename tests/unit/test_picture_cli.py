@@ -76,3 +76,31 @@ def test_calico_without_a_datastore_or_without_nodes(
     code, err = run(capsys, "--calico", "--store", str(missing), "--svg", str(tmp_path / "net.svg"))
     assert code == 1 and f"no Calico Node in the embedded store {missing}" in err
     assert not (tmp_path / "net.svg").exists()
+
+
+def test_the_text_summary_has_every_node_block_pod_and_badge() -> None:
+    from pycni.cli.inspect import summary
+    from pycni.picture.model import Badge, Node, Picture, Pod, State, Subnet
+
+    node = Node(
+        "node1",
+        "198.51.100.11",
+        subnets=(Subnet("10.244.1.0/26", "block", "1/64 used"),),
+        pods=(Pod("default/web", ("10.244.1.1",)),),
+        details=("vxlan.calico 10.244.1.0",),
+        badges=(Badge("BGP 1/1 Established", State.OK),),
+        local=True,
+    )
+    text = summary(Picture("Calico network 10.244.0.0/16", "overlay: x", ("fact",), (node, Node("node2"))))
+    assert text.splitlines() == [
+        "Calico network 10.244.0.0/16",
+        "overlay: x",
+        "fact",
+        "",
+        "node1  (this node)  198.51.100.11",
+        "  vxlan.calico 10.244.1.0",
+        "  block 10.244.1.0/26  1/64 used",
+        "  pod default/web  10.244.1.1",
+        "  [ok] BGP 1/1 Established",
+        "node2",
+    ]

@@ -86,7 +86,7 @@ def test_flannel_vxlan_peers_are_judged_by_route_neighbour_and_fdb() -> None:
     assert {n.segment for n in picture.nodes} == {"198.51.100.0/24"}
     assert badges(me) == {"flannel.1 up": State.OK, "lease 24.0 h": State.OK}
     assert "flannel.1 MTU 1450" in me.details and f"VTEP {MACS[11]}" in me.details
-    assert badges(good) == {"vxlan ok": State.OK, "lease 0.2 h": State.WARN}  # renewals are failing
+    assert badges(good) == {"vxlan ok": State.OK, "lease 10 min": State.WARN}  # renewals are failing
     assert badges(bad) == {"no route/neighbour/fdb": State.FAIL, "lease 24.0 h": State.OK}
     assert [(p.name, p.addresses) for p in me.pods] == [("default/web", ("10.244.11.2",))]
     assert [(p.name, p.addresses) for p in good.pods] == [("c2-ns", ("10.244.12.7",))]
@@ -100,6 +100,7 @@ def test_flannel_vxlan_peers_are_judged_by_route_neighbour_and_fdb() -> None:
     assert picture.title == "Flannel network 10.244.0.0/16"
     assert "VXLAN VNI 1, UDP port 8472" in picture.overlay and "(3)" in picture.overlay
     assert any("revision 42" in fact and "seen from 198.51.100.11" in fact for fact in picture.facts)
+    assert "1 node(s) with something down or missing: 198.51.100.13; 1 degraded: 198.51.100.12" in picture.facts
 
 
 def test_flannel_host_gw_needs_a_route_via_the_peer_and_a_stale_fdb_entry_counts_as_missing() -> None:
@@ -215,6 +216,7 @@ def test_calico_nodes_blocks_pods_and_this_nodes_bgp_sessions_and_routes() -> No
     }
     assert "VXLAN CrossSubnet (VNI 4096, UDP 4789) natOutgoing" in picture.overlay
     assert "BGP full mesh (AS 64512, 3 sessions)" in picture.overlay
+    assert "3 node(s) with something down or missing: node1, node3, gone" in picture.facts
     assert picture.title == "Calico network 10.244.0.0/16"
 
 

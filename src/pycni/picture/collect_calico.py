@@ -35,7 +35,18 @@ from pycni.fabric.calico.resource import Resource
 from pycni.fabric.calico.resources import ResourceClient
 from pycni.picture import kernel as kernel_state
 from pycni.picture.kernel import KernelState
-from pycni.picture.model import Badge, Link, Node, Picture, PictureError, Pod, State, Subnet, natural_key
+from pycni.picture.model import (
+    Badge,
+    Link,
+    Node,
+    Picture,
+    PictureError,
+    Pod,
+    State,
+    Subnet,
+    natural_key,
+    problems_fact,
+)
 from pycni.spec.errors import CNIError
 
 VXLAN_DEVICE = "vxlan.calico"
@@ -258,6 +269,7 @@ def build(sources: Sources) -> Picture:
         f"{len(sources.nodes)} node(s) \u00b7 {len(sources.blocks)} IPAM block(s) \u00b7 {pods} pod(s) "
         f"(WorkloadEndpoints) \u00b7 {sources.store}, revision {sources.revision}",
         _seen_from(local, sources),
+        problems_fact(nodes),
     ]
     if orphans:
         facts.append(f"blocks affine to no Node: {', '.join(orphans)}")

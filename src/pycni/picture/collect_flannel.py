@@ -25,7 +25,7 @@ from pycni.fabric.flannel.leases import LeaseStore
 from pycni.fabric.flannel.model import Lease, NetworkConfig
 from pycni.picture import kernel as kernel_state
 from pycni.picture.kernel import KernelState
-from pycni.picture.model import Badge, Link, Node, Picture, Pod, State, Subnet, natural_key
+from pycni.picture.model import Badge, Link, Node, Picture, Pod, State, Subnet, natural_key, problems_fact
 from pycni.runtime.cache import Attachment, ResultCache
 from pycni.spec.jsonutil import get_key
 
@@ -106,10 +106,10 @@ def _lease_badge(lease: Lease, now: float) -> Badge:
     left = lease.expiration - now
     if left <= 0:
         return Badge("lease expired", State.FAIL)
-    hours = f"lease {left / 3600:.1f} h"
     if left < RENEW_MARGIN:
-        return Badge(hours, State.WARN, "the agent renews an hour before expiry: its renewals are failing")
-    return Badge(hours, State.OK, "time left on the lease")
+        text = f"lease {left / 60:.0f} min"
+        return Badge(text, State.WARN, "the agent renews an hour before expiry: its renewals are failing")
+    return Badge(f"lease {left / 3600:.1f} h", State.OK, "time left on the lease")
 
 
 def _path_badge(config: NetworkConfig, lease: Lease, kernel: KernelState) -> Badge:
@@ -241,6 +241,7 @@ def build(sources: Sources) -> Picture:
         f"backend {config.backend_type} \u00b7 subnets /{config.subnet_len} \u00b7 {len(nodes)} node(s) "
         f"\u00b7 {pods} pod(s) \u00b7 nodes named by their lease's PublicIP",
         seen_from,
+        problems_fact(nodes),
         f"pods: the CNI result cache ({', '.join(sources.cache_dirs) or 'none read'}); Flannel keeps no registry of "
         "pods, so a node's pods are known only from its own cache",
     )

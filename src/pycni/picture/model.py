@@ -125,6 +125,20 @@ class Picture:
         }
 
 
+def problems_fact(nodes: tuple[Node, ...] | list[Node]) -> str:
+    """One header line naming the nodes with a failed or degraded badge: at 30 nodes the eye needs a start."""
+    failed = [n.name for n in nodes if any(b.state is State.FAIL for b in n.badges)]
+    degraded = [n.name for n in nodes if n.name not in failed and any(b.state is State.WARN for b in n.badges)]
+    if not failed and not degraded:
+        return "no problem seen: every badge is ok or not visible from this node"
+    parts = []
+    if failed:
+        parts.append(f"{len(failed)} node(s) with something down or missing: {', '.join(failed)}")
+    if degraded:
+        parts.append(f"{len(degraded)} degraded: {', '.join(degraded)}")
+    return "; ".join(parts)
+
+
 def natural_key(text: str) -> tuple[tuple[int, int, str], ...]:
     """``node2`` before ``node10``, ``10.0.0.9`` before ``10.0.0.10``: digits compare as numbers."""
     parts: list[tuple[int, int, str]] = []
