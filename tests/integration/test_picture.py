@@ -1,20 +1,28 @@
-"""``pycni inspect --svg`` of a real two-node Flannel cluster: every node and pod is in the picture, as node 1 sees it.
+"""``pycni inspect --svg`` of real clusters: every node and pod is in the picture, with node 1's view of its peers.
 
-Two node namespaces run ``pycni flanneld`` (vxlan) on one embedded store (a
-sqlite file, ``--store-path``), a pod on each through the flannel CNI plugin;
-the command runs inside node 1 as a user runs it there, and the SVG it writes
-is parsed back.
+Flannel: two node namespaces run ``pycni flanneld`` (vxlan) on one embedded
+store (a sqlite file, ``--store-path``), pods through the flannel CNI plugin.
+Calico: three nodes in two subnets run ``pycni calico-node`` with BIRD on etcd
+(the seed's VXLANCrossSubnet pool), a pod each through the calico plugin. The
+command runs inside node 1 as a user runs it there, and the SVG it writes is
+parsed back.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 import time
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
+import pytest
+
+from pycni.fabric.calico.bird import BIRD
+from tests.support.calico_cluster import ETCD_IP, ETCD_URL, CalicoCluster
+from tests.support.etcd import etcd_server
 from tests.support.fabric import Cluster, Node
 from tests.support.netns import NetnsPool, run
 
@@ -86,5 +94,56 @@ def test_inspect_svg_draws_every_node_and_pod_of_a_real_flannel_cluster(
             done = inspect(pycni_bin, node1, "--store-path", str(store), "--png", str(tmp_path / "net.png"))
             assert done.returncode == 0, done.stderr
             assert (tmp_path / "net.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    finally:
+        cluster.close()
+
+
+@pytest.mark.skipif(not os.access(BIRD, os.X_OK), reason="BIRD 2 is not installed (apt-get install bird2)")
+def test_inspect_calico_svg_draws_every_node_block_and_pod_with_this_nodes_bgp_sessions(
+    netns: NetnsPool, tmp_path: Path, pycni_bin: str, pycni_plugin_dir: str
+) -> None:
+    cluster = CalicoCluster(netns, tmp_path, pycni_bin, pycni_plugin_dir, agent_args=("--backend", "bird"))
+    try:
+        with etcd_server(host=ETCD_IP, netns=cluster.underlay):
+            node1, node2, node3 = cluster.add_node(1), cluster.add_node(1), cluster.add_node(2)
+            pods = [cluster.add_pod(node, serve=False) for node in (node1, node2, node3)]
+            bird = str(node1.run_dir / "bird.ctl")
+            argv = ["--calico", "--etcd-endpoints", ETCD_URL, "--bird-socket", bird]
+
+            def badges() -> dict[str, list[str]]:
+                done = run("ip", "netns", "exec", node1.ns, pycni_bin, "inspect", *argv, "--json", check=False)
+                assert done.returncode == 0, done.stderr
+                nodes = json.loads(done.stdout)["nodes"]
+                return {n["name"]: [f"{b['state']} {b['text']}" for b in n["badges"]] for n in nodes}
+
+            want = {
+                "node1": ["ok BGP 2/2 Established", "ok vxlan.calico up"],
+                "node2": ["ok BGP Established", f"ok route BGP via {node2.address}"],  # same subnet: BIRD's route
+                "node3": ["ok BGP Established", "ok route vxlan"],  # across the router: the agent's VXLAN route
+            }
+            deadline = time.monotonic() + 40
+            while (seen := badges()) != want:
+                assert time.monotonic() < deadline, seen
+                time.sleep(0.5)
+
+            out = tmp_path / "calico.svg"
+            done = run("ip", "netns", "exec", node1.ns, pycni_bin, "inspect", *argv, "--svg", str(out), check=False)
+            assert done.returncode == 0, done.stderr
+            assert done.stdout.strip() == f"wrote {out} (3 node(s), 3 pod(s))"
+            root = ET.fromstring(out.read_text())
+            names = {g.get("data-node") for g in root.iterfind(".//svg:g[@class='node']", NS)}
+            assert names == {"node1", "node2", "node3"}
+            for pod in pods:
+                block = ".".join(pod.ip.split(".")[:3])
+                assert pod.ip in card(root, pod.node.nodename) and f"block {block}." in card(root, pod.node.nodename)
+                assert pod.name in card(root, pod.node.nodename)
+            assert "this node" in card(root, "node1")
+            links = {
+                frozenset((g.get("data-a"), g.get("data-b"))) for g in root.iterfind(".//svg:g[@class='link']", NS)
+            }
+            assert links == {frozenset(pair) for pair in (("node1", "node2"), ("node1", "node3"), ("node2", "node3"))}
+            text = texts(root)
+            assert "underlay 198.51.100.0/24" in text and "underlay 203.0.113.0/24" in text
+            assert "VXLAN CrossSubnet" in text and "BGP full mesh" in text
     finally:
         cluster.close()
