@@ -26,7 +26,8 @@ Everything runs in namespaces this script makes and removes, with a real etcd
    until every node routes every other node's block (``proto bird``), and the
    BIRD sessions each design needs.
 
-Results are printed as Markdown (for BENCHMARKS.md) and as JSON (--json).
+Results are printed as Markdown (for BENCHMARKS.md) and as JSON (--json);
+progress (a bar per part on a terminal, a few lines otherwise) goes to stderr.
 """
 
 from __future__ import annotations
@@ -53,6 +54,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from tests.support.calico_cluster import SEED_INSTALLATION, CalicoCluster, Node, Pod
 from tests.support.etcd import etcd_server
 from tests.support.netns import NetnsPool, netns_pool, run
+from tests.support.progress import Progress, progress
 
 from pycni.cli.install import install
 from pycni.net.netns import entered
@@ -66,6 +68,7 @@ SQLITE_POOL = "10.245.0.0/16"
 MODES: dict[str, tuple[str, ...]] = {"pinned": ("-A", "0,1"), "unpinned": ()}
 NONE_INSTALLATION = SEED_INSTALLATION.replace("encapsulation: VXLANCrossSubnet", "encapsulation: None")
 VXLAN_INSTALLATION = SEED_INSTALLATION.replace("encapsulation: VXLANCrossSubnet", "encapsulation: VXLAN")
+PART_LINES = 5  # plain progress lines per part: four parts, about twenty lines in a log
 
 
 def pycni_bin() -> str:
@@ -205,20 +208,24 @@ def ipam_rate(node: Node1, etcd_url: str, count: int, cold_count: int) -> dict[s
     confs = ipam_confs(node, etcd_url)
     adds: dict[str, list[float]] = {name: [] for name in confs}
     dels: dict[str, list[float]] = {name: [] for name in confs}
-    for i in range(count + 2):  # two warm-up rounds, not counted
-        for name, (plugin, mode, conf) in confs.items():
-            if mode == "cold" and i >= cold_count + 2:
-                continue
-            elapsed = call_ipam(node, plugin, mode, conf, "ADD", f"alloc-{i}")
-            if i >= 2:
-                adds[name].append(elapsed)
-    for i in range(count + 2):
-        for name, (plugin, mode, conf) in confs.items():
-            if mode == "cold" and i >= cold_count + 2:
-                continue
-            elapsed = call_ipam(node, plugin, mode, conf, "DEL", f"alloc-{i}")
-            if i >= 2:
-                dels[name].append(elapsed)
+    calls = 2 * sum(min(count, cold_count) + 2 if mode == "cold" else count + 2 for _, mode, _ in confs.values())
+    with progress("calico_bench IPAM", total=calls, unit="call", lines=PART_LINES) as bar:
+        for i in range(count + 2):  # two warm-up rounds, not counted
+            for name, (plugin, mode, conf) in confs.items():
+                if mode == "cold" and i >= cold_count + 2:
+                    continue
+                elapsed = call_ipam(node, plugin, mode, conf, "ADD", f"alloc-{i}")
+                if i >= 2:
+                    adds[name].append(elapsed)
+                bar.advance(detail=f"ADD {i + 1}: {name} {elapsed:.0f} ms")
+        for i in range(count + 2):
+            for name, (plugin, mode, conf) in confs.items():
+                if mode == "cold" and i >= cold_count + 2:
+                    continue
+                elapsed = call_ipam(node, plugin, mode, conf, "DEL", f"alloc-{i}")
+                if i >= 2:
+                    dels[name].append(elapsed)
+                bar.advance(detail=f"DEL {i + 1}: {name} {elapsed:.0f} ms")
     return {
         name: {
             "allocations": len(adds[name]),
@@ -284,16 +291,20 @@ def pod_latency(node: Node1, etcd_url: str, runs: int) -> dict[str, float]:
         with node.mode_env(mode):
             runtime(mode).add(network, residents[name])
     try:
-        for run_index in range(runs + 2):  # two warm-up rounds, not counted
-            for name, (mode, network) in networks.items():
-                rt = RuntimeConf(f"bench-{run_index}-{uuid.uuid4().hex[:6]}", netns, "eth0")
-                with node.mode_env(mode):
-                    start = time.perf_counter()
-                    runtime(mode).add(network, rt)
-                    runtime(mode).delete(network, rt)
-                    elapsed = (time.perf_counter() - start) * 1000
-                if run_index >= 2:
-                    samples[name].append(elapsed)
+        with progress(
+            "calico_bench pod latency", total=(runs + 2) * len(networks), unit="run", lines=PART_LINES
+        ) as bar:
+            for run_index in range(runs + 2):  # two warm-up rounds, not counted
+                for name, (mode, network) in networks.items():
+                    rt = RuntimeConf(f"bench-{run_index}-{uuid.uuid4().hex[:6]}", netns, "eth0")
+                    with node.mode_env(mode):
+                        start = time.perf_counter()
+                        runtime(mode).add(network, rt)
+                        runtime(mode).delete(network, rt)
+                        elapsed = (time.perf_counter() - start) * 1000
+                    if run_index >= 2:
+                        samples[name].append(elapsed)
+                    bar.advance(detail=f"run {run_index + 1}/{runs + 2}: {name} {elapsed:.0f} ms")
     finally:
         for name, (mode, network) in networks.items():
             with node.mode_env(mode):
@@ -343,7 +354,7 @@ def block_of(pod: Pod) -> str:
     return f"{base}.{int(last) // 64 * 64}/26"
 
 
-def throughput(work: Path, encapsulation: str, seconds: int, repeats: int) -> dict[str, Any]:
+def throughput(work: Path, encapsulation: str, seconds: int, repeats: int, bar: Progress) -> dict[str, Any]:
     """Pod to pod across two same-subnet nodes vs node to node, alternating; one cluster per encapsulation."""
     installation = NONE_INSTALLATION if encapsulation == "None" else VXLAN_INSTALLATION
     backend = "bird" if encapsulation == "None" else "vxlan"
@@ -372,9 +383,11 @@ def throughput(work: Path, encapsulation: str, seconds: int, repeats: int) -> di
                 results["pod_mtu"] = int(a.mtu_file.read_text())
                 for mode, extra in MODES.items():
                     underlay, pods = [], []
-                    for _ in range(repeats):
+                    for repeat in range(repeats):
                         underlay.append(iperf(a.ns, b.ns, b.address, seconds, extra))
+                        bar.advance(detail=f"{encapsulation} {mode} {repeat + 1}/{repeats}: node to node")
                         pods.append(iperf(pa.name, pb.name, pb.ip, seconds, extra))
+                        bar.advance(detail=f"{encapsulation} {mode} {repeat + 1}/{repeats}: pod to pod")
                     u, p = statistics.median(underlay), statistics.median(pods)
                     results[mode] = {"underlay_bps": u, "pod_bps": p, "ratio": p / u}
         finally:
@@ -451,7 +464,12 @@ def bird_rss_kib(nodes: list[Node]) -> int:
     return total
 
 
-def route_mesh(work: Path, count: int, design: str, timeout: float = 300) -> dict[str, Any]:
+def route_mesh(work: Path, count: int, design: str, bar: Progress, timeout: float = 300) -> dict[str, Any]:
+    """Steps of ``bar`` (``2 * count + 1``): each node made, each agent ready, then every route there.
+
+    Readiness is read from the agents' logs, cheaply; routes are asked of BIRD only as before
+    (until the first node that lacks one), so the progress adds no load to what is timed.
+    """
     home = work / f"mesh-{design}"
     home.mkdir()
     with netns_pool("cmesh") as pool:
@@ -463,7 +481,10 @@ def route_mesh(work: Path, count: int, design: str, timeout: float = 300) -> dic
             with etcd_server(host="198.51.100.1", netns=cluster.underlay):
                 if design == "route reflector":
                     cluster.calicoctl("apply", "-f", "-", stdin=RR_RESOURCES)
-                nodes = [cluster.add_node(1, start=False) for _ in range(count)]
+                nodes: list[Node] = []
+                for index in range(count):
+                    nodes.append(cluster.add_node(1, start=False))
+                    bar.advance(detail=f"{design}: node {index + 1}/{count} made")
                 env = {**os.environ, **cluster.env}
                 started = time.monotonic()
                 for node in nodes:
@@ -473,12 +494,18 @@ def route_mesh(work: Path, count: int, design: str, timeout: float = 300) -> dic
                     )
                     handle.close()
                 ready = converged = None
+                agents_seen = 0
                 while True:
                     now = time.monotonic() - started
-                    if ready is None and all("calico-node: ready" in n.log.read_text() for n in nodes):
-                        ready = now
+                    if ready is None:
+                        agents = sum("calico-node: ready" in n.log.read_text() for n in nodes)
+                        bar.advance(max(0, agents - agents_seen), detail=f"{design}: {agents}/{count} agents ready")
+                        agents_seen = max(agents, agents_seen)
+                        if agents == count:
+                            ready = now
                     if ready is not None and all(bird_routes(n) >= count - 1 for n in nodes):
                         converged = time.monotonic() - started
+                        bar.advance(detail=f"{design}: every node routes every block")
                         break
                     dead = [n.nodename for n in nodes if n.agent is not None and n.agent.poll() is not None]
                     if dead or now > timeout:
@@ -610,14 +637,20 @@ def main() -> int:
             timings["node"] = time.monotonic() - start
         if opts.part in ("all", "throughput"):
             start = time.monotonic()
-            data["throughput"] = {
-                encapsulation: throughput(work, encapsulation, opts.seconds, opts.repeats)
-                for encapsulation in ("None", "VXLAN")
-            }
+            encapsulations = ("None", "VXLAN")
+            runs = len(encapsulations) * len(MODES) * opts.repeats * 2
+            with progress("calico_bench throughput", total=runs, unit="iperf3", lines=PART_LINES) as bar:
+                data["throughput"] = {
+                    encapsulation: throughput(work, encapsulation, opts.seconds, opts.repeats, bar)
+                    for encapsulation in encapsulations
+                }
             timings["throughput"] = time.monotonic() - start
         if opts.part in ("all", "mesh"):
             start = time.monotonic()
-            data["mesh"] = {design: route_mesh(work, opts.nodes, design) for design in ("full mesh", "route reflector")}
+            designs = ("full mesh", "route reflector")
+            steps = len(designs) * (2 * opts.nodes + 1)
+            with progress(f"calico_bench mesh ({opts.nodes} nodes)", total=steps, unit="step", lines=PART_LINES) as bar:
+                data["mesh"] = {design: route_mesh(work, opts.nodes, design, bar) for design in designs}
             timings["mesh"] = time.monotonic() - start
     finally:
         shutil.rmtree(work, ignore_errors=True)

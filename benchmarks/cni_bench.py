@@ -14,7 +14,8 @@ numbers compare the plugins, not the runtimes:
    distinct addresses, for pycni warm and Go.
 3. The daemon's RSS idle and after M ADD/DEL cycles.
 
-Results are printed as Markdown (for BENCHMARKS.md) and as JSON (--json).
+Results are printed as Markdown (for BENCHMARKS.md) and as JSON (--json);
+progress (a bar on a terminal, a few lines otherwise) goes to stderr.
 """
 
 from __future__ import annotations
@@ -35,6 +36,10 @@ from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from tests.support.progress import progress
 
 from pycni.cli.install import install
 from pycni.net.netns import entered
@@ -183,35 +188,40 @@ def add_del(runtime: CNIRuntime, network: NetworkConfigList, rt: RuntimeConf) ->
 def latency(bench: Bench, runs: int, modes: list[str]) -> dict[str, dict[str, float]]:
     """Median ADD+DEL milliseconds per (case, mode), runs interleaved across modes."""
     results: dict[str, dict[str, list[float]]] = {}
-    for case_name, make in (("case1", case1), ("case2", case2)):
-        networks, resident_networks = {}, {}
-        for index, mode in enumerate(modes):
-            subnet = f"10.{100 + index}.0.0/16"
-            data_dir = str(bench.work / f"ipam-{case_name}-{mode}")
-            conf = make(f"{case_name}-{mode}", f"bn{index}{case_name[-1]}", subnet, data_dir)
-            networks[mode] = NetworkConfigList.from_bytes(json.dumps(conf).encode())
-            resident_networks[mode] = NetworkConfigList.from_bytes(json.dumps(_resident_ports(conf, index)).encode())
-        netns = bench.container()
-        # A pod that stays on each network, as on a real node: the measured pod is never the
-        # network's last, so what is timed is the steady state (pycni's shared ipMasq rule is
-        # already there, as the Go plugins' table is), not the first pod's set-up or last's reap.
-        residents = {mode: RuntimeConf(f"bench-resident-{mode}", bench.container(), "eth0") for mode in modes}
-        for mode, rt in residents.items():
-            with bench.mode_env(mode):
-                bench.runtime(mode).add(resident_networks[mode], rt)
-        samples: dict[str, list[float]] = {mode: [] for mode in modes}
-        for run in range(runs + 2):  # two warm-up rounds, not counted
-            for mode in modes:
-                runtime = bench.runtime(mode)
-                rt = RuntimeConf(f"bench-{mode}-{run}", netns, "eth0")
+    cases = (("case1", case1), ("case2", case2))
+    with progress("cni_bench latency", total=len(cases) * (runs + 2) * len(modes), unit="run", lines=10) as bar:
+        for case_name, make in cases:
+            networks, resident_networks = {}, {}
+            for index, mode in enumerate(modes):
+                subnet = f"10.{100 + index}.0.0/16"
+                data_dir = str(bench.work / f"ipam-{case_name}-{mode}")
+                conf = make(f"{case_name}-{mode}", f"bn{index}{case_name[-1]}", subnet, data_dir)
+                networks[mode] = NetworkConfigList.from_bytes(json.dumps(conf).encode())
+                resident_networks[mode] = NetworkConfigList.from_bytes(
+                    json.dumps(_resident_ports(conf, index)).encode()
+                )
+            netns = bench.container()
+            # A pod that stays on each network, as on a real node: the measured pod is never the
+            # network's last, so what is timed is the steady state (pycni's shared ipMasq rule is
+            # already there, as the Go plugins' table is), not the first pod's set-up or last's reap.
+            residents = {mode: RuntimeConf(f"bench-resident-{mode}", bench.container(), "eth0") for mode in modes}
+            for mode, rt in residents.items():
                 with bench.mode_env(mode):
-                    elapsed = add_del(runtime, networks[mode], rt)
-                if run >= 2:
-                    samples[mode].append(elapsed)
-        for mode, rt in residents.items():
-            with bench.mode_env(mode):
-                bench.runtime(mode).delete(resident_networks[mode], rt)
-        results[case_name] = samples
+                    bench.runtime(mode).add(resident_networks[mode], rt)
+            samples: dict[str, list[float]] = {mode: [] for mode in modes}
+            for run in range(runs + 2):  # two warm-up rounds, not counted
+                for mode in modes:
+                    runtime = bench.runtime(mode)
+                    rt = RuntimeConf(f"bench-{mode}-{run}", netns, "eth0")
+                    with bench.mode_env(mode):
+                        elapsed = add_del(runtime, networks[mode], rt)
+                    if run >= 2:
+                        samples[mode].append(elapsed)
+                    bar.advance(detail=f"{case_name} run {run + 1}/{runs + 2}: {mode} {elapsed:.0f} ms")
+            for mode, rt in residents.items():
+                with bench.mode_env(mode):
+                    bench.runtime(mode).delete(resident_networks[mode], rt)
+            results[case_name] = samples
     return {case: {mode: statistics.median(v) for mode, v in per.items()} for case, per in results.items()}
 
 
@@ -254,16 +264,22 @@ def memory(bench: Bench, cycles: int) -> dict[str, int]:
     network = NetworkConfigList.from_bytes(json.dumps(conf).encode())
     runtime = bench.runtime("pycni-warm")
     netns = bench.container()
-    with bench.mode_env("pycni-warm"):
-        for i in range(20):  # let caches and arenas settle before the baseline
+    settle = 20  # let caches and arenas settle before the baseline
+    with (
+        bench.mode_env("pycni-warm"),
+        progress("cni_bench memory", total=settle + cycles, unit="cycle", lines=10) as bar,
+    ):
+        for i in range(settle):
             rt = RuntimeConf(f"mem-warm-{i}", netns, "eth0")
             runtime.add(network, rt)
             runtime.delete(network, rt)
+            bar.advance(detail="settling before the baseline")
         idle = bench.daemon_rss_kib()
         for i in range(cycles):
             rt = RuntimeConf(f"mem-{i}", netns, "eth0")
             runtime.add(network, rt)
             runtime.delete(network, rt)
+            bar.advance(detail=f"cycle {i + 1}/{cycles}")
     after = bench.daemon_rss_kib()
     return {"idle_kib": idle, "after_kib": after, "cycles": cycles, "growth_kib": after - idle}
 
@@ -329,7 +345,13 @@ def main() -> int:
         with entered(f"/run/netns/{bench.node}"):
             data: dict[str, Any] = {"machine": machine(), "concurrent_n": opts.concurrent}
             data["latency"] = latency(bench, opts.runs, ["pycni-warm", "pycni-cold", "go"])
-            data["concurrent"] = {mode: concurrent(bench, opts.concurrent, mode) for mode in ("pycni-warm", "go")}
+            data["concurrent"] = {}
+            with progress("cni_bench concurrent", total=2, unit="mode") as bar:
+                for mode in ("pycni-warm", "go"):
+                    data["concurrent"][mode] = concurrent(bench, opts.concurrent, mode)
+                    bar.advance(
+                        detail=f"{mode}: {opts.concurrent} ADDs {data['concurrent'][mode]['add_wall_ms']:.0f} ms"
+                    )
             data["memory"] = memory(bench, opts.cycles)
     finally:
         bench.close()

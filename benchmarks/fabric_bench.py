@@ -14,7 +14,8 @@
    burst (a resync every 5 s, the agent's default).
 
 Everything runs in namespaces this script makes and removes (see
-``tests/support/fabric.py``).
+``tests/support/fabric.py``). Progress (a bar on a terminal, a few lines
+otherwise) goes to stderr.
 """
 
 from __future__ import annotations
@@ -36,8 +37,9 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from tests.support.etcd import etcd_server
-from tests.support.fabric import UNDERLAY_GATEWAY, Cluster
+from tests.support.fabric import UNDERLAY_GATEWAY, Cluster, Node
 from tests.support.netns import netns_pool, run
+from tests.support.progress import Progress, progress
 
 from pycni.cli.install import install
 
@@ -76,7 +78,7 @@ def iperf(client_ns: str, server_ns: str, server_ip: str, seconds: int, extra: t
 
 
 def throughput(
-    work: Path, pycni_bin: str, plugin_dir: str, backend: str, seconds: int, repeats: int
+    work: Path, pycni_bin: str, plugin_dir: str, backend: str, seconds: int, repeats: int, bar: Progress
 ) -> dict[str, dict[str, float]]:
     """Median pod-to-pod and node-to-node throughput per mode, alternating the two."""
     results: dict[str, dict[str, float]] = {}
@@ -95,9 +97,11 @@ def throughput(
                 cluster.wait_full_mesh(within=10)
                 for mode, extra in MODES.items():
                     underlay, pods = [], []
-                    for _ in range(repeats):
+                    for repeat in range(repeats):
                         underlay.append(iperf(a.name, b.name, b.address, seconds, extra))
+                        bar.advance(detail=f"{backend} {mode} {repeat + 1}/{repeats}: underlay")
                         pods.append(iperf(pa.name, pb.name, pb.ip, seconds, extra))
+                        bar.advance(detail=f"{backend} {mode} {repeat + 1}/{repeats}: pods")
                     u, p = statistics.median(underlay), statistics.median(pods)
                     results[mode] = {"underlay_bps": u, "pod_bps": p, "ratio": p / u}
         finally:
@@ -129,7 +133,8 @@ def idle_writes(pid: int, window: float) -> tuple[int, int]:
     return len(times), bursts
 
 
-def scale(work: Path, pycni_bin: str, plugin_dir: str, count: int, window: float) -> dict[str, Any]:
+def scale(work: Path, pycni_bin: str, plugin_dir: str, count: int, window: float, bar: Progress) -> dict[str, Any]:
+    """Steps of ``bar``: each node made, then each node that routes to every other one."""
     with netns_pool("scale") as pool:
         cluster = Cluster(pool, work / "scale", pycni_bin, plugin_dir, f"http://{UNDERLAY_GATEWAY}:2379")
         (work / "scale").mkdir(exist_ok=True)
@@ -140,7 +145,10 @@ def scale(work: Path, pycni_bin: str, plugin_dir: str, count: int, window: float
                     "/coreos.com/network/config",
                     json.dumps({"Network": "10.244.0.0/16", "Backend": {"Type": "vxlan"}}),
                 )
-                nodes = [cluster.add_node(start_agent=False) for _ in range(count)]
+                nodes: list[Node] = []
+                for index in range(count):
+                    nodes.append(cluster.add_node(start_agent=False))
+                    bar.advance(detail=f"node {index + 1}/{count} made")
                 started = time.monotonic()
                 procs = [
                     subprocess.Popen(
@@ -168,12 +176,17 @@ def scale(work: Path, pycni_bin: str, plugin_dir: str, count: int, window: float
                         )
                         for n in nodes
                     ]
-                    if all(c == want for c in counts):
+                    meshed = sum(c == want for c in counts)
+                    bar.advance(max(0, count + meshed - bar.count), detail=f"{meshed}/{count} nodes route to all")
+                    if meshed == count:
                         converged = time.monotonic() - started
                         break
                     if time.monotonic() - started > 300:
                         raise RuntimeError(f"not converged after 300 s: {counts}")
                     time.sleep(0.2)
+                bar.advance(
+                    0, detail=f"converged; counting node 1's idle writes for {2 * RESYNC_PERIOD + window:.0f} s"
+                )
                 time.sleep(2 * RESYNC_PERIOD)  # past the join: what follows is the steady state
                 assert nodes[0].agent is not None
                 writes, bursts = idle_writes(nodes[0].agent.pid, window)
@@ -209,10 +222,16 @@ def main() -> int:
     data: dict[str, Any] = {}
     try:
         if opts.part in ("all", "throughput"):
-            for backend in ("vxlan", "host-gw"):
-                data[backend] = throughput(work, pycni_bin, plugin_dir, backend, opts.seconds, opts.repeats)
+            backends = ("vxlan", "host-gw")
+            runs = len(backends) * len(MODES) * opts.repeats * 2
+            with progress("fabric_bench throughput", total=runs, unit="iperf3", lines=10) as bar:
+                for backend in backends:
+                    data[backend] = throughput(work, pycni_bin, plugin_dir, backend, opts.seconds, opts.repeats, bar)
         if opts.part in ("all", "scale"):
-            data["scale"] = scale(work, pycni_bin, plugin_dir, opts.nodes, opts.window)
+            with progress(
+                f"fabric_bench scale ({opts.nodes} nodes)", total=2 * opts.nodes, unit="step", lines=10
+            ) as bar:
+                data["scale"] = scale(work, pycni_bin, plugin_dir, opts.nodes, opts.window, bar)
     finally:
         shutil.rmtree(work, ignore_errors=True)
     for backend in ("vxlan", "host-gw"):

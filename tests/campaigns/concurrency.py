@@ -45,6 +45,8 @@ from tests.support.daemon import DaemonProcess
 from tests.support.kernel import PROBES, missing_link_kind
 from tests.support.netns import NetnsPool, netns_pool, run
 from tests.support.node import differences, snapshot
+from tests.support.progress import Progress
+from tests.support.progress import progress as show_progress
 
 STALE = 20  # containers that die without a DEL before part 1 starts
 
@@ -115,10 +117,18 @@ class Node:
         return proc.returncode, proc.stdout + proc.stderr
 
 
-def parallel(count: int, work: Callable[[int], tuple[int, str]], outcome: Outcome, label: str) -> list[str]:
+def parallel(
+    count: int, work: Callable[[int], tuple[int, str]], outcome: Outcome, label: str, bar: Progress
+) -> list[str]:
     """Run ``work(i)`` for every i at once; failures go to ``outcome``; returns the outputs."""
+
+    def call(index: int) -> tuple[int, str]:
+        reply = work(index)
+        bar.advance(detail=f"{label} {index}")
+        return reply
+
     with ThreadPoolExecutor(max_workers=count) as pool:
-        replies = list(pool.map(work, range(count)))
+        replies = list(pool.map(call, range(count)))
     outcome.calls += count
     for index, (rc, out) in enumerate(replies):
         if rc != 0:
@@ -139,7 +149,7 @@ def reservations(data_dir: Path, network: str) -> dict[str, str]:
 # -- part 1 ---------------------------------------------------------------------------
 
 
-def one_network(node: Node, adds: int) -> Outcome:
+def one_network(node: Node, adds: int, bar: Progress) -> Outcome:
     outcome = Outcome(f"host-local: {adds} parallel ADDs with GC running")
     started = time.monotonic()
     data_dir = node.work / "ipam"
@@ -155,7 +165,7 @@ def one_network(node: Node, adds: int) -> Outcome:
 
     # Containers that die without a DEL: their netns goes (and the veth with it), their reservation stays.
     dead = [node.pool.new("cc-dead") for _ in range(STALE)]
-    parallel(STALE, lambda i: node.plugin("bridge", "ADD", config, dead[i], f"stale-{i}"), outcome, "stale ADD")
+    parallel(STALE, lambda i: node.plugin("bridge", "ADD", config, dead[i], f"stale-{i}"), outcome, "stale ADD", bar)
     for name in dead:
         run("ip", "netns", "del", name)
     stale = set(reservations(data_dir, "ccnet").values())
@@ -182,7 +192,7 @@ def one_network(node: Node, adds: int) -> Outcome:
     collector.start()
     try:
         outputs = parallel(adds, lambda i: node.plugin("bridge", "ADD", config, containers[i], f"cc-{i}"), outcome,
-                           "ADD")  # fmt: skip
+                           "ADD", bar)  # fmt: skip
     finally:
         adding.clear()
         collector.join()
@@ -202,7 +212,7 @@ def one_network(node: Node, adds: int) -> Outcome:
     if sorted(address.split("/")[0] for address in given) != sorted(held):
         outcome.problems.append("the addresses given are not the addresses reserved")
 
-    parallel(adds, lambda i: node.plugin("bridge", "DEL", config, containers[i], f"cc-{i}"), outcome, "DEL")
+    parallel(adds, lambda i: node.plugin("bridge", "DEL", config, containers[i], f"cc-{i}"), outcome, "DEL", bar)
     node.plugin("bridge", "GC", {**config, "cni.dev/valid-attachments": []}, "", "")
     if reservations(data_dir, "ccnet"):
         outcome.problems.append(f"reservations left after DEL: {len(reservations(data_dir, 'ccnet'))}")
@@ -292,11 +302,14 @@ def prepare(node: Node, plugin_type: str, pairs: int) -> None:
             run("ip", "link", "add", f"cchd{i}", "type", "veth", "peer", "name", f"cchd{i}p", netns=node.name)
 
 
-def one_type(node: Node, plugin_type: str, plugins: Callable[[int], list[dict[str, Any]]], pairs: int) -> Outcome:
+def one_type(
+    node: Node, plugin_type: str, plugins: Callable[[int], list[dict[str, Any]]], pairs: int, bar: Progress
+) -> Outcome:
     outcome = Outcome(f"{plugin_type}: {pairs} parallel ADD/DEL pairs")
     missing = missing_link_kind(plugin_type) if plugin_type in PROBES else ""
     if missing:
         outcome.skipped = f"this kernel cannot create {plugin_type} links: {missing}"
+        bar.advance(2 * pairs, detail=f"{plugin_type} skipped")
         return outcome
     started = time.monotonic()
     prepare(node, plugin_type, pairs)
@@ -323,8 +336,8 @@ def one_type(node: Node, plugin_type: str, plugins: Callable[[int], list[dict[st
     def delete(i: int) -> tuple[int, str]:
         return node.runtime("del", f"{network}-{i}", containers[i])
 
-    parallel(pairs, add, outcome, "ADD")
-    parallel(pairs, delete, outcome, "DEL")
+    parallel(pairs, add, outcome, f"{plugin_type} ADD", bar)
+    parallel(pairs, delete, outcome, f"{plugin_type} DEL", bar)
     for i in range(pairs):
         (conf_dir / f"{network}-{i}.conflist").unlink()
     leftovers = differences(fresh, snapshot(node.name))
@@ -357,6 +370,12 @@ def one_type(node: Node, plugin_type: str, plugins: Callable[[int], list[dict[st
     return outcome
 
 
+def note_trouble(bar: Progress, outcome: Outcome) -> None:
+    """An outcome with failed calls or problems, at once (every outcome is in the report)."""
+    if outcome.failed or outcome.problems:
+        bar.note(f"concurrency: {outcome.as_dict()}")
+
+
 def campaign(adds: int, pairs: int, in_process: bool = False, types: list[str] | None = None,
              progress: bool = True) -> dict[str, Any]:  # fmt: skip
     from pycni.cli.install import install
@@ -370,18 +389,24 @@ def campaign(adds: int, pairs: int, in_process: bool = False, types: list[str] |
             daemon = DaemonProcess(work / "run" / "pycni.sock", workers=2, log_path=work / "daemon.log")
             daemon.start()
         try:
+            # A bar per part (10 plain lines each): the calls of part 1 and those of part 2 take different times.
             if adds:
-                outcomes.append(one_network(Node(pool, work, str(work / "bin"), in_process), adds))
-                if progress:
-                    print(f"concurrency: {outcomes[-1].as_dict()}", file=sys.stderr, flush=True)
+                node = Node(pool, work, str(work / "bin"), in_process)
+                with show_progress(
+                    "concurrency campaign, part 1", STALE + 2 * adds, unit="call", enabled=progress, lines=10
+                ) as bar:
+                    outcomes.append(one_network(node, adds, bar))
+                    note_trouble(bar, outcomes[-1])
             if pairs:
                 node = Node(pool, work, str(work / "bin"), in_process)
-                for plugin_type, plugins in type_matrix(node).items():
-                    if types and plugin_type not in types:
-                        continue
-                    outcomes.append(one_type(node, plugin_type, plugins, pairs))
-                    if progress:
-                        print(f"concurrency: {outcomes[-1].as_dict()}", file=sys.stderr, flush=True)
+                matrix = {t: plugins for t, plugins in type_matrix(node).items() if not types or t in types}
+                calls = 2 * pairs * len(matrix)
+                with show_progress(
+                    "concurrency campaign, part 2", calls, unit="call", enabled=progress, lines=10
+                ) as bar:
+                    for plugin_type, plugins in matrix.items():
+                        outcomes.append(one_type(node, plugin_type, plugins, pairs, bar))
+                        note_trouble(bar, outcomes[-1])
         finally:
             if daemon is not None:
                 daemon.stop()

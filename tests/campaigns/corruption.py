@@ -125,6 +125,7 @@ from pycni.spec.errors import CNIError
 from pycni.spec.validate import validate_container_id, validate_interface_name
 from tests.campaigns import corruption_fabric as fabric
 from tests.support.netns import NetnsPool, run
+from tests.support.progress import progress as show_progress
 
 NETWORK = "ccnet"
 BRIDGE = "ccbr0"
@@ -881,22 +882,27 @@ def run_campaign(
     campaign = Campaign(seed)
     reports: list[CaseReport] = []
     skipped = 0
+    per_round = min(sample, len(matrix(only))) if sample else len(matrix(only))
+    total = per_round * max(0, rounds - first_round + 1)
     try:
-        for round_no in range(first_round, rounds + 1):
-            cases = matrix(only)
-            if sample:
-                cases = random.Random(f"{seed}:{round_no}:sample").sample(cases, min(sample, len(cases)))
-            for target, kind in cases:
-                if budget and time.monotonic() - started > budget:
-                    skipped += 1
-                    continue
-                report = run_case(campaign, target, kind, round_no)
-                reports.append(report)
-                if progress:
+        # Cases skipped over the budget do not count: the last line then says where the campaign ended.
+        with show_progress("corruption campaign", total=total, unit="case", enabled=progress) as bar:
+            for round_no in range(first_round, rounds + 1):
+                cases = matrix(only)
+                if sample:
+                    cases = random.Random(f"{seed}:{round_no}:sample").sample(cases, min(sample, len(cases)))
+                for target, kind in cases:
+                    if budget and time.monotonic() - started > budget:
+                        skipped += 1
+                        continue
+                    report = run_case(campaign, target, kind, round_no)
+                    reports.append(report)
                     verdict = "FAIL" if report.failures else "ok"
-                    print(f"round {round_no} {report.name:28} {verdict:4} {report.seconds:6.1f} s", file=sys.stderr)
-                    for failure in report.failures:
-                        print(f"    {failure}", file=sys.stderr)
+                    bar.advance(detail=f"round {round_no} {report.name} {verdict}")
+                    if report.failures:  # the whole line and the failures: what a log is read for
+                        bar.note(f"round {round_no} {report.name:28} {verdict:4} {report.seconds:6.1f} s")
+                        for failure in report.failures:
+                            bar.note(f"    {failure}")
     finally:
         campaign.close()
     return {

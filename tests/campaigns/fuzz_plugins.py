@@ -48,6 +48,7 @@ import sys
 import tempfile
 import time
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -970,12 +971,17 @@ def innermost_frame(stderr: bytes) -> str:
 # ---------------------------------------------------------------------------
 
 
+def print_now(text: str) -> None:
+    print(text, flush=True)
+
+
 @dataclass
 class Campaign:
     work: str
     bin_dir: str
     timeout: float
     verbose: bool
+    say: Callable[[str], None] = print_now  # a line of findings on stdout (through the progress bar, if any)
     baseline: Picture | None = None
     state_dirs: list[str] = field(default_factory=list)
     counts: Counter[str] = field(default_factory=Counter)
@@ -1040,7 +1046,7 @@ class Campaign:
         if case.plugin not in entry["plugins"]:
             if finding.kind in ("unexpected-exception", "traceback", "exit-status-1", "bad-error-json"):
                 self.pending_debug.append((key, case))
-            print(f"  ! #{case.index} {case.plugin} {key}", flush=True)
+            self.say(f"  ! #{case.index} {case.plugin} {key}")
         entry["count"] += 1
         entry["plugins"][case.plugin] = entry["plugins"].get(case.plugin, 0) + 1
 
@@ -1088,10 +1094,7 @@ class Campaign:
             self.codes[outcome] += 1
             if self.verbose:
                 message = f" {error['msg'][:120]!r}" if error else ""
-                print(
-                    f"#{case.index} {case.plugin} {case.command} [{case.mutation[:90]}] -> {outcome}{message}",
-                    flush=True,
-                )
+                self.say(f"#{case.index} {case.plugin} {case.command} [{case.mutation[:90]}] -> {outcome}{message}")
             for finding in findings:
                 self.record(case, finding)
             if error is not None and error["code"] == 999 and not findings:
@@ -1127,7 +1130,7 @@ class Campaign:
             reached = restore(self.baseline, self.state_dirs)
             still, _ = compare(self.baseline, reached)
             if still:
-                print(f"  ! host could not be restored after #{case.index}: {still[:3]}", flush=True)
+                self.say(f"  ! host could not be restored after #{case.index}: {still[:3]}")
                 self.baseline = reached
         self.debug_frames()
 
@@ -1265,9 +1268,11 @@ def merge_reports(parts: list[dict[str, Any]]) -> dict[str, Any]:
 
 def run_inner(args: argparse.Namespace) -> dict[str, Any]:
     """The campaign itself, inside the namespaces :func:`reexec_isolated` made."""
-    sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "src"))
+    repo = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..")
+    sys.path[:0] = [os.path.join(repo, "src"), repo]
     from pycni.cli.install import install
     from pycni.plugins import PLUGIN_MODULES
+    from tests.support.progress import DEFAULT_LINES, progress
 
     isolate_filesystem()
     work = tempfile.mkdtemp(prefix="pycni-fuzz-")
@@ -1275,23 +1280,37 @@ def run_inner(args: argparse.Namespace) -> dict[str, Any]:
         bin_dir = os.path.join(work, "bin")
         install(bin_dir)
         plugins = [p for p in args.plugins.split(",") if p] or sorted(PLUGIN_MODULES)
-        campaign = Campaign(work, bin_dir, args.timeout, args.verbose or args.index is not None)
-        campaign.setup()
         indexes = [int(i) for i in args.index.split(",")] if args.index is not None else list(range(args.count))
-        if args.worker:
-            k, jobs = (int(n) for n in args.worker.split("/"))
-            indexes = [i for i in indexes if i % jobs == k]
+        k, jobs = (int(n) for n in args.worker.split("/")) if args.worker else (0, 1)
+        indexes = [i for i in indexes if i % jobs == k]
         label = f" (worker {args.worker})" if args.worker else ""
-        print(f"fuzz_plugins: seed {args.seed}, {len(indexes)} inputs over {len(plugins)} plugin types{label}")
-        start = time.monotonic()
-        ran = 0
-        for index in indexes:
-            if args.time_limit and time.monotonic() - start > args.time_limit:
-                print(f"fuzz_plugins: time limit reached after {ran} inputs{label}", flush=True)
-                break
-            campaign.run_case(make_case(str(args.seed), index, plugins, campaign.context(index)))
-            ran += 1
-        return campaign.report(str(args.seed), len(indexes), ran, time.monotonic() - start)
+        # Workers share the terminal (a bar each, on its own line) and the log (their lines together
+        # about as many as one run's).
+        with progress(
+            f"fuzz_plugins{label}",
+            len(indexes),
+            unit="input",
+            lines=DEFAULT_LINES // jobs,
+            position=k if jobs > 1 else None,
+        ) as bar:
+
+            def say(text: str) -> None:
+                bar.note(text, file=sys.stdout)
+
+            campaign = Campaign(work, bin_dir, args.timeout, args.verbose or args.index is not None, say)
+            campaign.setup()
+            say(f"fuzz_plugins: seed {args.seed}, {len(indexes)} inputs over {len(plugins)} plugin types{label}")
+            start = time.monotonic()
+            ran = 0
+            for index in indexes:
+                if args.time_limit and time.monotonic() - start > args.time_limit:
+                    say(f"fuzz_plugins: time limit reached after {ran} inputs{label}")
+                    break
+                case = make_case(str(args.seed), index, plugins, campaign.context(index))
+                campaign.run_case(case)
+                ran += 1
+                bar.advance(detail=f"#{index} {case.plugin} {case.command}")
+            return campaign.report(str(args.seed), len(indexes), ran, time.monotonic() - start)
     finally:
         shutil.rmtree(work, ignore_errors=True)
 

@@ -78,6 +78,7 @@ from tests.campaigns import sigkill_syscalls as syscalls
 from tests.campaigns.sigkill_chain import ChainCampaign
 from tests.campaigns.sigkill_common import Kill, bench
 from tests.campaigns.sigkill_flannel import FlannelCampaign
+from tests.support.progress import progress as show_progress
 
 TARGETS = ("plugin", "runtime", "syscall", "worker", "supervisor", "flanneld")
 CHAIN_TARGETS = TARGETS[:5]
@@ -211,36 +212,42 @@ def run_campaign(
                 flannel.start()
             setup_seconds = time.monotonic() - started
 
-            def one(kill: Kill, aim: syscalls.Aim | None = None) -> None:
-                began = time.monotonic()
-                try:
-                    if kill.target == "flanneld":
-                        assert flannel is not None
-                        flannel.run(kill)
-                    else:
-                        assert chain is not None
-                        chain.run(kill, aim)
-                except Exception as exc:  # noqa: BLE001 - a harness fault is the kill's problem; the campaign goes on
-                    kill.problems.append(f"campaign harness: {type(exc).__name__}: {exc}")
-                kill.seconds = round(time.monotonic() - began, 2)
-                done.append(kill)
-                if progress:
-                    print(progress_line(kill), file=sys.stderr, flush=True)
+            total = (1 if replay is not None else kills) + len(aims)
+            with show_progress("SIGKILL campaign", total=total, unit="kill", enabled=progress) as bar:
 
-            if replay is not None:
-                one(schedule(seed, replay, targets))
-            index = 0
-            while replay is None and sum(k.counted for k in done) < kills:
-                if index >= 3 * kills:
-                    stopped = f"only {sum(k.counted for k in done)} of {index} attempts killed something"
-                    break
-                if time.monotonic() - started > time_limit:
-                    stopped = f"time limit of {time_limit:.0f} s reached"
-                    break
-                one(schedule(seed, index, targets))
-                index += 1
-            for number, (phase, aim) in enumerate(aims, start=len(done)):
-                one(Kill(number, "syscall", phase, 0.0), aim)
+                def one(kill: Kill, aim: syscalls.Aim | None = None) -> None:
+                    began = time.monotonic()
+                    try:
+                        if kill.target == "flanneld":
+                            assert flannel is not None
+                            flannel.run(kill)
+                        else:
+                            assert chain is not None
+                            chain.run(kill, aim)
+                    except Exception as exc:  # noqa: BLE001 - a harness fault is the kill's problem; the campaign goes on
+                        kill.problems.append(f"campaign harness: {type(exc).__name__}: {exc}")
+                    kill.seconds = round(time.monotonic() - began, 2)
+                    done.append(kill)
+                    # A kill that missed (the call ended first) does not count towards the total; the replay
+                    # and aimed kills count as they are.
+                    bar.advance(int(kill.counted or aim is not None or replay is not None), detail=kill_detail(kill))
+                    if verdict_of(kill) != "ok":
+                        bar.note(progress_line(kill))
+
+                if replay is not None:
+                    one(schedule(seed, replay, targets))
+                index = 0
+                while replay is None and sum(k.counted for k in done) < kills:
+                    if index >= 3 * kills:
+                        stopped = f"only {sum(k.counted for k in done)} of {index} attempts killed something"
+                        break
+                    if time.monotonic() - started > time_limit:
+                        stopped = f"time limit of {time_limit:.0f} s reached"
+                        break
+                    one(schedule(seed, index, targets))
+                    index += 1
+                for number, (phase, aim) in enumerate(aims, start=len(done)):
+                    one(Kill(number, "syscall", phase, 0.0), aim)
             for name, campaign in campaigns.items():
                 final[name] = campaign.finish()
         finally:
@@ -270,8 +277,18 @@ def run_campaign(
     }
 
 
+def verdict_of(kill: Kill) -> str:
+    return "LEAK" if kill.leaks else "gc" if kill.left_after_del else "PROB" if kill.problems else "ok"
+
+
+def kill_detail(kill: Kill) -> str:
+    """The last kill, in a few words, for the progress bar."""
+    return f"kill {kill.index}: {kill.target} {kill.phase} {verdict_of(kill) if kill.counted else 'missed'}"
+
+
 def progress_line(kill: Kill) -> str:
-    verdict = "LEAK" if kill.leaks else "gc" if kill.left_after_del else "PROB" if kill.problems else "ok"
+    """A kill's whole line, printed for those with something to say (left after DEL, leaks, problems)."""
+    verdict = verdict_of(kill)
     what = kill.killed or "(missed)"
     line = (
         f"#{kill.index:<4} {kill.target:10} {kill.phase:5} {kill.kill_ms:7.1f}/{kill.window_ms:7.1f} ms "

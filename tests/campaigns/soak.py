@@ -31,12 +31,14 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from tests.support.daemon import DaemonProcess, call_direct
 from tests.support.netns import NetnsPool, netns_pool, run
 from tests.support.node import differences, process_usage, snapshot
+from tests.support.progress import progress as show_progress
 from tests.support.seed import case1
 
 CLIENTS = 2
@@ -113,12 +115,13 @@ class Soak:
         self._call("portmap", "DEL", client, cycle, portmap)
         self._call("bridge", "DEL", client, cycle, self.bridge)
 
-    def run_cycles(self, first: int, count: int) -> None:
-        """``count`` cycles, split between the client threads."""
+    def run_cycles(self, first: int, count: int, cycled: Callable[[int], None] = lambda cycle: None) -> None:
+        """``count`` cycles, split between the client threads; ``cycled(n)`` after each (from its thread)."""
 
         def client_loop(client: int) -> None:
             for cycle in range(first + client, first + count, CLIENTS):
                 self.cycle(client, cycle)
+                cycled(cycle)
 
         threads = [threading.Thread(target=client_loop, args=(i,)) for i in range(CLIENTS)]
         for thread in threads:
@@ -144,13 +147,13 @@ def soak(cycles: int, progress: bool = True) -> dict[str, Any]:
             samples.append({"cycles": 0, **settled_usage(daemon.pid, 1 + WORKERS)})
             marks = sorted({m for m in (100, *range(1000, cycles + 1, 1000), cycles) if m <= cycles})
             done = 0
-            for mark in marks:
-                campaign.run_cycles(done, mark - done)
-                done = mark
-                usage = settled_usage(daemon.pid, 1 + WORKERS)  # the last DELs' clean-up runs after their replies
-                samples.append({"cycles": done, "seconds": round(time.monotonic() - started, 1), **usage})
-                if progress:
-                    print(f"soak: {samples[-1]}", file=sys.stderr, flush=True)
+            with show_progress("soak campaign", total=cycles, unit="cycle", enabled=progress) as bar:
+                for mark in marks:
+                    campaign.run_cycles(done, mark - done, lambda cycle: bar.advance(detail=f"cycle {cycle}"))
+                    done = mark
+                    usage = settled_usage(daemon.pid, 1 + WORKERS)  # the last DELs' clean-up runs after their replies
+                    samples.append({"cycles": done, "seconds": round(time.monotonic() - started, 1), **usage})
+                    bar.note(f"soak: {samples[-1]}")
         finally:
             daemon.stop()
         leftovers = differences(fresh, snapshot(campaign.node))
