@@ -206,3 +206,8 @@ def test_picture_to_dict_names_states_as_words() -> None:
     data = cluster(2).to_dict()
     assert data["nodes"][0]["badges"][0] == {"text": "BGP Established", "state": "ok", "detail": ""}
     assert data["links"] == [{"a": "node1", "b": "node2", "label": "BGP Established", "state": "ok", "detail": ""}]
+
+
+def test_a_network_without_nodes_is_still_a_picture() -> None:
+    root = parse(render(Picture("Flannel network 10.244.0.0/16", "overlay: VXLAN", ("0 node(s)",), ())))
+    assert cards(root) == {} and "no nodes in the datastore" in all_text(root)

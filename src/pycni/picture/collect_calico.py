@@ -191,8 +191,13 @@ def _pod(endpoint: Resource) -> Pod:
     spec = endpoint.spec
     name = spec.get("pod") or spec.get("workload") or endpoint.name
     namespace = endpoint.namespace
-    addresses = tuple(str(ipaddress.ip_interface(net).ip) for net in spec.get("ipNetworks") or [])
-    return Pod(f"{namespace}/{name}" if namespace else str(name), addresses)
+    addresses = []
+    for net in spec.get("ipNetworks") or []:
+        try:
+            addresses.append(str(ipaddress.ip_interface(net).ip))
+        except (ValueError, TypeError):
+            addresses.append(f"{net!r}?")  # shown as stored: the endpoint is damaged, not the picture
+    return Pod(f"{namespace}/{name}" if namespace else str(name), tuple(addresses))
 
 
 def _encapsulation(pool: IPPoolInfo, felix: FelixSettings) -> str:

@@ -322,12 +322,15 @@ def layout(picture: Picture) -> Layout:
     labels: list[Text] = []
     cards: list[Card] = []
     left = MARGIN + (0.0 if one_row else 14.0)
-    if one_row:
+    arcs: list[Arc] = []
+    if not nodes:
+        labels.append(Text(MARGIN, y, "no nodes in the datastore", "caption"))
+        bottom = y
+    elif one_row:
         bottom = _one_row(segments, width_card, left, y, lines, labels, cards)
         arcs, bottom = _arcs(picture.links, cards, bottom)
     else:
         bottom = _grid(segments, width_card, left, y, lines, labels, cards)
-        arcs = []
         if picture.links:
             caption = (
                 f"{len(picture.links)} links are not drawn with more than {ROW_LIMIT} nodes: "
