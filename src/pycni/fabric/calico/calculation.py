@@ -126,6 +126,7 @@ class Desired:
     pod_mtu: int = DEFAULT_HOST_MTU
     needs: TunnelNeeds = field(default_factory=TunnelNeeds)
     problems: tuple[str, ...] = ()
+    owned: tuple[Network, ...] = ()  # every pool and block: where this agent's routes may be (none elsewhere)
 
     def all_routes(self) -> list[Route]:
         return [route for group in GROUP_ORDER for route in self.routes.get(group, ())]
@@ -152,7 +153,7 @@ def _ipv4(text: str) -> ipaddress.IPv4Address | None:
         return None
 
 
-def _sort_key(network: Network) -> tuple[int, int, int]:
+def sort_key(network: Network) -> tuple[int, int, int]:
     return (network.version, int(network.network_address), network.prefixlen)
 
 
@@ -229,7 +230,7 @@ class _Builder:
 
     def remote_blocks(self) -> None:
         nodes, pools = self.state.nodes, self.state.pools
-        for block in sorted(self.state.blocks.values(), key=lambda b: _sort_key(b.cidr)):
+        for block in sorted(self.state.blocks.values(), key=lambda b: sort_key(b.cidr)):
             pool = pool_of(block.cidr, pools)
             if pool is None:
                 continue
@@ -269,8 +270,9 @@ def calculate(
     """This node's desired dataplane from ``state`` (see the module docstring)."""
     felix = felix or FelixSettings()
     me = state.nodes.get(local.name)
+    owned = owned_networks(state)
     if me is None:
-        return Desired(problems=(f"node {local.name} is not registered in the datastore",))
+        return Desired(problems=(f"node {local.name} is not registered in the datastore",), owned=owned)
     builder = _Builder(state, local, me)
     v4_pools = [p for p in state.pools.values() if p.version == 4]
     vxlan_in_use = any(p.vxlan_mode != "Never" for p in v4_pools)
@@ -297,10 +299,10 @@ def calculate(
             builder.routes[GROUP_BLACKHOLE].pop(key, None)
     neighbours, fdb = builder.vteps()
     mtus = [mtu for mtu, used in ((vxlan_mtu, vxlan_in_use), (ipip_mtu, ipip_in_use)) if used]
-    ordered = sorted(v4_pools, key=lambda p: _sort_key(p.cidr))
+    ordered = sorted(v4_pools, key=lambda p: sort_key(p.cidr))
     return Desired(
         routes={
-            group: tuple(routes[key] for key in sorted(routes, key=_sort_key))
+            group: tuple(routes[key] for key in sorted(routes, key=sort_key))
             for group, routes in builder.routes.items()
         },
         vxlan=builder.vxlan,
@@ -313,4 +315,15 @@ def calculate(
         pod_mtu=min(mtus) if mtus else host_mtu,
         needs=needs_for(state, me),
         problems=tuple(builder.problems),
+        owned=owned,
     )
+
+
+def owned_networks(state: ClusterState) -> tuple[Network, ...]:
+    """The pools and blocks: the only networks calico-node's routes are in.
+
+    On a Canal node flanneld's routes carry the same protocol (pycni's); they are
+    in Flannel's network, outside every Calico pool, so they are never this agent's.
+    """
+    networks = {pool.cidr for pool in state.pools.values()} | {block.cidr for block in state.blocks.values()}
+    return tuple(sorted(networks, key=sort_key))

@@ -37,7 +37,8 @@ from pycni.dataplane import (
     apply_layered,
     forward_link_events,
 )
-from pycni.fabric.calico.calculation import GROUP_ORDER, VXLAN_DEVICE, Desired
+from pycni.fabric.calico.calculation import GROUP_ORDER, VXLAN_DEVICE, Desired, sort_key
+from pycni.fabric.calico.ipam import Network
 from pycni.fabric.calico.tunnels import IpipManager, NoIPIP, VxlanManager
 from pycni.net.errors import NetError
 from pycni.net.linkevents import LinkBatch
@@ -71,12 +72,22 @@ class StepReport:
 
 
 class RouteManager:
-    """One RouteTable, one group per route class (GROUP_ORDER decides a key two classes want)."""
+    """One RouteTable, one group per route class (GROUP_ORDER decides a key two classes want).
+
+    The table owns pycni-protocol routes only inside the pools and blocks seen
+    so far (a deleted pool's routes are still removed; flanneld's, on a Canal
+    node, are never touched).
+    """
 
     def __init__(self, ipr: IPRoute) -> None:
-        self.table = RouteTable(ipr, group_order=GROUP_ORDER, name="calico")
+        self.table = RouteTable(ipr, group_order=GROUP_ORDER, name="calico", within=())
+        self._owned: set[Network] = set()
 
     def set(self, desired: Desired) -> None:
+        grown = self._owned | set(desired.owned)
+        if grown != self._owned:
+            self._owned = grown
+            self.table.within = tuple(sorted(grown, key=sort_key))
         for group in GROUP_ORDER:
             self.table.set_routes(desired.routes.get(group, ()), group)
 
