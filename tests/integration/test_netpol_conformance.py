@@ -20,6 +20,7 @@ nodes); ``PYCNI_NETPOL=all`` runs every scenario on both (``make conformance``).
 from __future__ import annotations
 
 import contextlib
+import ipaddress
 import json
 import os
 import socket
@@ -32,12 +33,13 @@ from pathlib import Path
 import pytest
 
 from pycni.net import netns
+from pycni.policy.matrix import Peer
 from tests.support.calico_cluster import ETCD_IP, ETCD_URL, CalicoCluster, Node, wait_until
 from tests.support.canal_cluster import CanalCluster
 from tests.support.etcd import etcd_server
 from tests.support.metrics import scrape_unix, value
 from tests.support.netns import netns_pool, run
-from tests.support.netpol_scenarios import SCENARIOS, reachability
+from tests.support.netpol_scenarios import SCENARIOS, X, policy, reachability
 from tests.support.netpol_world import RealWorld
 
 REAL = sorted(name for name, scenario in SCENARIOS.items() if not scenario.probes_sctp)
@@ -52,6 +54,7 @@ CANAL_SAMPLE = {  # one of each kind: deny all, pod+namespace AND, named port, e
     "50_deny_all_but_dns_like_udp",
 }
 EVERYTHING = os.environ.get("PYCNI_NETPOL", "") == "all"
+RESYNC = 3  # seconds: the agents' resync, and so their policy drift check
 
 
 def _world(kind: str, tmp: Path, pycni_bin: str, plugin_dir: str) -> Iterator[RealWorld]:
@@ -65,7 +68,8 @@ def _world(kind: str, tmp: Path, pycni_bin: str, plugin_dir: str) -> Iterator[Re
                 if isinstance(cluster, CanalCluster):
                     cluster.put_network_config()
                 for subnet in (1, 2):  # across the router: the fabric's tunnel carries pod traffic
-                    cluster.add_node(subnet, extra=("--metrics-addr", f"unix:{metrics_socket(tmp, subnet)}"))
+                    metrics = ("--metrics-addr", f"unix:{metrics_socket(tmp, subnet)}")
+                    cluster.add_node(subnet, extra=(*metrics, "--resync", str(RESYNC)))
                 started = time.monotonic()
                 world = RealWorld(cluster)
                 print(f"{kind}: 9 pods made and serving in {time.monotonic() - started:.1f} s")
@@ -237,3 +241,40 @@ class EchoStream:
             sock.close()
         self.reader.close()
         self.echo.join(5)
+
+
+def test_a_deleted_policy_table_is_put_back_by_the_drift_check(calico_world: RealWorld) -> None:
+    """Someone deletes the node's policy table: within a resync it is back, and so is the default deny."""
+    world = calico_world
+    world.reset()
+    world.apply(policy("deny-all", selector={}, ingress=[]))
+    denied = reachability()
+    denied.expect_peer(Peer(), Peer(X), False)
+    world.validate(denied, 80)
+    node = world.cluster.nodes[0]
+    repairs = _drift_repairs(world, node)
+    run("nft", "delete", "table", "inet", "pycni-policy", netns=node.ns)
+    took = wait_until(lambda: _drift_repairs(world, node) > repairs, within=RESYNC * 4, what="the drift repaired")
+    world.validate(denied, 80)  # every cell as before the meddling
+    print(f"policy table rewritten {took:.1f} s after it was deleted")
+
+
+def _drift_repairs(world: RealWorld, node: Node) -> float:
+    found = scrape_unix(str(metrics_socket(world.cluster.tmp, node.index)))
+    return value(found, "pycni_policy_drift_repairs_total") or 0.0
+
+
+def test_calico_node_on_canal_leaves_flanneld_routes_alone(canal_world: RealWorld) -> None:
+    """Both agents mark their routes with pycni's protocol; calico-node owns only routes in its pools and blocks."""
+    node = canal_world.cluster.nodes[0]
+    peer_subnet = canal_world.cluster.subnet_env(canal_world.cluster.nodes[1])["FLANNEL_SUBNET"]
+    wanted = str(ipaddress.ip_interface(peer_subnet).network)
+
+    def flannel_route() -> str:
+        return run("ip", "route", "show", wanted, netns=node.ns).stdout
+
+    assert "dev flannel.1" in flannel_route()
+    log = node.log.read_text()
+    time.sleep(2 * RESYNC)  # two of calico-node's resyncs
+    assert "dev flannel.1" in flannel_route()
+    assert "removed" not in node.log.read_text()[len(log) :], "calico-node removed a route it does not own"

@@ -16,6 +16,7 @@ import pytest
 
 from pycni.datastore import Datastore
 from pycni.datastore.memory import MemoryDatastore
+from pycni.fabric.calico import policy_state
 from pycni.fabric.calico.kinds import KUBERNETES_KINDS
 from pycni.fabric.calico.model import decode_resource, new_resource
 from pycni.fabric.calico.policy_manager import Counts, PolicyManager, recreate, skeleton
@@ -76,7 +77,9 @@ class Node:
         self.store = store
         self.kernel = FakeRuleset()
         self.transactions: list[Transaction] = []
-        self.manager = PolicyManager(store, NODE, apply=self._apply, holds=self.kernel.holds)
+        self.manager = PolicyManager(
+            store, NODE, apply=self._apply, holds=self.kernel.holds, listing=self.kernel.listing
+        )
 
     def _apply(self, tx: Transaction) -> None:
         self.kernel.apply(tx)
@@ -171,7 +174,7 @@ def test_start_keeps_an_earlier_agents_table_until_the_first_sync_replaces_it_in
     earlier = Table(nft_names.FAMILY, nft_names.TABLE, {"leftover": Chain("leftover", ("accept",))})
     node.kernel.apply(recreate(earlier))
     writes = len(node.transactions)
-    restarted = PolicyManager(node.store, NODE, apply=node._apply, holds=node.kernel.holds)
+    restarted = PolicyManager(node.store, NODE, apply=node._apply, holds=node.kernel.holds, listing=node.kernel.listing)
     restarted.take_over()
     assert len(node.transactions) == writes and node.held() == earlier, "nothing opens or closes while starting"
     assert restarted.sync(node.keys())
@@ -180,7 +183,7 @@ def test_start_keeps_an_earlier_agents_table_until_the_first_sync_replaces_it_in
 
 
 def test_remove_deletes_the_table_even_one_an_earlier_agent_wrote(node: Node) -> None:
-    restarted = PolicyManager(node.store, NODE, apply=node._apply, holds=node.kernel.holds)
+    restarted = PolicyManager(node.store, NODE, apply=node._apply, holds=node.kernel.holds, listing=node.kernel.listing)
     restarted.take_over()  # the fixture's skeleton is kept, not known
     assert restarted.remove() and not node.kernel.holds(nft_names.FAMILY, nft_names.TABLE)
     assert not restarted.remove(), "nothing to remove the second time"
@@ -209,3 +212,58 @@ def test_metrics_count_what_was_written_and_what_the_table_holds(node: Node) -> 
         "element": held.elements,
     }
     assert _sample(metrics.update_duration, "_count") == 2, "two syncs wrote"
+
+
+def test_the_decode_cache_decodes_only_what_changed_and_builds_the_same(
+    node: Node, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    put(node.store, ALLOW_FROM_CLIENT)
+    decoded: list[str] = []
+    real = policy_state.decode
+
+    def counting(kv: Any, decoder: ResourceClient) -> policy_state.Decoded:
+        decoded.append(kv.key)
+        return real(kv, decoder)
+
+    monkeypatch.setattr(policy_state, "decode", counting)
+    cache = policy_state.DecodeCache()
+    decoder = ResourceClient(node.store)
+    first = build(node.keys(), NODE, decoder, cache=cache)
+    everything = len(decoded)
+    assert everything == len(cache) > 5
+    again = build(node.keys(), NODE, decoder, cache=cache)
+    assert len(decoded) == everything, "nothing changed: nothing decoded"
+    assert again.state.endpoints == first.state.endpoints and again.interfaces == first.interfaces
+
+    put(node.store, pod("far", {"role": "client"}, "node-2"))
+    relabelled = build(node.keys(), NODE, decoder, cache=cache)
+    assert (
+        decoded[everything:] == [k for k in decoded[everything:] if k.endswith("/far")]
+        and len(decoded) == everything + 1
+    )
+    fresh = build(node.keys(), NODE, decoder)
+    assert relabelled.state.endpoints == fresh.state.endpoints
+    assert relabelled.state.k8s_policies == fresh.state.k8s_policies and relabelled.interfaces == fresh.interfaces
+
+    KubernetesObjectClient(node.store).delete(
+        KUBERNETES_KINDS[("networking.k8s.io/v1", "NetworkPolicy")], "web-from-client", "x"
+    )
+    build(node.keys(), NODE, decoder, cache=cache)
+    assert len(cache) == everything - 1, "a deleted key is forgotten"
+
+
+def test_drift_is_found_and_repaired_in_one_transaction(node: Node) -> None:
+    put(node.store, ALLOW_FROM_CLIENT)
+    node.sync()
+    assert not node.manager.check_drift(), "nothing changed it"
+    wanted = node.held()
+    chain = next(name for name in wanted.chains if name.startswith("cali-pi-"))
+    meddling = Transaction(nft_names.FAMILY, nft_names.TABLE)
+    meddling.flush_chain(chain)  # someone's nft flush chain
+    node.kernel.apply(meddling)
+    assert node.held() != wanted
+    writes = len(node.transactions)
+    assert node.manager.check_drift()
+    assert node.held() == wanted and len(node.transactions) == writes + 1
+    assert _sample(node.manager.metrics.drift_repairs, "_total") == 1
+    assert not node.manager.check_drift(), "repaired"

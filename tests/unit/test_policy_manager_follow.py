@@ -65,7 +65,12 @@ def test_the_thread_follows_the_datastore(store: MemoryDatastore) -> None:
     recorder = Recorder()
     ready: list[bool] = []
     manager = PolicyManager(
-        store, NODE, apply=recorder, holds=recorder.kernel.holds, on_ready=lambda: ready.append(True)
+        store,
+        NODE,
+        apply=recorder,
+        holds=recorder.kernel.holds,
+        listing=recorder.kernel.listing,
+        on_ready=lambda: ready.append(True),
     )
     manager.start()
     try:
@@ -101,7 +106,7 @@ def test_a_refused_transaction_is_retried_as_one_recreate(store: MemoryDatastore
             raise refusals.pop()
         recorder(tx)
 
-    manager = PolicyManager(store, NODE, apply=flaky, holds=recorder.kernel.holds)
+    manager = PolicyManager(store, NODE, apply=flaky, holds=recorder.kernel.holds, listing=recorder.kernel.listing)
     manager.retry = 0.1
     manager.start()
     try:

@@ -9,6 +9,8 @@
     pycni_policy_update_duration_seconds            histogram: one datastore change to its table in the
                                                     kernel (rebuild, render, diff, apply)
     pycni_policy_errors_total                       transactions refused or failed (retried)
+    pycni_policy_drift_repairs_total                times the table was found changed by someone else
+                                                    and rewritten (checked every 90 s)
 
 Recorded whether or not anything serves them, as the agent's own metrics are.
 """
@@ -50,6 +52,11 @@ class PolicyMetrics:
         )
         self.errors = Counter(
             "pycni_policy_errors", "Policy transactions refused or failed (retried).", registry=registry
+        )
+        self.drift_repairs = Counter(
+            "pycni_policy_drift_repairs",
+            "Times the policy table was found changed outside the agent and rewritten.",
+            registry=registry,
         )
 
     def written(self, operations: int) -> None:

@@ -70,6 +70,11 @@ class FakeRuleset:
         """Whether the table exists (the policy manager's ``holds``)."""
         return (family, name) in self._tables
 
+    def listing(self, family: str, name: str) -> str:
+        """The table's text as a listing ("" if none; the policy manager's drift check compares it)."""
+        table = self.table(family, name)
+        return repr(table) if table is not None else ""
+
     def table(self, family: str, name: str) -> Table | None:
         found = self._tables.get((family, name))
         if found is None:

@@ -19,8 +19,9 @@ address for a single host, a prefix otherwise.
 from __future__ import annotations
 
 import ipaddress
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from functools import cached_property
 
 from pycni.nft.objects import Set
 from pycni.policy import nft_names
@@ -76,11 +77,21 @@ class SetRegistry:
         self._named_ports[name] = _NamedPortKey(chosen, port, protocol, family)
         return name
 
+    @cached_property
+    def _by_labels(self) -> list[tuple[Mapping[str, str], list[IPNetwork]]]:
+        """The endpoints' networks grouped by their labels: a selector is matched once per distinct label set."""
+        groups: dict[tuple[tuple[str, str], ...], tuple[Mapping[str, str], list[IPNetwork]]] = {}
+        for endpoint in self.index.endpoints.values():
+            labels = self.index.labels(endpoint)
+            held = groups.setdefault(tuple(sorted(labels.items())), (labels, []))
+            held[1].extend(ipaddress.ip_network(ip) for ip in endpoint.ips)
+        return list(groups.values())
+
     def selector_members(self, selector: Selector, family: int) -> frozenset[str]:
         networks: list[IPNetwork] = []
-        for endpoint in self.index.endpoints.values():
-            if selector.matches(self.index.labels(endpoint)):
-                networks += [ipaddress.ip_network(ip) for ip in endpoint.ips]
+        for labels, owned in self._by_labels:
+            if selector.matches(labels):
+                networks += owned
         for network_set in self.index.network_sets:
             if selector.matches(network_set.labels):
                 networks += network_set.networks

@@ -30,6 +30,7 @@ selectors. Pure: no I/O.
 from __future__ import annotations
 
 import base64
+import functools
 import hashlib
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -458,8 +459,13 @@ class Selector:
         return "s:" + base64.urlsafe_b64encode(digest).decode().rstrip("=")
 
 
+@functools.lru_cache(maxsize=8192)
 def parse(selector: str) -> Selector:
-    """Parse ``selector``; raises :class:`SelectorError` naming the position and what was expected."""
+    """Parse ``selector``; raises :class:`SelectorError` naming the position and what was expected.
+
+    Memoised: the policy manager compiles every policy of the cluster on each
+    change, and a :class:`Selector` is immutable, so a text is parsed once.
+    """
     return Selector(_Parser(selector).parse())
 
 

@@ -278,6 +278,7 @@ class CalicoNode:
             felix_env=config.felix_env,
             on_ready=self._wake.set,
             metrics=PolicyMetrics(self.metrics.registry),
+            refresh=config.resync or FelixSettings().route_refresh,  # drift checked as often as routes
         )
         self.policy.start()  # the fail-closed policy table first, whatever the networking backend
         self.routing = routing_for(config.backend, config.nodename, config.run_dir, config.router_id)

@@ -33,6 +33,7 @@ step, callable directly with an in-memory ruleset (:mod:`pycni.nft.fake`).
 
 from __future__ import annotations
 
+import functools
 import logging
 import threading
 import time
@@ -41,11 +42,11 @@ from dataclasses import dataclass
 from typing import Any
 
 from pycni.datastore import Datastore, KeyValue
-from pycni.fabric.calico.policy_state import PREFIXES, PolicyInputs, build, wanted
+from pycni.fabric.calico.policy_state import PREFIXES, DecodeCache, PolicyInputs, build, wanted
 from pycni.fabric.calico.policy_syncer import PolicyFollower
 from pycni.fabric.calico.resources import ResourceClient
 from pycni.metrics.policy import PolicyMetrics
-from pycni.nft import NftError, list_objects
+from pycni.nft import NftError, engine, list_objects
 from pycni.nft.objects import Table, Transaction, create, diff
 from pycni.policy import nft_names, nft_render
 from pycni.policy.cluster import ClusterState
@@ -54,6 +55,7 @@ from pycni.spec.errors import CNIError
 log = logging.getLogger("pycni.fabric.calico.policy")
 Apply = Callable[[Transaction], None]
 Holds = Callable[[str, str], bool]  # (family, table name): whether the kernel has that table
+Listing = Callable[[str, str], str]  # (family, table name): the kernel's listing of it, "" if none
 
 
 def _kernel_apply(tx: Transaction) -> None:
@@ -62,6 +64,12 @@ def _kernel_apply(tx: Transaction) -> None:
 
 def _kernel_holds(family: str, name: str) -> bool:
     return bool(list_objects("table", family, name))
+
+
+def _kernel_listing(family: str, name: str) -> str:
+    """The table as the kernel lists it ("" if there is none): what a drift check compares."""
+    status, output, _errors = engine.execute(f"list table {family} {name}")
+    return output if status == 0 else ""
 
 
 def skeleton(options: nft_render.Options | None = None) -> Table:
@@ -116,9 +124,11 @@ class PolicyManager:
         felix_env: Mapping[str, Any] | None = None,
         apply: Apply = _kernel_apply,
         holds: Holds = _kernel_holds,
+        listing: Listing = _kernel_listing,
         options: nft_render.Options | None = None,
         on_ready: Callable[[], None] = lambda: None,
         metrics: PolicyMetrics | None = None,
+        refresh: float = 90.0,
     ) -> None:
         self.store = store
         self.nodename = nodename
@@ -126,9 +136,13 @@ class PolicyManager:
         self.options = options or nft_render.Options()
         self._apply = apply
         self._holds = holds
+        self._listing = listing
+        self.refresh = refresh  # seconds between drift checks (Felix re-reads its tables every 90 s)
+        self._written = ""  # the kernel's listing right after this manager's last write
         self._on_ready = on_ready
         self.metrics = metrics if metrics is not None else PolicyMetrics()
         self._decoder = ResourceClient(store)
+        self._cache = DecodeCache()  # unchanged keys are not decoded again
         self._wake = threading.Event()
         self._stopping = threading.Event()
         self._thread: threading.Thread | None = None
@@ -155,7 +169,7 @@ class PolicyManager:
     def sync(self, kvs: Iterable[KeyValue]) -> bool:
         """Bring the table in line with the keys given; whether a transaction was written."""
         started = time.monotonic()
-        inputs = build(kvs, self.nodename, self._decoder, self.felix_env)
+        inputs = build(kvs, self.nodename, self._decoder, self.felix_env, self._cache)
         self._report(inputs.problems)
         table = render(inputs, self.options)
         if table == self.table:
@@ -194,6 +208,23 @@ class PolicyManager:
         self._apply(tx)
         self.writes += 1
         self.metrics.written(len(tx))
+        self._written = self._listing(tx.family, tx.table)
+
+    def check_drift(self) -> bool:
+        """Repair the table if something else changed it since the last write; whether it had drifted.
+
+        Someone's ``nft flush ruleset``, a deleted chain or an added rule would
+        otherwise stand until the next policy change: the table is listed
+        and, if it is not what this manager left, recreated in one transaction.
+        """
+        if self.table is None:
+            return False
+        if self._listing(self.table.family, self.table.name) == self._written:
+            return False
+        log.warning("policy table %s was changed outside calico-node: rewriting it", self.table.name)
+        self.metrics.drift_repairs.inc()
+        self._write(recreate(self.table))
+        return True
 
     def _report(self, problems: dict[str, str]) -> None:
         for key, problem in sorted(problems.items()):
@@ -220,27 +251,19 @@ class PolicyManager:
     def _loop(self) -> None:
         failed = False
         while not self._stopping.is_set():
-            self._wake.wait(self.retry if failed else None)
+            woken = self._wake.wait(self.retry if failed else self.refresh)
             self._wake.clear()
             if self._stopping.is_set():
                 return
+            if not woken and not failed:  # a quiet interval: look for drift
+                failed = not self._guarded(self.check_drift)
+                continue
             snapshot = self.follower.snapshot()
             if snapshot is None or (snapshot[0] == self.generation and not failed):
                 continue
             generation, kvs = snapshot
-            try:
-                self.sync(kvs)
-            except (NftError, CNIError, OSError, ValueError) as exc:
-                log.error("policy: could not apply the policy table: %s; retrying in %g s", exc, self.retry)
-                self.metrics.errors.inc()
-                self.table = None  # the kernel's table is unknown now: the next write recreates it
-                failed = True
-                continue
-            except Exception:  # a bug must not silently freeze policy: say so, and keep retrying
-                log.exception("policy: internal error while rendering or applying; retrying in %g s", self.retry)
-                self.metrics.errors.inc()
-                self.table = None  # the kernel's table is unknown now: the next write recreates it
-                failed = True
+            if not self._guarded(functools.partial(self.sync, kvs)):
+                failed = True  # a failed drift repair or sync: the whole table is written again on the retry
                 continue
             failed = False
             self.generation = generation
@@ -248,3 +271,17 @@ class PolicyManager:
                 log.info("policy in sync at generation %d: %d write(s)", generation, self.writes)
                 self.in_sync.set()
                 self._on_ready()
+
+    def _guarded(self, step: Callable[[], object]) -> bool:
+        """Run a step of the thread; on failure log, count, forget the table (rewritten on retry) and say so."""
+        try:
+            step()
+        except (NftError, CNIError, OSError, ValueError) as exc:
+            log.error("policy: could not apply the policy table: %s; retrying in %g s", exc, self.retry)
+        except Exception:  # a bug must not silently freeze policy: say so, and keep retrying
+            log.exception("policy: internal error while rendering or applying; retrying in %g s", self.retry)
+        else:
+            return True
+        self.metrics.errors.inc()
+        self.table = None  # the kernel's table is unknown now: the next write recreates it
+        return False

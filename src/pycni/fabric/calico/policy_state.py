@@ -92,44 +92,46 @@ def _endpoint_to_host(configs: Mapping[str, Mapping[str, Any]], nodename: str, e
     return DEFAULT_ENDPOINT_TO_HOST
 
 
-@dataclass
-class _Read:
-    """The kept keys, decoded and grouped by what they become."""
+@dataclass(frozen=True)
+class Decoded:
+    """What one key becomes: an object of ``group`` (or a problem), whatever else the datastore holds."""
 
-    calico: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
-    endpoints: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
-    kube: dict[str, list[tuple[str, Any]]] = field(
-        default_factory=lambda: {"namespaces": [], "pods": [], "networkpolicies": []}
-    )
-    felix: dict[str, Mapping[str, Any]] = field(default_factory=dict)
-    hosts: list[Host] = field(default_factory=list)
+    group: str  # endpoint, host, felix, namespaces, pods, networkpolicies, calico; "" for a key read for nothing
+    value: Any = None
+    interface: str = ""  # an endpoint's host-side interface
+    problem: str = ""
 
 
-def _read(kvs: Iterable[KeyValue], decoder: ResourceClient, problems: dict[str, str]) -> _Read:
-    read = _Read()
-    for kv in kvs:
-        if not wanted(kv.key):
-            continue
-        try:
-            if kv.key.startswith(KUBERNETES_PREFIX):
-                plural = kv.key[len(KUBERNETES_PREFIX) :].split("/", 1)[0]
-                if plural in read.kube:
-                    read.kube[plural].append((kv.key, json.loads(kv.value)))
-                continue
-            document = decoder.decode(kv).to_dict()
-            document.pop("status", None)  # a stored Tier carries "status": {}; pycni.policy reads no status
-            kind = document.get("kind")
-            if kind == "WorkloadEndpoint":
-                read.endpoints.append((kv.key, document))
-            elif kind == "FelixConfiguration":
-                read.felix[str(document["metadata"]["name"])] = document.get("spec") or {}
-            elif kind == "Node":
-                read.hosts.append(_host(document))
-            else:
-                read.calico.append((kv.key, document))
-        except (CalicoError, ValueError, TypeError, KeyError) as exc:
-            problems[kv.key] = str(exc)
-    return read
+class DecodeCache:
+    """Decoded keys by their value, kept from one build to the next.
+
+    A change of one object re-decodes that object only: the rest of the cluster
+    (a thousand endpoints, hundreds of policies) is looked up, not parsed again,
+    which is most of an update's cost at scale. Keys that are gone are dropped
+    at the end of each build. Decoding is a pure function of the stored value.
+    """
+
+    def __init__(self) -> None:
+        self._by_key: dict[str, tuple[str, Decoded]] = {}
+        self._seen: set[str] = set()
+
+    def get(self, kv: KeyValue, decoder: ResourceClient) -> Decoded:
+        self._seen.add(kv.key)
+        held = self._by_key.get(kv.key)
+        if held is not None and held[0] == kv.value:
+            return held[1]
+        decoded = decode(kv, decoder)
+        self._by_key[kv.key] = (kv.value, decoded)
+        return decoded
+
+    def __len__(self) -> int:
+        return len(self._by_key)
+
+    def prune(self) -> None:
+        """Forget the keys not asked for since the last prune."""
+        for key in self._by_key.keys() - self._seen:
+            del self._by_key[key]
+        self._seen = set()
 
 
 _K8S_PARSERS: dict[str, Callable[[Any], k8s.Namespace | k8s.Pod | k8s.NetworkPolicy]] = {
@@ -139,44 +141,75 @@ _K8S_PARSERS: dict[str, Callable[[Any], k8s.Namespace | k8s.Pod | k8s.NetworkPol
 }
 
 
+def decode(kv: KeyValue, decoder: ResourceClient) -> Decoded:
+    """One key's object (values read as :class:`ResourceClient` reads them); a problem instead of an error."""
+    try:
+        if kv.key.startswith(KUBERNETES_PREFIX):
+            plural = kv.key[len(KUBERNETES_PREFIX) :].split("/", 1)[0]
+            parse = _K8S_PARSERS.get(plural)
+            return Decoded(plural, parse(json.loads(kv.value))) if parse else Decoded("")
+        document = decoder.decode(kv).to_dict()
+        document.pop("status", None)  # a stored Tier carries "status": {}; pycni.policy reads no status
+        kind = document.get("kind")
+        if kind == "WorkloadEndpoint":
+            interface = (document.get("spec") or {}).get("interfaceName") or ""
+            return Decoded("endpoint", workload_from_calico(document), str(interface))
+        if kind == "FelixConfiguration":
+            return Decoded("felix", (str(document["metadata"]["name"]), document.get("spec") or {}))
+        if kind == "Node":
+            return Decoded("host", _host(document))
+        return Decoded("calico", parse_calico(document))
+    except (CalicoError, PolicyError, ValueError, TypeError, KeyError) as exc:
+        return Decoded("", problem=str(exc))
+
+
 def build(
-    kvs: Iterable[KeyValue], nodename: str, decoder: ResourceClient, felix_env: Mapping[str, Any] | None = None
+    kvs: Iterable[KeyValue],
+    nodename: str,
+    decoder: ResourceClient,
+    felix_env: Mapping[str, Any] | None = None,
+    cache: DecodeCache | None = None,
 ) -> PolicyInputs:
-    """The policy inputs from the keys under :data:`PREFIXES` (others are ignored); ``decoder`` reads v3 values."""
+    """The policy inputs from the keys under :data:`PREFIXES` (others are ignored); ``decoder`` reads v3 values.
+
+    ``cache`` (the manager keeps one) spares decoding the keys whose values did not change.
+    """
     inputs = PolicyInputs(ClusterState())
-    read = _read(kvs, decoder, inputs.problems)
-    state = inputs.state
-    for key, document in read.endpoints:
-        try:
-            endpoint = workload_from_calico(document)
-        except PolicyError as exc:
-            inputs.problems[key] = str(exc)
+    groups: dict[str, list[tuple[str, Decoded]]] = {}
+    for kv in kvs:
+        if not wanted(kv.key):
             continue
+        decoded = cache.get(kv, decoder) if cache is not None else decode(kv, decoder)
+        if decoded.problem:
+            inputs.problems[kv.key] = decoded.problem
+        else:
+            groups.setdefault(decoded.group, []).append((kv.key, decoded))
+    if cache is not None:
+        cache.prune()
+    state = inputs.state
+    for _, decoded in groups.get("endpoint", []):
+        endpoint: WorkloadEndpoint = decoded.value
         state.apply(endpoint)
-        interface = (document.get("spec") or {}).get("interfaceName")
-        if endpoint.node == nodename and interface:
-            inputs.interfaces[str(interface)] = endpoint.key
-    for host in read.hosts:
-        state.apply(host)
-    for plural, parse in _K8S_PARSERS.items():  # namespaces, then pods, then policies
-        for key, document in read.kube[plural]:
-            try:
-                obj = parse(document)
-            except PolicyError as exc:
-                inputs.problems[key] = str(exc)
-                continue
+        if endpoint.node == nodename and decoded.interface:
+            inputs.interfaces[decoded.interface] = endpoint.key
+    for _, decoded in groups.get("host", []):
+        state.apply(decoded.value)
+    for plural in _K8S_PARSERS:  # namespaces, then pods, then policies
+        for _, decoded in groups.get(plural, []):
+            obj = decoded.value
             if isinstance(obj, k8s.Pod) and obj.key not in state.endpoints:
                 continue  # no endpoint yet: not a workload of the cluster
             state.apply(obj)
     for endpoint in list(state.endpoints.values()):
         if endpoint.namespace not in state.namespaces:
             state.apply(k8s.namespace(endpoint.namespace, {}))
-    for key, document in read.calico:
+    for key, decoded in groups.get("calico", []):
         try:
-            state.apply(parse_calico(document))
+            state.apply(decoded.value)
         except PolicyError as exc:
             inputs.problems[key] = str(exc)
-    inputs.endpoint_to_host = _endpoint_to_host(read.felix, nodename, felix_env or {})
+    felix = dict(decoded.value for _, decoded in groups.get("felix", []))
+    inputs.endpoint_to_host = _endpoint_to_host(felix, nodename, felix_env or {})
     return inputs
 
 
