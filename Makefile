@@ -4,7 +4,7 @@
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: setup demo pictures test lint unit integration e2e bench bench-fabric bench-calico reliability campaign-sigkill campaign-corruption campaign-fuzz campaign-properties campaign-concurrency campaign-soak campaign-restarts clean
+.PHONY: setup demo pictures test lint unit integration e2e bench bench-fabric bench-calico bench-policy conformance reliability campaign-sigkill campaign-corruption campaign-fuzz campaign-properties campaign-concurrency campaign-soak campaign-restarts clean
 
 setup:
 	@scripts/setup.sh
@@ -47,6 +47,14 @@ bench-fabric: setup
 
 bench-calico: setup
 	$(BIN)/python benchmarks/calico_bench.py --nodes 30 --json benchmarks/last-calico-run.json
+
+bench-policy: setup
+	$(BIN)/python benchmarks/policy_bench.py --json benchmarks/last-policy-run.json
+
+# The netpol e2e conformance matrix on real pods, every scenario on Calico and on Canal
+# (make test runs every scenario on Calico and a sample on Canal).
+conformance: setup
+	PYCNI_NETPOL=all $(BIN)/pytest -q tests/integration/test_netpol_conformance.py
 
 # The fault campaigns of RELIABILITY.md, in full (make test runs each with a small count).
 # Each writes its report to reliability/last-<name>.json; all of them take about 2 hours here.
