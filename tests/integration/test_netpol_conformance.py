@@ -39,6 +39,7 @@ from tests.support.canal_cluster import CanalCluster
 from tests.support.etcd import etcd_server
 from tests.support.metrics import scrape_unix, value
 from tests.support.netns import netns_pool, run
+from tests.support.netpol_probe import Cell, probe
 from tests.support.netpol_scenarios import SCENARIOS, X, policy, reachability
 from tests.support.netpol_world import RealWorld
 
@@ -278,3 +279,57 @@ def test_calico_node_on_canal_leaves_flanneld_routes_alone(canal_world: RealWorl
     time.sleep(2 * RESYNC)  # two of calico-node's resyncs
     assert "dev flannel.1" in flannel_route()
     assert "removed" not in node.log.read_text()[len(log) :], "calico-node removed a route it does not own"
+
+
+LOGGING = {
+    "apiVersion": "projectcalico.org/v3",
+    "kind": "NetworkPolicy",
+    "metadata": {"name": "log-then-allow", "namespace": "x"},
+    "spec": {
+        "selector": "pod == 'a'",
+        "ingress": [
+            {"action": "Log", "protocol": "TCP", "destination": {"ports": [81]}},
+            {"action": "Allow"},
+        ],
+    },
+}
+
+
+def test_a_log_rule_writes_kernel_log_lines_naming_the_policy(calico_world: RealWorld) -> None:
+    """Calico's Log action: a line per new connection in the kernel log, then the next rule decides."""
+    world = calico_world
+    world.reset()
+    world.apply(LOGGING)
+    world.validate(reachability(), 81)  # logged, then allowed
+    sysctl = "/proc/sys/net/netfilter/nf_log_all_netns"  # the kernel logs from other namespaces only with it
+    before = Path(sysctl).read_text().strip()
+    kmsg = os.open("/dev/kmsg", os.O_RDONLY | os.O_NONBLOCK)
+    try:
+        Path(sysctl).write_text("1")
+        os.lseek(kmsg, 0, os.SEEK_END)
+        source, target = world.pods["y/b"], world.pods["x/a"]
+        cell = Cell("y/b", "x/a", target.ip, 81, "TCP")
+        assert probe([cell], world.namespace_of, 2.0)[cell]
+        lines = _kernel_log(kmsg, within=5, wanted=f"SRC={source.ip} DST={target.ip}")
+    finally:
+        Path(sysctl).write_text(before)
+        os.close(kmsg)
+    logged = [line for line in lines if f"SRC={source.ip} DST={target.ip}" in line and "DPT=81" in line]
+    assert logged and "calico-packet: " in logged[0] and "log-then-allow" in logged[0], lines[-5:]
+    print(logged[0])
+
+
+def _kernel_log(fd: int, within: float, wanted: str) -> list[str]:
+    """Kernel log records from ``fd`` (/dev/kmsg, positioned) until one holds ``wanted`` or time is up."""
+    lines: list[str] = []
+    deadline = time.monotonic() + within
+    while time.monotonic() < deadline:
+        try:
+            record = os.read(fd, 8192).decode(errors="replace")
+        except BlockingIOError:
+            time.sleep(0.05)
+            continue
+        lines.append(record.partition(";")[2].strip())
+        if wanted in lines[-1]:
+            break
+    return lines
