@@ -55,7 +55,8 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from tests.support.calico_cluster import ETCD_IP, ETCD_URL, CalicoCluster, Node, Pod
+from tests.support.calico_cluster import ETCD_IP, CalicoCluster, Node, Pod
+from tests.support.calicoctl_applier import Applier
 from tests.support.etcd import etcd_server
 from tests.support.metrics import Samples, scrape_unix, value
 from tests.support.netns import NetnsPool, netns_pool, run
@@ -71,73 +72,6 @@ TIERS = ("web", "db", "cache")
 BENCH = "bench"
 TOGGLE_PORT = 8080
 DENY_PROBE = 0.05  # a dropped connect is a silence: each deny probe waits this long
-
-APPLIER = """
-import contextlib, json, sys, tempfile, time
-from pycni.cli.calicoctl import main
-from pycni.datastore import open_datastore
-from pycni.fabric.calico.model import decode_resource
-from pycni.fabric.calico.resources import KubernetesObjectClient, ResourceClient, kubernetes_object
-store = open_datastore(sys.argv[1])
-resources, kubernetes = ResourceClient(store), KubernetesObjectClient(store)
-for line in sys.stdin:
-    command = json.loads(line)
-    started = time.monotonic()
-    if command["op"] == "put":  # bulk, straight to the store as calicoctl apply stores it
-        for document in command["documents"]:
-            obj = kubernetes_object(document)
-            if obj is not None:
-                kubernetes.apply(obj)
-            else:
-                resources.apply(decode_resource(document))
-        code = 0
-    else:  # apply or delete through calicoctl's own code
-        with tempfile.NamedTemporaryFile("w", suffix=".json") as manifest:
-            manifest.write("\\n---\\n".join(json.dumps(d) for d in command["documents"]))
-            manifest.flush()
-            with contextlib.redirect_stdout(sys.stderr):
-                code = main([command["op"], "-f", manifest.name])
-    print(json.dumps({"code": code, "seconds": time.monotonic() - started}), flush=True)
-"""
-
-
-class Applier:
-    """A Python process in etcd's namespace that applies manifests on request (no interpreter start per change)."""
-
-    def __init__(self, cluster: CalicoCluster) -> None:
-        python = os.path.join(os.path.dirname(cluster.pycni_bin), "python")
-        argv = ["ip", "netns", "exec", cluster.underlay, python, "-c", APPLIER, ETCD_URL]
-        self.log = cluster.tmp / "applier.log"
-        with self.log.open("w") as errors:
-            self.process = subprocess.Popen(
-                argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=errors, text=True, env=self.environment()
-            )
-
-    @staticmethod
-    def environment() -> dict[str, str]:
-        """calicoctl's datastore: this etcd (never the machine's default embedded store)."""
-        return {**os.environ, "DATASTORE_TYPE": "etcdv3", "ETCD_ENDPOINTS": ETCD_URL}
-
-    def send(self, op: str, documents: list[dict[str, Any]]) -> None:
-        assert self.process.stdin is not None
-        self.process.stdin.write(json.dumps({"op": op, "documents": documents}) + "\n")
-        self.process.stdin.flush()
-
-    def wait(self) -> float:
-        assert self.process.stdout is not None
-        reply = json.loads(self.process.stdout.readline() or '{"code": -1}')
-        assert reply["code"] == 0, f"the applier failed: {reply}\n{self.log.read_text()[-3000:]}"
-        return float(reply["seconds"])
-
-    def __call__(self, op: str, documents: list[dict[str, Any]]) -> float:
-        self.send(op, documents)
-        return self.wait()
-
-    def close(self) -> None:
-        if self.process.stdin is not None:
-            self.process.stdin.close()
-        self.process.wait(timeout=30)
-
 
 # -- the cluster in the datastore -------------------------------------------------------
 

@@ -5,7 +5,8 @@ upstream's model) are stored with ``pycni calicoctl apply`` (the stand-ins of
 the Kubernetes objects), then each pod is made by the real ``calico`` plugin
 with ``K8S_POD_NAMESPACE``/``K8S_POD_NAME``, round-robin over the cluster's
 nodes, and serves TCP and UDP on every port the scenarios probe. Every change
-goes to the datastore through ``calicoctl`` (as a user makes it) and to a
+goes to the datastore through ``calicoctl``'s code (as a user makes it; in a
+helper process, :mod:`tests.support.calicoctl_applier`) and to a
 mirror :class:`~tests.support.netpol_scenarios.EvaluatorWorld` built with the
 real addresses; :meth:`RealWorld.validate` first requires the evaluator to
 agree with upstream's expectation, then probes every pair for real until the
@@ -22,6 +23,7 @@ from typing import Any
 
 from pycni.policy.matrix import NetpolModel, Reachability
 from tests.support.calico_cluster import CalicoCluster, Pod
+from tests.support.calicoctl_applier import Applier
 from tests.support.netns import NetnsPool
 from tests.support.netpol_probe import Cell, Servers, probe
 from tests.support.netpol_scenarios import MODEL, EvaluatorWorld
@@ -34,6 +36,7 @@ CONVERGENCE = 10.0  # seconds for a change to be enforced on every node
 class RealWorld:
     def __init__(self, cluster: CalicoCluster, model: NetpolModel = MODEL) -> None:
         self.cluster = cluster
+        self.calicoctl = Applier(cluster)  # calicoctl's code, without an interpreter start per change
         nodes = cluster.nodes
         self.model = NetpolModel(nodes=tuple(n.nodename for n in nodes), node_addresses=_hosts(cluster))
         placement = {pod: nodes[number % len(nodes)] for number, pod in enumerate(model.pod_strings())}
@@ -69,8 +72,7 @@ class RealWorld:
     def delete_all_policies(self) -> None:
         self.mirror.delete_all_policies()
         if self._policies:
-            stream = "\n---\n".join(json.dumps(p) for p in self._policies)
-            self.cluster.calicoctl("delete", "-f", "-", stdin=stream)
+            self.calicoctl("delete", self._policies)
         self._policies.clear()
 
     def set_namespace_labels(self, name: str, labels: Mapping[str, str]) -> None:
@@ -127,12 +129,15 @@ class RealWorld:
         self.mirror = EvaluatorWorld(self.model)
 
     def close(self) -> None:
-        self.servers.close()
+        try:
+            self.servers.close()
+        finally:
+            self.calicoctl.close()
 
     # -- manifests ------------------------------------------------------------------
 
     def _apply_all(self, documents: list[dict[str, Any]]) -> None:
-        self.cluster.calicoctl("apply", "-f", "-", stdin="\n---\n".join(json.dumps(d) for d in documents))
+        self.calicoctl("apply", documents)
 
     def _pod_manifest(self, pod: str, labels: Mapping[str, str], node: str) -> dict[str, Any]:
         namespace, name = pod.split("/")
