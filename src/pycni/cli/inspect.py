@@ -17,9 +17,14 @@ import argparse
 import json
 import os
 import time
+from typing import TYPE_CHECKING
 
-from pycni.picture.model import Picture, PictureError
 from pycni.runtime.cache import DEFAULT_CACHE_DIR
+
+if (
+    TYPE_CHECKING
+):  # the picture's modules load only when a picture is asked for (every pycni command parses these flags)
+    from pycni.picture.model import Picture
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -86,6 +91,7 @@ def cmd_picture(opts: argparse.Namespace) -> int:
 
 def _write(path: str, data: bytes) -> None:
     from pycni.fsutil import write_atomic
+    from pycni.picture.model import PictureError
 
     try:
         write_atomic(path, data, mode=0o644)
@@ -96,6 +102,7 @@ def _write(path: str, data: bytes) -> None:
 def _flannel(opts: argparse.Namespace) -> Picture:
     from pycni.fabric.flannel.leases import open_lease_store
     from pycni.picture import collect_flannel
+    from pycni.picture.model import PictureError
 
     endpoints = opts.etcd_endpoints or None
     path = opts.store_path or None
@@ -118,6 +125,7 @@ def _calico(opts: argparse.Namespace) -> Picture:
     from pycni.fabric.calico.bird import DEFAULT_CONTROL_SOCKET, FALLBACK_CONTROL_SOCKET
     from pycni.fabric.calico.config import StoreConfig, load_config, open_store
     from pycni.picture import collect_calico
+    from pycni.picture.model import PictureError
 
     urls = tuple(url.strip() for url in (opts.etcd_endpoints or "").split(",") if url.strip())
     if urls:
