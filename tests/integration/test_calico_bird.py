@@ -214,6 +214,18 @@ def mesh_name(node: BgpNode) -> str:
     return "Mesh_" + node.address.replace(".", "_")
 
 
+def _seconds(clock: str) -> float:
+    hours, minutes, seconds = clock.rsplit(maxsplit=1)[-1].split(":")  # "[date ]HH:MM:SS.mmm"
+    return int(hours) * 3600 + int(minutes) * 60 + float(seconds)
+
+
+def flapped(before: dict[str, dict[str, str]], after: dict[str, dict[str, str]]) -> bool:
+    """Whether a session went down and up: its "since" moved. BIRD's display of an unchanged one wobbles by 1 ms."""
+    if before.keys() != after.keys() or any(before[n].keys() != after[n].keys() for n in before):
+        return True
+    return any(abs(_seconds(after[n][k]) - _seconds(before[n][k])) > 0.1 for n in before for k in before[n])
+
+
 def test_full_mesh_on_etcd(netns: NetnsPool, etcd: EtcdServer) -> None:
     names = ["node-a", "node-b", "node-c"]
     with fabric(netns, open_datastore([etcd.url]), names) as fab:
@@ -310,7 +322,8 @@ def test_full_mesh_on_etcd(netns: NetnsPool, etcd: EtcdServer) -> None:
             PROPAGATED_WITHIN,
         )
         print(f"reconfigure: new block and borrowed /32 in the other kernels after {time.monotonic() - moment:.2f} s")
-        assert {n: {k: s.since for k, s in fab.nodes[n].bird.sessions().items()} for n in names} == since, "no flap"
+        after = {n: {k: s.since for k, s in fab.nodes[n].bird.sessions().items()} for n in names}
+        assert not flapped(since, after), ("no flap", since, after)
 
         # a releases its second block: withdrawn from the others.
         assert fab.ipam.release_ips([second + 1]) == []
