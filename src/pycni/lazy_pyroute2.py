@@ -13,8 +13,10 @@ importing it, and anything else by running the real ``__init__`` into the
 stand-in once (code that wants the whole library still gets all of it).
 pyroute2's logger gets its NullHandler as the real ``__init__`` gives it.
 
-Installed by ``pycni/__init__.py``, so every pycni process has it; nothing is
-done if pyroute2 is already imported or not installed.
+Installed by ``pycni/net/__init__.py`` (every netlink user goes through
+pycni.net; the warm-path shim never imports it, so it pays nothing); nothing
+is done if pyroute2 is already imported or not installed. The daemon calls
+:func:`load_everything` before it forks its workers.
 """
 
 from __future__ import annotations
@@ -43,6 +45,19 @@ def install() -> None:
     package.__getattr__ = _resolver(package, spec.origin)  # type: ignore[method-assign]
     sys.modules[PACKAGE] = package
     importlib.import_module("pyroute2.config.log")  # the library's logger and its NullHandler
+
+
+def load_everything() -> None:
+    """The whole library now, as ``import pyroute2`` does without the stand-in.
+
+    For long-lived processes that fork a worker per call (the daemon): what the
+    parent has imported, every worker has for free; what it has not, every
+    worker imports again.
+    """
+    importlib.import_module("pyroute2.iproute")
+    package = sys.modules.get(PACKAGE)
+    if package is not None and package.__spec__ is not None and package.__spec__.origin:
+        _run_real_init(package, package.__spec__.origin)
 
 
 def _resolver(package: types.ModuleType, init_path: str) -> Any:

@@ -1,6 +1,6 @@
 """pyroute2 behind pycni's stand-in package: what pycni uses is there, the rest of the library is not loaded.
 
-Each check runs in a fresh interpreter: the stand-in is installed when pycni is
+Each check runs in a fresh interpreter: the stand-in is installed when pycni.net is
 first imported, which in this test process happened long ago.
 """
 
@@ -18,7 +18,7 @@ def fresh(code: str) -> str:
 
 def test_what_pycni_imports_comes_without_the_rest_of_the_library() -> None:
     code = (
-        "import sys, pycni\n"
+        "import sys, pycni.net\n"
         "from pyroute2 import IPRoute\n"
         "from pyroute2.netlink.exceptions import NetlinkError\n"
         "from pyroute2.netlink.rtnl.ifinfmsg import ifinfmsg\n"
@@ -32,7 +32,7 @@ def test_what_pycni_imports_comes_without_the_rest_of_the_library() -> None:
 
 def test_any_other_name_loads_the_whole_library_as_its_own_init_would() -> None:
     code = (
-        "import importlib.metadata, pycni, pyroute2\n"
+        "import importlib.metadata, pycni.net, pyroute2\n"
         "print(pyroute2.NDB.__name__, pyroute2.__version__ == importlib.metadata.version('pyroute2'))\n"
         "print(pyroute2.IPRoute is __import__('pyroute2.iproute', fromlist=['IPRoute']).IPRoute)\n"
     )
@@ -40,15 +40,19 @@ def test_any_other_name_loads_the_whole_library_as_its_own_init_would() -> None:
 
 
 def test_a_missing_name_is_an_attribute_error() -> None:
-    code = "import pycni, pyroute2\ntry:\n    pyroute2.NoSuchThing\nexcept AttributeError as e:\n    print('no', e)\n"
+    code = "import pycni.net, pyroute2\ntry:\n    pyroute2.NoSuchThing\nexcept AttributeError as e:\n    print('no', e)"
     assert fresh(code).startswith("no ")
 
 
 def test_nothing_is_done_when_pyroute2_was_imported_first() -> None:
-    code = "import pyroute2, pycni, sys\nprint(sys.modules['pyroute2'].__dict__.get('__getattr__') is None)\n"
+    code = "import pyroute2, pycni.net, sys\nprint(sys.modules['pyroute2'].__dict__.get('__getattr__') is None)\n"
     assert fresh(code) == "True"
 
 
 def test_a_plugin_module_does_not_load_the_whole_library() -> None:
     code = "import sys\nimport pycni.plugins.main.bridge\nprint('pyroute2.ndb.main' in sys.modules)\n"
     assert fresh(code) == "False"
+
+
+def test_the_warm_path_shim_imports_no_netlink_at_all() -> None:
+    assert fresh("import sys, pycni.shim\nprint([m for m in sys.modules if m.startswith('pyroute2')])") == "[]"

@@ -49,6 +49,7 @@ from collections.abc import Callable
 from types import FrameType
 from typing import TYPE_CHECKING, TypeVar
 
+from pycni import lazy_pyroute2
 from pycni.daemon import systemd, wire
 from pycni.daemon.executor import InProcessExecutor
 from pycni.daemon.listener import Listener, acquire, serving
@@ -78,8 +79,10 @@ T = TypeVar("T")
 
 
 def load_plugins() -> dict[str, Plugin]:
-    """Import every plugin module now, so no call pays for it."""
-    return {name: importlib.import_module(module).plugin for name, module in PLUGIN_MODULES.items()}
+    """Import every plugin module now, and the netlink library they use on demand, so no call pays for it."""
+    plugins = {name: importlib.import_module(module).plugin for name, module in PLUGIN_MODULES.items()}
+    lazy_pyroute2.load_everything()  # the workers are forked per call: what is not imported here, each imports
+    return plugins
 
 
 def _error_reply(code: int, msg: str) -> bytes:

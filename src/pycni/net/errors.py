@@ -11,6 +11,8 @@ from pyroute2.netlink.exceptions import NetlinkError
 
 from pycni.spec.errors import CNIError, ErrorCode
 
+__all__ = ["LinkNotFound", "NetError", "NetlinkError", "netlink"]  # NetlinkError for code outside pycni.net
+
 
 class NetError(CNIError):
     """A kernel operation failed; ``errno`` keeps the kernel's reason."""

@@ -12,12 +12,11 @@ import shutil
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from pyroute2.netlink.exceptions import NetlinkError
-
 from pycni import nft
 from pycni.fabric.calico import calculation as calico_calc
 from pycni.net import netns
 from pycni.net import route as net_route
+from pycni.net.errors import NetlinkError
 from pycni.reset import items
 from pycni.spec.errors import CNIError
 

@@ -23,11 +23,10 @@ import socket
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from pyroute2.netlink.exceptions import NetlinkError
-
 from pycni.fabric.calico.config import ConfigError
 from pycni.fabric.calico.nodeconfig import AutodetectMethod
 from pycni.net import addr
+from pycni.net.errors import NetlinkError
 
 if TYPE_CHECKING:
     from pyroute2 import IPRoute

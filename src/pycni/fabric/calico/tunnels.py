@@ -26,11 +26,9 @@ import logging
 import socket
 from typing import TYPE_CHECKING, Any
 
-from pyroute2.netlink.exceptions import NetlinkError
-
 from pycni.fabric.calico.calculation import IpipDevice, VxlanDevice
 from pycni.net import addr, link, overlay, sysctl
-from pycni.net.errors import NetError, netlink
+from pycni.net.errors import NetError, NetlinkError, netlink
 from pycni.spec.errors import CNIError, ErrorCode
 
 if TYPE_CHECKING:
