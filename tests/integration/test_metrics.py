@@ -122,6 +122,20 @@ def assert_counts_match(found: Samples, calls: Calls) -> None:
         assert value(found, "pycni_cni_call_duration_seconds_bucket", plugin=plugin, verb=verb, le="+Inf") == n
 
 
+def counted(read: Callable[[], Samples], calls: Calls, within: float = 10) -> Samples:
+    """A scrape whose counts match the calls made: a call is recorded just after its reply is sent."""
+    deadline = time.monotonic() + within
+    while True:
+        found = read()
+        try:
+            assert_counts_match(found, calls)
+            return found
+        except AssertionError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.05)
+
+
 def workers_of(pid: int) -> list[int]:
     with open(f"/proc/{pid}/task/{pid}/children") as handle:
         return [int(p) for p in handle.read().split()]
@@ -174,8 +188,7 @@ def test_daemon_counters_equal_the_calls_made_with_their_error_codes(
     assert calls.shim(os.path.join(pycni_plugin_dir, "static"), "ADD", b"{}") != 0
     assert len(calls.errors) >= 5, calls.errors
 
-    found = scrape_unix(str(metrics_socket))
-    assert_counts_match(found, calls)
+    found = counted(lambda: scrape_unix(str(metrics_socket)), calls)
     assert value(found, "pycni_ipam_addresses", network="metricsnet", range=SUBNET, state="used") == 3
     assert value(found, "pycni_ipam_addresses", network="metricsnet", range=SUBNET, state="free") == 10
     assert value(found, "pycni_cni_call_duration_seconds_sum", plugin="host-local", verb="ADD") > 0  # type: ignore[operator]
@@ -187,11 +200,10 @@ def test_daemon_counters_equal_the_calls_made_with_their_error_codes(
     while victim in workers_of(daemon.pid) or len(workers_of(daemon.pid)) < 2:
         assert time.monotonic() < deadline, "the supervisor did not replace the killed worker"
         time.sleep(0.1)
-    assert_counts_match(scrape_unix(str(metrics_socket)), calls)
+    counted(lambda: scrape_unix(str(metrics_socket)), calls)
     for index in (2, 3, 4):
         assert calls.direct("host-local", "DEL", conf, container=f"ctr{index}") == 0
-    found = scrape_unix(str(metrics_socket))
-    assert_counts_match(found, calls)
+    found = counted(lambda: scrape_unix(str(metrics_socket)), calls)
     assert value(found, "pycni_ipam_addresses", network="metricsnet", range=SUBNET, state="used") == 0
 
     daemon.stop()  # SIGTERM to all: the listener, its socket file and the multiprocess directory go

@@ -484,3 +484,14 @@ def test_routes_are_ordered_by_destination() -> None:
     state = cluster(*(node(n) for n in ALL), blocks=many, pools=(pool(vxlan="Always"),))
     dsts = [r.dst for r in calculate(state, LocalNode("n1")).routes[GROUP_TUNNEL]]
     assert dsts == sorted(dsts, key=lambda d: int(d.network_address))
+
+
+def test_calico_node_owns_routes_only_in_blocks_and_affine_blocks_not_in_whole_pools() -> None:
+    """A Canal node: a pool over Flannel's network, no Calico block (host-local): no route there is ours."""
+    from pycni.fabric.calico.calculation import owned_networks
+
+    assert owned_networks(cluster(pools=(pool(),), blocks={}, affinities={})) == ()
+    state = cluster(
+        pools=(pool(),), blocks={"10.244.3.0/26": "node-2"}, affinities={("node-1", "10.244.9.0/26"): "confirmed"}
+    )
+    assert owned_networks(state) == (net("10.244.3.0/26"), net("10.244.9.0/26"))

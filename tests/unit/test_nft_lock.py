@@ -62,3 +62,14 @@ def test_holders_never_overlap_although_each_removes_the_file(lock_dir: Path, tm
     for enter, leave in zip(lines[::2], lines[1::2], strict=True):  # strictly alternating, same process
         assert enter.startswith("enter ") and leave == "leave " + enter.removeprefix("enter ")
     assert list(lock_dir.iterdir()) == []
+
+
+def test_a_lock_file_removed_under_its_holder_is_not_an_error_and_a_newer_one_stays(lock_dir: Path) -> None:
+    path = lock_dir / f"nft-inet-demo-{nft.netns_inode()}.lock"
+    with nft.locked("inet-demo"):
+        path.unlink()  # someone's clean-up (pycni reset, by hand) while it is held
+    assert list(lock_dir.iterdir()) == []
+    with nft.locked("inet-demo"):
+        path.unlink()
+        path.touch()  # and a newer process's file appears at the path
+    assert path.exists(), "the holder removes only its own file"

@@ -9,6 +9,7 @@ threads.
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Callable, Iterator
 
@@ -116,4 +117,36 @@ def test_a_refused_transaction_is_retried_as_one_recreate(store: MemoryDatastore
         assert [op.verb for op in retried.ops[:2]] == ["add", "delete"], "the kernel's table was unknown: recreated"
         assert recorder.kernel.table(nft_names.FAMILY, nft_names.TABLE) == manager.table
     finally:
+        manager.stop()
+
+
+def test_drift_is_checked_on_time_while_the_datastore_keeps_changing(store: MemoryDatastore) -> None:
+    """A busy cluster wakes the thread all the time; the drift check still runs every refresh interval."""
+    recorder = Recorder()
+    manager = PolicyManager(
+        store, NODE, apply=recorder, holds=recorder.kernel.holds, listing=recorder.kernel.listing, refresh=0.5
+    )
+    manager.start()
+    stop = threading.Event()
+
+    def churn() -> None:  # a namespace relabelled every 20 ms: a wake each time, nothing to write
+        index = 0
+        while not stop.is_set():
+            index += 1
+            labels = {"n": str(index)}
+            put(store, {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "busy", "labels": labels}})
+            time.sleep(0.02)
+
+    writer = threading.Thread(target=churn, daemon=True)
+    try:
+        wait_for(manager.in_sync.is_set, "in sync")
+        wanted = recorder.kernel.table(nft_names.FAMILY, nft_names.TABLE)
+        writer.start()
+        meddling = Transaction(nft_names.FAMILY, nft_names.TABLE)
+        meddling.delete_table()
+        recorder.kernel.apply(meddling)  # someone deletes the table
+        wait_for(lambda: recorder.kernel.table(nft_names.FAMILY, nft_names.TABLE) == wanted, "the table rewritten")
+    finally:
+        stop.set()
+        writer.join(5)
         manager.stop()

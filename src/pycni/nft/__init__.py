@@ -7,6 +7,7 @@ applies a transaction entirely or not at all.
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import json
 import os
@@ -81,7 +82,9 @@ def locked(table: str) -> Iterator[None]:
         yield
     finally:
         try:
-            os.unlink(path)
+            if _same_file(fd, path):  # someone else's file if ours was removed under us (a reset, by hand)
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(path)
         finally:
             os.close(fd)
 

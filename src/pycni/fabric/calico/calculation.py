@@ -126,7 +126,7 @@ class Desired:
     pod_mtu: int = DEFAULT_HOST_MTU
     needs: TunnelNeeds = field(default_factory=TunnelNeeds)
     problems: tuple[str, ...] = ()
-    owned: tuple[Network, ...] = ()  # every pool and block: where this agent's routes may be (none elsewhere)
+    owned: tuple[Network, ...] = ()  # every block and affine block: where this agent's routes may be (none elsewhere)
 
     def all_routes(self) -> list[Route]:
         return [route for group in GROUP_ORDER for route in self.routes.get(group, ())]
@@ -320,10 +320,13 @@ def calculate(
 
 
 def owned_networks(state: ClusterState) -> tuple[Network, ...]:
-    """The pools and blocks: the only networks calico-node's routes are in.
+    """The blocks and the blocks claimed by affinities: the only networks calico-node's routes are in.
 
-    On a Canal node flanneld's routes carry the same protocol (pycni's); they are
-    in Flannel's network, outside every Calico pool, so they are never this agent's.
+    Every route the agent writes is to a block or inside one (a blackhole for an
+    affine block, a route to a peer's block, a borrowed /32). On a Canal node
+    flanneld's routes carry the same protocol (pycni's) in Flannel's network,
+    where host-local IPAM makes no Calico block, so they are never this agent's,
+    even when a Calico pool covers that network.
     """
-    networks = {pool.cidr for pool in state.pools.values()} | {block.cidr for block in state.blocks.values()}
+    networks = {block.cidr for block in state.blocks.values()} | {block for _host, block in state.affinities}
     return tuple(sorted(networks, key=sort_key))

@@ -74,9 +74,10 @@ class StepReport:
 class RouteManager:
     """One RouteTable, one group per route class (GROUP_ORDER decides a key two classes want).
 
-    The table owns pycni-protocol routes only inside the pools and blocks seen
-    so far (a deleted pool's routes are still removed; flanneld's, on a Canal
-    node, are never touched).
+    The table owns pycni-protocol routes only inside the blocks seen so far by
+    this process (a released block's routes are still removed; flanneld's, on
+    a Canal node, are never touched). A block released while the agent was
+    down leaves its route behind: ``pycni reset`` finds protocol-112 routes.
     """
 
     def __init__(self, ipr: IPRoute) -> None:

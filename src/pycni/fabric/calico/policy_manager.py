@@ -55,7 +55,7 @@ from pycni.spec.errors import CNIError
 log = logging.getLogger("pycni.fabric.calico.policy")
 Apply = Callable[[Transaction], None]
 Holds = Callable[[str, str], bool]  # (family, table name): whether the kernel has that table
-Listing = Callable[[str, str], str]  # (family, table name): the kernel's listing of it, "" if none
+Listing = Callable[[str, str], str | None]  # (family, table name): its listing, "" if none, None if unreadable
 
 
 def _kernel_apply(tx: Transaction) -> None:
@@ -66,10 +66,12 @@ def _kernel_holds(family: str, name: str) -> bool:
     return bool(list_objects("table", family, name))
 
 
-def _kernel_listing(family: str, name: str) -> str:
-    """The table as the kernel lists it ("" if there is none): what a drift check compares."""
-    status, output, _errors = engine.execute(f"list table {family} {name}")
-    return output if status == 0 else ""
+def _kernel_listing(family: str, name: str) -> str | None:
+    """The table as the kernel lists it ("" if there is none, None if it could not be listed): what drift is."""
+    status, output, errors = engine.execute(f"list table {family} {name}")
+    if status == 0:
+        return output
+    return "" if "No such file or directory" in errors else None
 
 
 def skeleton(options: nft_render.Options | None = None) -> Table:
@@ -138,7 +140,7 @@ class PolicyManager:
         self._holds = holds
         self._listing = listing
         self.refresh = refresh  # seconds between drift checks (Felix re-reads its tables every 90 s)
-        self._written = ""  # the kernel's listing right after this manager's last write
+        self._written: str | None = None  # the kernel's listing right after this manager's last write
         self._on_ready = on_ready
         self.metrics = metrics if metrics is not None else PolicyMetrics()
         self._decoder = ResourceClient(store)
@@ -217,9 +219,10 @@ class PolicyManager:
         otherwise stand until the next policy change: the table is listed
         and, if it is not what this manager left, recreated in one transaction.
         """
-        if self.table is None:
+        if self.table is None or self._written is None:
             return False
-        if self._listing(self.table.family, self.table.name) == self._written:
+        now = self._listing(self.table.family, self.table.name)
+        if now is None or now == self._written:  # unreadable now: nothing known, look again next time
             return False
         log.warning("policy table %s was changed outside calico-node: rewriting it", self.table.name)
         self.metrics.drift_repairs.inc()
@@ -250,14 +253,16 @@ class PolicyManager:
 
     def _loop(self) -> None:
         failed = False
+        next_check = time.monotonic() + self.refresh
         while not self._stopping.is_set():
-            woken = self._wake.wait(self.retry if failed else self.refresh)
+            until_check = max(0.0, next_check - time.monotonic())
+            self._wake.wait(min(self.retry, until_check) if failed else until_check)
             self._wake.clear()
             if self._stopping.is_set():
                 return
-            if not woken and not failed:  # a quiet interval: look for drift
-                failed = not self._guarded(self.check_drift)
-                continue
+            if not failed and time.monotonic() >= next_check:  # every refresh interval, busy or not
+                next_check = time.monotonic() + self.refresh
+                failed = not self._guarded(self.check_drift)  # then any change that woke us, as always
             snapshot = self.follower.snapshot()
             if snapshot is None or (snapshot[0] == self.generation and not failed):
                 continue
