@@ -24,10 +24,12 @@ from __future__ import annotations
 import importlib
 import importlib.util
 import sys
+import threading
 import types
 from typing import Any
 
 PACKAGE = "pyroute2"
+_FULL_IMPORT = threading.RLock()
 DIRECT = {"IPRoute": "pyroute2.iproute", "NetlinkError": "pyroute2.netlink.exceptions"}
 
 
@@ -56,7 +58,8 @@ def load_everything() -> None:
     """
     importlib.import_module("pyroute2.iproute")
     package = sys.modules.get(PACKAGE)
-    if package is not None and package.__spec__ is not None and package.__spec__.origin:
+    stand_in = package is not None and "__getattr__" in package.__dict__  # else the real package: all there
+    if stand_in and package is not None and package.__spec__ is not None and package.__spec__.origin:
         _run_real_init(package, package.__spec__.origin)
 
 
@@ -81,8 +84,13 @@ def _resolver(package: types.ModuleType, init_path: str) -> Any:
 
 def _run_real_init(package: types.ModuleType, init_path: str) -> None:
     """The library's own ``__init__``, once, into the stand-in: every public name."""
-    if package.__dict__.get("_pycni_full_import"):
-        return
-    package.__dict__["_pycni_full_import"] = True
-    with open(init_path, encoding="utf-8") as source:
-        exec(compile(source.read(), init_path, "exec"), package.__dict__)
+    with _FULL_IMPORT:  # one thread runs it; another asking meanwhile waits for every name
+        if package.__dict__.get("_pycni_full_import") or package.__dict__.get("_pycni_full_import_running"):
+            return  # done, or this thread is inside it (a name asked for while it runs)
+        package.__dict__["_pycni_full_import_running"] = True
+        try:
+            with open(init_path, encoding="utf-8") as source:
+                exec(compile(source.read(), init_path, "exec"), package.__dict__)
+            package.__dict__["_pycni_full_import"] = True  # only once it ran to the end
+        finally:
+            del package.__dict__["_pycni_full_import_running"]
