@@ -98,6 +98,19 @@ def sweep(directory: str) -> int:
     return _remove_orphans_in(directory, "")
 
 
+def is_open_at(fd: int, path: str) -> bool:
+    """Whether the open file ``fd`` is still the one at ``path`` (not removed or replaced since it was opened).
+
+    How a lock taken on an open file is checked to still be the lock at that path.
+    """
+    try:
+        there = os.lstat(path)
+    except FileNotFoundError:
+        return False
+    here = os.fstat(fd)
+    return (here.st_dev, here.st_ino) == (there.st_dev, there.st_ino)
+
+
 def read_state(path: str) -> bytes:
     """The bytes of the regular file at ``path``, never following a symlink.
 

@@ -32,7 +32,7 @@ import stat
 from collections.abc import Iterator
 from dataclasses import dataclass
 
-from pycni.fsutil import read_state, remove, sweep, write_atomic
+from pycni.fsutil import is_open_at, read_state, remove, sweep, write_atomic
 from pycni.ipam.config import parse_ip
 from pycni.spec import CNIError, ErrorCode
 from pycni.spec.result import IPAddress
@@ -88,16 +88,6 @@ def _content(path: str) -> str | None:
         return read_state(path).decode("utf-8", "surrogateescape").strip()
     except OSError:
         return None
-
-
-def _is_at(fd: int, path: str) -> bool:
-    """Whether the open file ``fd`` is still the one at ``path``."""
-    try:
-        there = os.lstat(path)
-    except FileNotFoundError:
-        return False
-    here = os.fstat(fd)
-    return (here.st_dev, here.st_ino) == (there.st_dev, there.st_ino)
 
 
 def _replace_lock(path: str, why: OSError) -> None:
@@ -175,7 +165,7 @@ class Store:
                     _replace_lock(path, OSError(errno.EISDIR, "not a regular file"))
                     continue
                 fcntl.flock(fd, fcntl.LOCK_EX)
-                if _is_at(fd, path):
+                if is_open_at(fd, path):
                     locked, fd = fd, -1
                     return locked
             finally:

@@ -15,6 +15,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
+from pycni.fsutil import is_open_at
 from pycni.nft import engine
 from pycni.spec.errors import CNIError, ErrorCode
 
@@ -82,7 +83,7 @@ def locked(table: str) -> Iterator[None]:
         yield
     finally:
         try:
-            if _same_file(fd, path):  # someone else's file if ours was removed under us (a reset, by hand)
+            if is_open_at(fd, path):  # someone else's file if ours was removed under us (a reset, by hand)
                 with contextlib.suppress(FileNotFoundError):
                     os.unlink(path)
         finally:
@@ -95,18 +96,9 @@ def _hold(path: str) -> int:
         fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX)
-            if _same_file(fd, path):
+            if is_open_at(fd, path):
                 return fd
         except BaseException:
             os.close(fd)
             raise
         os.close(fd)
-
-
-def _same_file(fd: int, path: str) -> bool:
-    try:
-        at_path = os.stat(path)
-    except FileNotFoundError:
-        return False
-    held = os.fstat(fd)
-    return (held.st_dev, held.st_ino) == (at_path.st_dev, at_path.st_ino)
