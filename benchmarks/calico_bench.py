@@ -53,6 +53,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from tests.support.calico_cluster import SEED_INSTALLATION, CalicoCluster, Node, Pod
 from tests.support.etcd import etcd_server
+from tests.support.measure import iperf, rss_kib
 from tests.support.netns import NetnsPool, netns_pool, run
 from tests.support.progress import Progress, progress
 
@@ -330,20 +331,6 @@ def one_node(work: Path, allocs: int, cold_allocs: int, runs: int) -> dict[str, 
 # -- two nodes: throughput ------------------------------------------------------------------------
 
 
-def iperf(client_ns: str, server_ns: str, server_ip: str, seconds: int, extra: tuple[str, ...]) -> float:
-    """Bits per second received by an iperf3 server in ``server_ns`` (as fabric_bench measures)."""
-    server = subprocess.Popen(["ip", "netns", "exec", server_ns, "iperf3", "-s", "-1"], stdout=subprocess.DEVNULL)
-    try:
-        time.sleep(0.3)
-        out = run(
-            "iperf3", "-c", server_ip, "-t", str(seconds), "-O", "1", "-J", *extra,
-            netns=client_ns, timeout=seconds + 30,
-        )  # fmt: skip
-        return float(json.loads(out.stdout)["end"]["sum_received"]["bits_per_second"])
-    finally:
-        server.wait(timeout=30)
-
-
 def route_of(node: Node, dst: str) -> dict[str, Any]:
     routes = json.loads(run("ip", "-j", "route", "show", "table", "main", netns=node.ns).stdout or "[]")
     return next((r for r in routes if r.get("dst") == dst), {})
@@ -439,12 +426,6 @@ def established(node: Node) -> int:
     return sum(1 for line in out.splitlines() if " BGP " in line and "Established" in line)
 
 
-def agent_rss_kib(node: Node) -> int:
-    assert node.agent is not None
-    with open(f"/proc/{node.agent.pid}/status") as handle:
-        return next(int(line.split()[1]) for line in handle if line.startswith("VmRSS:"))
-
-
 def bird_rss_kib(nodes: list[Node]) -> int:
     """RSS of the BIRDs of ``nodes`` together (each is found by its control socket on its command line)."""
     sockets = {str(node.run_dir / "bird.ctl").encode() for node in nodes}
@@ -513,7 +494,8 @@ def route_mesh(work: Path, count: int, design: str, bar: Progress, timeout: floa
                         raise RuntimeError(f"{design}: not converged after {now:.0f} s (exited {dead}; {routes})")
                     time.sleep(0.25)
                 sessions = [established(n) for n in nodes]
-                rss = [agent_rss_kib(n) for n in nodes]
+                assert all(n.agent is not None for n in nodes), "every agent runs"
+                rss = [rss_kib(n.agent.pid) for n in nodes]  # type: ignore[union-attr]
                 birds = bird_rss_kib(nodes)
         finally:
             for node in cluster.nodes:

@@ -38,6 +38,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from tests.support.etcd import etcd_server
 from tests.support.fabric import UNDERLAY_GATEWAY, Cluster, Node
+from tests.support.measure import iperf
 from tests.support.netns import netns_pool, run
 from tests.support.progress import Progress, progress
 
@@ -52,29 +53,6 @@ MODES: dict[str, tuple[str, ...]] = {
     "unpinned": (),
     "2 streams": ("-P", "2"),
 }
-
-
-def iperf(client_ns: str, server_ns: str, server_ip: str, seconds: int, extra: tuple[str, ...]) -> float:
-    """Bits per second received by an iperf3 server in ``server_ns``."""
-    server = subprocess.Popen(["ip", "netns", "exec", server_ns, "iperf3", "-s", "-1"], stdout=subprocess.DEVNULL)
-    try:
-        time.sleep(0.3)
-        out = run(
-            "iperf3",
-            "-c",
-            server_ip,
-            "-t",
-            str(seconds),
-            "-O",
-            "1",
-            "-J",
-            *extra,
-            netns=client_ns,
-            timeout=seconds + 30,
-        )
-        return float(json.loads(out.stdout)["end"]["sum_received"]["bits_per_second"])
-    finally:
-        server.wait(timeout=30)
 
 
 def throughput(

@@ -44,7 +44,6 @@ import os
 import platform
 import shutil
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -58,8 +57,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from tests.support.calico_cluster import ETCD_IP, CalicoCluster, Node, Pod
 from tests.support.calicoctl_applier import Applier
 from tests.support.etcd import etcd_server
+from tests.support.measure import iperf, rss_kib
 from tests.support.metrics import Samples, scrape_unix, value
-from tests.support.netns import NetnsPool, netns_pool, run
+from tests.support.netns import NetnsPool, netns_pool
 from tests.support.netpol_probe import Cell, Servers, probe
 from tests.support.progress import progress
 
@@ -217,10 +217,9 @@ class Metrics:
         return float(got or 0.0)
 
 
-def rss_kib(node: Node) -> int:
+def agent_rss_kib(node: Node) -> int:
     assert node.agent is not None
-    with open(f"/proc/{node.agent.pid}/status") as handle:
-        return next(int(line.split()[1]) for line in handle if line.startswith("VmRSS:"))
+    return rss_kib(node.agent.pid)
 
 
 def percentile(values: list[float], share: float) -> float:
@@ -234,16 +233,6 @@ def until(check: Any, within: float = 30.0) -> float:
         if time.monotonic() - start > within:
             raise AssertionError(f"the change was not enforced within {within} s")
     return time.monotonic() - start
-
-
-def iperf(client_ns: str, server_ns: str, server_ip: str, seconds: int) -> float:
-    server = subprocess.Popen(["ip", "netns", "exec", server_ns, "iperf3", "-s", "-1"], stdout=subprocess.DEVNULL)
-    try:
-        time.sleep(0.3)
-        out = run("iperf3", "-c", server_ip, "-t", str(seconds), "-O", "1", "-J", netns=client_ns, timeout=seconds + 30)
-        return float(json.loads(out.stdout)["end"]["sum_received"]["bits_per_second"])
-    finally:
-        server.wait(timeout=30)
 
 
 @contextmanager
@@ -264,7 +253,7 @@ def measure(args: argparse.Namespace, work: Path, pycni: str, plugins: str) -> d
     with cluster_on_one_node(work, pycni, plugins) as (cluster, node, metrics):
         applier = Applier(cluster)
         try:
-            results["rss_kib_empty"] = rss_kib(node)
+            results["rss_kib_empty"] = agent_rss_kib(node)
             local = {"server": {"app": "server"}, "client": {"role": "client"}}
             local |= {"iperf-server": {"app": "iperf-server"}, "iperf-client": {"role": "iperf-client"}}
             applier(
@@ -306,7 +295,7 @@ def measure(args: argparse.Namespace, work: Path, pycni: str, plugins: str) -> d
                 kind: metrics.get(found, "pycni_policy_objects", kind=kind)
                 for kind in ("endpoint", "chain", "rule", "set", "element")
             }
-            results["rss_kib_loaded"] = rss_kib(node)
+            results["rss_kib_loaded"] = agent_rss_kib(node)
             results["update_seconds_mean_bulk"] = _mean_update(before_bulk, after_bulk, metrics)
 
             servers = Servers([paths["server"]], [TOGGLE_PORT])
