@@ -64,7 +64,7 @@ def python() -> str:
     return sys.executable
 
 
-@pytest.fixture
+@pytest.fixture(scope="session")
 def pycni_bin() -> str:
     path = shutil.which("pycni", path=os.path.dirname(sys.executable))
     assert path, "pycni is not installed in this interpreter's environment"

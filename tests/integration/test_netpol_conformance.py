@@ -83,26 +83,19 @@ def _world(kind: str, tmp: Path, pycni_bin: str, plugin_dir: str) -> Iterator[Re
 
 
 @pytest.fixture(scope="module")
-def calico_world(tmp_path_factory: pytest.TempPathFactory, pycni_plugin_dir: str) -> Iterator[RealWorld]:
-    yield from _world("calico", tmp_path_factory.mktemp("netpol-calico"), _pycni_bin(), pycni_plugin_dir)
+def calico_world(
+    tmp_path_factory: pytest.TempPathFactory, pycni_bin: str, pycni_plugin_dir: str
+) -> Iterator[RealWorld]:
+    yield from _world("calico", tmp_path_factory.mktemp("netpol-calico"), pycni_bin, pycni_plugin_dir)
 
 
 @pytest.fixture(scope="module")
-def canal_world(tmp_path_factory: pytest.TempPathFactory, pycni_plugin_dir: str) -> Iterator[RealWorld]:
-    yield from _world("canal", tmp_path_factory.mktemp("netpol-canal"), _pycni_bin(), pycni_plugin_dir)
+def canal_world(tmp_path_factory: pytest.TempPathFactory, pycni_bin: str, pycni_plugin_dir: str) -> Iterator[RealWorld]:
+    yield from _world("canal", tmp_path_factory.mktemp("netpol-canal"), pycni_bin, pycni_plugin_dir)
 
 
 def metrics_socket(tmp: Path, index: int) -> Path:
     return tmp / f"node{index}" / "metrics.sock"  # in the node's home (CalicoCluster makes it)
-
-
-def _pycni_bin() -> str:
-    import shutil
-    import sys
-
-    path = shutil.which("pycni", path=os.path.dirname(sys.executable))
-    assert path, "pycni is not installed in this interpreter's environment"
-    return path
 
 
 @pytest.mark.parametrize("name", REAL)
