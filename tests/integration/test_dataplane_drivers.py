@@ -296,6 +296,44 @@ def test_routes_wait_for_a_link_that_appears_later(node: Node) -> None:
     assert "10.42.1.9 dev cali9 scope link" in node.ours()
 
 
+def test_a_link_recreated_while_no_route_used_it_is_looked_up_again_when_one_does(node: Node) -> None:
+    """The CI flake of calico-node (a pool leaving VXLAN and coming back): a stale index must not be used.
+
+    The table read vxlan.calico's index at its first dump; no route used the
+    device when it was deleted and made again (so its events were not for
+    this table), and the first route through it then went to the old index:
+    ENODEV, the route left waiting until some later apply.
+    """
+    node.vxlan("vxlan.calico")
+    table = RouteTable(node.ipr)
+    via_eth0 = Route(net("10.42.2.0/26"), dev="eth0", gateway=addr("198.51.100.2"))
+    table.set_routes([via_eth0])
+    assert table.apply().added == 1  # the dump read every link, vxlan.calico's index among them
+    node.ip("link", "del", "vxlan.calico")
+    table.link_changed("vxlan.calico")
+    table.set_routes([])
+    assert table.apply().removed == 1
+    node.vxlan("vxlan.calico")  # a new index
+    table.link_changed("vxlan.calico")
+    table.set_routes([Route(net("10.42.2.0/26"), dev="vxlan.calico", gateway=addr("10.42.2.0"), onlink=True)])
+    result = table.apply()
+    assert (result.added, result.waiting, result.failed) == (1, 0, 0), result.summary()
+    assert node.ours() == {"10.42.2.0/26 via 10.42.2.0 dev vxlan.calico onlink"}
+
+
+def test_a_write_refused_for_a_gone_index_is_retried_on_the_new_one_in_the_same_apply(node: Node) -> None:
+    node.veth("cali4")
+    table = RouteTable(node.ipr)
+    table.set_routes([Route(net("10.42.1.4/32"), dev="cali4")])
+    assert table.apply().added == 1
+    node.ip("link", "del", "cali4")  # no event reaches the table: it still holds the old index
+    node.veth("cali4")
+    table.set_routes([Route(net("10.42.1.4/32"), dev="cali4", mtu=1400)])
+    result = table.apply()
+    assert (result.added + result.updated, result.waiting, result.failed) == (1, 0, 0), result.summary()
+    assert node.ours() == {"10.42.1.4 dev cali4 scope link mtu 1400"}
+
+
 def test_link_events_bring_a_waiting_route_in(node: Node) -> None:
     table = RouteTable(node.ipr)
     table.set_routes([Route(net("10.42.1.7/32"), dev="cali7")])

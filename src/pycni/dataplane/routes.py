@@ -381,6 +381,10 @@ class RouteTable(Reconciler[RouteKey, RouteMsg]):
                     if not keys:
                         del self._by_dev[old_dev]
             if new_dev is not None:
+                if new_dev not in self._by_dev:
+                    # Links no route uses get no events here: what is cached for one may be stale (deleted,
+                    # made again under a new index); the first route through it looks it up again.
+                    self._dirty_links.add(new_dev)
                 self._by_dev.setdefault(new_dev, set()).add(key)
         if best is None:
             self._chosen.pop(key, None)
@@ -485,6 +489,9 @@ class RouteTable(Reconciler[RouteKey, RouteMsg]):
             if exc.errno in (errno.ENODEV, errno.ENETDOWN) and dev is not None:
                 log.debug("routes %s: %s waits for link %s: %s", self.target, key, dev, exc)
                 self._refresh_link(dev)
+                again = self._tracker.desired(key)
+                if again is not None and again != value and key not in self._waiting:
+                    return self._write(key, again)  # the link was made again under a new index: write there now
                 return Outcome.WAITING
             raise
 
