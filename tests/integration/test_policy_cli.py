@@ -110,7 +110,7 @@ def test_explain_says_what_the_evaluator_says_and_why(cli: Cli) -> None:
 def test_explain_with_addresses_that_are_no_pods(cli: Cli) -> None:
     inbound = cli("policy", "explain", "--from-ip", "198.18.0.7", "--to", "default/web", "--port", "80/TCP")
     assert inbound.returncode == 0 and "DENIED" in inbound.stdout, inbound.stdout
-    assert "198.18.0.7 is no workload endpoint" in inbound.stdout
+    assert "198.18.0.7 is no workload or host endpoint here" in inbound.stdout
     outbound = cli("policy", "explain", "--from", "default/web", "--to-ip", "198.18.0.7", "--port", "53/UDP")
     assert outbound.returncode == 0 and "ALLOWED" in outbound.stdout, outbound.stdout
     assert "profile kns.default" in outbound.stdout
@@ -161,3 +161,39 @@ def test_show_lists_what_applies_per_local_endpoint_and_the_tables_size(cli: Cli
     assert "default/other" not in result.stdout, "node-2's endpoint is not node-1's"
     missing = cli("policy", "show", "--node", "node-9")
     assert missing.returncode == 1 and "no such node" in missing.stderr
+
+
+HOST_ENDPOINT = """\
+apiVersion: projectcalico.org/v3
+kind: HostEndpoint
+metadata: {name: node-1-eth0, labels: {host: node-1}}
+spec: {node: node-1, interfaceName: eth0, expectedIPs: [198.51.100.2]}
+"""
+
+
+NO_EGRESS = "198.18.0.7 is no workload or host endpoint here: no egress policy applies"
+
+
+def test_explain_and_show_at_a_host_endpoint(cli: Cli) -> None:
+    assert cli("calicoctl", "apply", "-f", "-", stdin=HOST_ENDPOINT).returncode == 0
+    ssh = cli("policy", "explain", "--from-ip", "198.18.0.7", "--to-ip", "198.51.100.2", "--port", "22/TCP")
+    assert ssh.returncode == 0 and "ALLOWED" in ssh.stdout, ssh.stdout
+    assert "ingress of hep:node-1-eth0 allowed: failsafe inbound port tcp:22" in ssh.stdout
+    web = cli("policy", "explain", "--from-ip", "198.18.0.7", "--to-ip", "198.51.100.2", "--port", "80/TCP")
+    assert "DENIED" in web.stdout and "ingress of hep:node-1-eth0 denied: no policy decided" in web.stdout, web.stdout
+    verdict = cli.inputs().evaluator().evaluate(Packet.make("198.18.0.7", "198.51.100.2", "TCP", 80))
+    assert web.stdout.splitlines()[1:] == [*verdict.describe().splitlines(), f"  egress: {NO_EGRESS}"]
+    shown = cli("policy", "show", "--node", "node-1").stdout
+    assert "node node-1: 2 local endpoint(s), 1 host endpoint(s)" in shown, shown
+    assert "hep:node-1-eth0 (eth0, 198.51.100.2):" in shown
+    assert "failsafe inbound ports (open whatever the policy): tcp:22, udp:68, tcp:179" in shown
+    listed = cli("calicoctl", "get", "hostendpoints").stdout.split()
+    assert listed == ["NAME", "NODE", "node-1-eth0", "node-1"], listed
+    wrong = cli(
+        "calicoctl",
+        "apply",
+        "-f",
+        "-",
+        stdin=HOST_ENDPOINT.replace("interfaceName: eth0, ", "").replace("expectedIPs: [198.51.100.2]", "profiles: []"),
+    )
+    assert wrong.returncode == 1 and "no interface or expected IPs" in wrong.stderr, wrong.stderr

@@ -7,6 +7,7 @@ loads the same renderer's output into a kernel and probes it). Regenerate with
 
 from __future__ import annotations
 
+import ipaddress
 import os
 from pathlib import Path
 from typing import Any
@@ -17,6 +18,7 @@ from pycni.nft import objects
 from pycni.nft.fake import FakeRuleset
 from pycni.policy import nft_names, nft_render
 from pycni.policy.cluster import ClusterState
+from pycni.policy.endpoints import Host
 from pycni.policy.nft_sets import SetRegistry
 
 GOLDEN = Path(__file__).parent / "golden"
@@ -279,3 +281,56 @@ def test_a_new_pod_and_a_removed_pod() -> None:
 def test_nothing_changed_writes_nothing_but_the_table_declaration() -> None:
     table = nft_render.render(tiered_state().evaluator(), LOCAL)
     assert objects.diff(table, table).render() == "add table inet pycni-policy\n"
+
+
+def host_endpoint_state() -> ClusterState:
+    state = base_state()
+    state.apply(Host("node-1", (ipaddress.ip_address("10.99.0.1"),)))
+    state.apply(Host("node-2", (ipaddress.ip_address("10.99.0.2"),)))
+    spec = {"node": "node-1", "interfaceName": "eth0", "expectedIPs": ["10.99.0.1"]}
+    state.apply(calico("HostEndpoint", "node-1-eth0", spec, labels={"host": "node-1"}))
+    state.apply(
+        calico(
+            "GlobalNetworkPolicy",
+            "host-ssh-and-web",
+            {
+                "selector": "host == 'node-1'",
+                "ingress": [{"action": "Allow", "protocol": "TCP", "destination": {"ports": [80]}}],
+                "egress": [{"action": "Allow", "destination": {"selector": "app == 'c'"}}],
+            },
+        )
+    )
+    return state
+
+
+def test_host_endpoints_golden() -> None:
+    table = nft_render.render(host_endpoint_state().evaluator(), LOCAL, host_interfaces={"eth0": "hep:node-1-eth0"})
+    check_golden("policy_nft_host_endpoints.nft", objects.create(table).render())
+    assert table.chains["output"].hook == objects.Hook("filter", "output", "filter", "accept")
+    fh = table.chains["cali-fh-eth0"].rules
+    assert fh[:3] == ("ct state established,related accept", "ct state invalid drop", "jump cali-failsafe-in")
+    assert "jump cali-pi-gnp/host-ssh-and-web" in " ".join(fh)
+    assert fh[-1] == 'drop comment "Drop if no profiles matched"'
+    assert table.maps[nft_names.FROM_HEP_DISPATCH].elements == {'"eth0"': "goto cali-fh-eth0"}
+    assert table.sets[nft_names.ALL_HOSTS].elements == {"10.99.0.1", "10.99.0.2"}
+    assert table.chains[nft_names.FAILSAFE_OUT].rules == (
+        "tcp dport { 179, 2379, 2380, 5473, 6443, 6666, 6667 } accept",
+        "udp dport { 53, 67 } accept",
+    )
+
+
+def test_a_host_endpoint_of_all_interfaces_catches_every_host_interface_but_pods_and_lo() -> None:
+    state = host_endpoint_state()
+    state.apply(calico("HostEndpoint", "node-1-all", {"node": "node-1", "interfaceName": "*"}))
+    table = nft_render.render(state.evaluator(), LOCAL, host_interfaces={"*": "hep:node-1-all"})
+    catch_all = nft_names.host_endpoint_chain("*", "ingress")
+    assert table.chains["input"].rules[-1] == f"goto {catch_all}"
+    assert 'iifname "lo" accept' in table.chains["input"].rules
+    assert table.chains["output"].rules[0].startswith('oifname "cali*" accept')
+    assert table.maps[nft_names.FROM_HEP_DISPATCH].elements == {}
+
+
+def test_no_host_endpoint_no_host_chains() -> None:
+    table = nft_render.render(kubernetes_state().evaluator(), LOCAL, host_interfaces={})
+    assert "output" not in table.chains and nft_names.FAILSAFE_IN not in table.chains
+    assert table.chains["input"].rules == ('iifname "cali*" jump cali-wl-to-host',)

@@ -10,7 +10,7 @@
     pycni calicoctl version
 
 Kinds: Calico's (IPPool, Node, BGPPeer, ..., NetworkPolicy, GlobalNetworkPolicy,
-GlobalNetworkSet, Tier, Profile) with calicoctl's names and columns, and the
+GlobalNetworkSet, Tier, Profile, HostEndpoint) with calicoctl's names and columns, and the
 Kubernetes objects policy needs, which pycni keeps as there is no API server:
 v1 Namespace (``ns``), v1 Pod (``po``) and networking.k8s.io/v1 NetworkPolicy
 (``networkpolicies.networking.k8s.io``, ``k8snp``), accepted in the same
@@ -215,6 +215,13 @@ COLUMNS: dict[str, dict[str, Column]] = {
         "MAXBLOCKSPERHOST": lambda r: str(r.spec.get("maxBlocksPerHost", 0)),
     },
     "Profile": {"NAME": lambda r: r.name, "LABELS": lambda r: _join(r.spec.get("labelsToApply"))},
+    "HostEndpoint": {
+        "NAME": lambda r: r.name,
+        "NODE": lambda r: r.spec.get("node", ""),
+        "INTERFACE": lambda r: r.spec.get("interfaceName", ""),
+        "IPS": lambda r: _join(r.spec.get("expectedIPs")),
+        "PROFILES": lambda r: _join(r.spec.get("profiles")),
+    },
     "NetworkPolicy": {
         "NAME": lambda r: r.name,
         "NAMESPACE": lambda r: r.namespace,
@@ -258,6 +265,7 @@ HEADINGS: dict[str, tuple[list[str], list[str]]] = {
         ["NAME", "STRICTAFFINITY", "AUTOALLOCATEBLOCKS", "MAXBLOCKSPERHOST"],
     ),
     "Profile": (["NAME"], ["NAME", "LABELS"]),
+    "HostEndpoint": (["NAME", "NODE"], ["NAME", "NODE", "INTERFACE", "IPS", "PROFILES"]),
     "NetworkPolicy": (["NAME", "TIER"], ["NAME", "TIER", "ORDER", "SELECTOR"]),
     "GlobalNetworkPolicy": (["NAME"], ["NAME", "ORDER", "SELECTOR"]),
     "GlobalNetworkSet": (["NAME"], ["NAME", "NETS"]),

@@ -4,9 +4,10 @@
     pycni policy show --node NODE
 
 ``explain`` prints ALLOWED or DENIED for the first packet of a flow and the
-deciding tier, policy and rule of the source's egress and of the
-destination's ingress (:meth:`pycni.policy.evaluate.Verdict.describe`); it
-exits 0 either way. ``show`` lists, per workload endpoint of the node, the
+deciding tier, policy and rule (or failsafe port) of the source's egress and
+of the destination's ingress, at a pod or at a host endpoint (give the host's
+address with --from-ip/--to-ip) (:meth:`pycni.policy.evaluate.Verdict.describe`);
+it exits 0 either way. ``show`` lists, per workload and host endpoint of the node, the
 tiers' policies and the profiles in effect in each direction, then the
 chains, rules, sets and elements of the table the node's agent renders.
 
@@ -34,6 +35,7 @@ from pycni.fabric.calico.policy_state import PREFIXES, PolicyInputs, build
 from pycni.fabric.calico.resources import ResourceClient
 from pycni.policy.endpoints import IPAddress, WorkloadEndpoint
 from pycni.policy.evaluate import EGRESS, INGRESS, Evaluator
+from pycni.policy.index import Endpoint
 from pycni.policy.match import Packet
 
 PROG = "pycni policy"
@@ -113,18 +115,18 @@ def cmd_explain(opts: argparse.Namespace) -> int:
         packet = Packet.make(pairs[0][0], pairs[0][1], protocol, port)
     except ValueError as exc:
         raise PolicyCliError(f"--port {opts.port!r}: {exc}") from None
-    verdict = inputs.state.evaluator(inputs.endpoint_to_host).evaluate(packet)
+    verdict = inputs.evaluator().evaluate(packet)
     names = [f"from {source.key if source else packet.src}", f"to {target.key if target else packet.dst}"]
     print(" ".join(names))
     print(verdict.describe())
-    if source is None:
-        print(f"  egress: {packet.src} is no workload endpoint: no egress policy applies")
-    if target is None:
-        print(f"  ingress: {packet.dst} is no workload endpoint: no ingress policy applies")
+    if source is None and verdict.egress is None:
+        print(f"  egress: {packet.src} is no workload or host endpoint here: no egress policy applies")
+    if target is None and verdict.ingress is None:
+        print(f"  ingress: {packet.dst} is no workload or host endpoint here: no ingress policy applies")
     return 0
 
 
-def _in_effect(evaluator: Evaluator, endpoint: WorkloadEndpoint, direction: str) -> str:
+def _in_effect(evaluator: Evaluator, endpoint: Endpoint, direction: str) -> str:
     tiers = [
         f"tier {tier.name}: {', '.join(p.name for p in chosen)}"
         for tier, chosen in evaluator.applicable(endpoint, direction)
@@ -138,13 +140,25 @@ def cmd_show(opts: argparse.Namespace) -> int:
     inputs = read(opts, opts.node)
     if opts.node not in inputs.state.hosts and not inputs.interfaces:
         raise PolicyCliError(f"--node {opts.node}: no such node (no Node and no workload endpoints of it)")
-    evaluator = inputs.state.evaluator(inputs.endpoint_to_host)
-    print(f"node {opts.node}: {len(inputs.interfaces)} local endpoint(s)")
-    for interface, key in sorted(inputs.interfaces.items(), key=lambda item: item[1]):
-        endpoint = inputs.state.endpoints[key]
-        print(f"{key} ({interface}, {', '.join(str(ip) for ip in endpoint.ips) or 'no address'}):")
+    evaluator = inputs.evaluator()
+    heps = f", {len(inputs.host_interfaces)} host endpoint(s)" if inputs.host_interfaces else ""
+    print(f"node {opts.node}: {len(inputs.interfaces)} local endpoint(s){heps}")
+    shown: list[tuple[str, Endpoint]] = [
+        (interface, inputs.state.endpoints[key])
+        for interface, key in sorted(inputs.interfaces.items(), key=lambda item: item[1])
+    ]
+    shown += [
+        (interface, evaluator.index.host_endpoints[key])
+        for interface, key in sorted(inputs.host_interfaces.items(), key=lambda item: item[1])
+    ]
+    for interface, endpoint in shown:
+        print(f"{endpoint.key} ({interface}, {', '.join(str(ip) for ip in endpoint.ips) or 'no address'}):")
         print(f"  ingress: {_in_effect(evaluator, endpoint, INGRESS)}")
         print(f"  egress: {_in_effect(evaluator, endpoint, EGRESS)}")
+    if inputs.host_interfaces:
+        for direction, name in ((INGRESS, "inbound"), (EGRESS, "outbound")):
+            ports = ", ".join(map(str, evaluator.failsafe[direction])) or "none"
+            print(f"failsafe {name} ports (open whatever the policy): {ports}")
     table = render(inputs)
     counts = Counts.of(table)
     print(

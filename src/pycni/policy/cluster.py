@@ -2,7 +2,7 @@
 
 :class:`ClusterState` is what the syncer will feed and what tests drive:
 apply or delete Kubernetes objects (NetworkPolicy, Namespace, Pod) and Calico
-objects (policies, tiers, network sets, profiles) and workload endpoints,
+objects (policies, tiers, network sets, profiles, host endpoints) and workload endpoints,
 change labels, then :meth:`ClusterState.evaluator` compiles the current set.
 Kubernetes objects are converted as Calico converts them: a NetworkPolicy into
 ``knp.default.<name>``, a Namespace into the profile ``kns.<ns>``, a service
@@ -28,17 +28,28 @@ from pycni.policy.calico_model import (
     parse_calico,
 )
 from pycni.policy.convert import namespace_to_profile, network_policy_to_calico, service_account_profile
-from pycni.policy.endpoints import Host, WorkloadEndpoint, workload_from_pod
+from pycni.policy.endpoints import (
+    FAILSAFE_INBOUND,
+    FAILSAFE_OUTBOUND,
+    FailsafePort,
+    Host,
+    HostEndpoint,
+    WorkloadEndpoint,
+    host_endpoint_from_calico,
+    workload_from_pod,
+)
 from pycni.policy.evaluate import Evaluator
 
 K8sObject = k8s.NetworkPolicy | k8s.Namespace | k8s.Pod
-PolicyObject = K8sObject | CalicoObject | WorkloadEndpoint | Host
+PolicyObject = K8sObject | CalicoObject | WorkloadEndpoint | Host | HostEndpoint
 
 
-def parse_object(document: Any) -> K8sObject | CalicoObject:
+def parse_object(document: Any) -> K8sObject | CalicoObject | HostEndpoint:
     """A Kubernetes or Calico object from its decoded YAML/JSON, by apiVersion and kind."""
     version = document.get("apiVersion") if isinstance(document, dict) else None
     kind = document.get("kind") if isinstance(document, dict) else None
+    if version == API_VERSION and kind == "HostEndpoint":
+        return host_endpoint_from_calico(document)
     if version == API_VERSION:
         return parse_calico(document)
     if kind == "Namespace":
@@ -58,6 +69,7 @@ class ClusterState:
         self.profiles: dict[str, Profile] = {}
         self.endpoints: dict[str, WorkloadEndpoint] = {}
         self.hosts: dict[str, Host] = {}
+        self.host_endpoints: dict[str, HostEndpoint] = {}
 
     def apply(self, obj: PolicyObject | Mapping[str, Any]) -> PolicyObject:
         """Create or replace an object (a decoded document is parsed first); returns what was stored."""
@@ -83,6 +95,8 @@ class ClusterState:
             self.profiles[obj.name] = obj
         elif isinstance(obj, WorkloadEndpoint):
             self.endpoints[obj.key] = obj
+        elif isinstance(obj, HostEndpoint):
+            self.host_endpoints[obj.name] = obj
         else:
             self.hosts[obj.name] = obj
         return obj
@@ -103,6 +117,8 @@ class ClusterState:
             self.network_sets.pop(obj.name, None)
         elif isinstance(obj, Profile):
             self.profiles.pop(obj.name, None)
+        elif isinstance(obj, HostEndpoint):
+            self.host_endpoints.pop(obj.name, None)
         else:
             self.hosts.pop(obj.name, None)
 
@@ -133,7 +149,12 @@ class ClusterState:
                 derived.setdefault(profile.name, profile)
         return list({**derived, **self.profiles}.values())
 
-    def evaluator(self, endpoint_to_host: str = "Accept") -> Evaluator:
+    def evaluator(
+        self,
+        endpoint_to_host: str = "Accept",
+        failsafe_inbound: tuple[FailsafePort, ...] = FAILSAFE_INBOUND,
+        failsafe_outbound: tuple[FailsafePort, ...] = FAILSAFE_OUTBOUND,
+    ) -> Evaluator:
         return Evaluator(
             self.all_policies(),
             tiers=self.tiers.values(),
@@ -141,5 +162,8 @@ class ClusterState:
             network_sets=self.network_sets.values(),
             endpoints=self.endpoints.values(),
             hosts=self.hosts.values(),
+            host_endpoints=self.host_endpoints.values(),
             endpoint_to_host=endpoint_to_host,
+            failsafe_inbound=failsafe_inbound,
+            failsafe_outbound=failsafe_outbound,
         )

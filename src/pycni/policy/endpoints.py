@@ -11,6 +11,13 @@ selectors see: the endpoint's own labels, then each profile's
 ``labelsToApply`` in order for the keys it lacks (Felix's ``InheritIndex``).
 An address that belongs to no endpoint and no host is a "nets only" peer:
 rules match it by ``nets`` and by GlobalNetworkSets.
+
+A :class:`HostEndpoint` is a host interface (``interfaceName``, or ``*`` for
+all of the host's interfaces) that policy protects: traffic the host receives
+through it or sends out of it. Only GlobalNetworkPolicies can select one (a
+namespaced policy's selector carries its namespace, which a host endpoint has
+not); with no policy and no profile for it, its traffic is denied, except the
+failsafe ports (:data:`FAILSAFE_INBOUND`, :data:`FAILSAFE_OUTBOUND`).
 """
 
 from __future__ import annotations
@@ -58,6 +65,91 @@ class WorkloadEndpoint:
     @property
     def key(self) -> str:
         return f"{self.namespace}/{self.pod}"
+
+
+@dataclass(frozen=True)
+class HostEndpoint:
+    """A projectcalico.org/v3 HostEndpoint: one interface of a node (or ``*``: all of them) under policy."""
+
+    name: str
+    node: str
+    interface: str = ""  # "" = the interface holding expectedIPs; "*" = every interface but workloads' and lo
+    ips: tuple[IPAddress, ...] = ()  # expectedIPs: members of the selector sets that match the endpoint
+    labels: Mapping[str, str] = field(default_factory=dict)
+    profiles: tuple[str, ...] = ()
+    ports: tuple[NamedPort, ...] = ()
+
+    @property
+    def key(self) -> str:
+        """Distinct from any ``<namespace>/<pod>`` (no namespace holds a colon)."""
+        return f"hep:{self.name}"
+
+
+@dataclass(frozen=True)
+class FailsafePort:
+    """Felix's ProtoPort: a port always open to (inbound) or from (outbound) the host, optionally for one net."""
+
+    protocol: str  # tcp, udp or sctp
+    port: int
+    net: ipaddress.IPv4Network | ipaddress.IPv6Network | None = None
+
+    def __str__(self) -> str:
+        return f"{self.protocol}:{self.port}" + (f" ({self.net})" if self.net else "")
+
+
+def _failsafe(text: str) -> tuple[FailsafePort, ...]:
+    return tuple(FailsafePort(p.split(":")[0], int(p.split(":")[1])) for p in text.split(","))
+
+
+# Felix's defaults (config_params.go): SSH, DHCP, BGP, etcd, Typha, the API server, kube-proxy's and calico's health.
+FAILSAFE_INBOUND = _failsafe("tcp:22,udp:68,tcp:179,tcp:2379,tcp:2380,tcp:5473,tcp:6443,tcp:6666,tcp:6667")
+FAILSAFE_OUTBOUND = _failsafe("udp:53,udp:67,tcp:179,tcp:2379,tcp:2380,tcp:5473,tcp:6443,tcp:6666,tcp:6667")
+
+
+def _failsafe_text(text: str, path: str) -> tuple[FailsafePort, ...]:
+    if text.strip().lower() in ("", "none"):
+        return ()
+    entries: list[dict[str, Any]] = []
+    for part in text.split(","):
+        fields = part.strip().split(":")
+        if len(fields) not in (2, 3) or not fields[-1].isdigit():
+            raise ValueError(f"{path}: {part.strip()!r} is not <protocol>:<port> or <protocol>:<net>:<port>")
+        entry: dict[str, Any] = {"protocol": fields[0], "port": int(fields[-1])}
+        if len(fields) == 3:
+            entry["net"] = fields[1]
+        entries.append(entry)
+    return failsafe_ports(entries, (), path)
+
+
+def failsafe_ports(
+    value: Any, default: tuple[FailsafePort, ...], path: str = "failsafe ports"
+) -> tuple[FailsafePort, ...]:
+    """FelixConfiguration's ``failsafeInbound/OutboundHostPorts`` (a list of {protocol, port, net}), else ``default``.
+
+    A string is the FELIX_ environment form (``tcp:22,udp:68``, ``none``).
+
+    ``None`` (absent) is the default; an empty list is none at all. A wrong
+    entry raises ValueError naming it.
+    """
+    if value is None:
+        return default
+    if isinstance(value, str):  # FELIX_FAILSAFEINBOUNDHOSTPORTS: "tcp:22,udp:68" or "tcp:10.0.0.0/8:22"; "none"
+        return _failsafe_text(value, path)
+    if not isinstance(value, list):
+        raise ValueError(f"{path}: expected a list of {{protocol, port, net}}, got {value!r}")
+    ports = []
+    for index, entry in enumerate(value):
+        if not isinstance(entry, Mapping) or not isinstance(entry.get("port"), int):
+            raise ValueError(f"{path}[{index}]: expected {{protocol, port, net}}, got {entry!r}")
+        protocol = str(entry.get("protocol") or "tcp").lower()
+        if protocol not in ("tcp", "udp", "sctp") or not 0 <= entry["port"] <= 65535:
+            raise ValueError(f"{path}[{index}]: protocol tcp, udp or sctp and a port 0-65535, got {entry!r}")
+        try:
+            net = ipaddress.ip_network(str(entry["net"]), strict=False) if entry.get("net") else None
+        except ValueError:
+            raise ValueError(f"{path}[{index}]: net {entry['net']!r} is not a network") from None
+        ports.append(FailsafePort(protocol, entry["port"], net))
+    return tuple(ports)
 
 
 @dataclass(frozen=True)
@@ -135,7 +227,42 @@ def workload_from_calico(document: Mapping[str, Any]) -> WorkloadEndpoint:
     )
 
 
-def effective_labels(endpoint: WorkloadEndpoint, profiles: Mapping[str, Profile]) -> dict[str, str]:
+def host_endpoint_from_calico(document: Mapping[str, Any]) -> HostEndpoint:
+    """A stored (or applied) projectcalico.org/v3 HostEndpoint."""
+    problems = Problems()
+    metadata = document.get("metadata") or {}
+    spec = document.get("spec") or {}
+    name = str(metadata.get("name") or "")
+    node = str(spec.get("node") or "")
+    interface = str(spec.get("interfaceName") or "")
+    try:
+        ips = addresses(spec.get("expectedIPs") or [])
+    except ValueError:
+        problems.add("spec.expectedIPs", f"not a list of addresses: {spec.get('expectedIPs')!r}")
+        ips = ()
+    if not node:
+        problems.add("spec.node", "the node the endpoint is on must be given")
+    if not interface and not ips:
+        problems.add("spec", "give interfaceName (an interface, or * for all of them) or expectedIPs")
+    ports = []
+    for index, port in enumerate(spec.get("ports") or []):
+        if not isinstance(port, Mapping) or not isinstance(port.get("port"), int) or not port.get("name"):
+            problems.add(f"spec.ports[{index}]", "expected {name, protocol, port}")
+            continue
+        ports.append(NamedPort(str(port["name"]), str(port.get("protocol") or "TCP").upper(), port["port"]))
+    problems.check(f"HostEndpoint {name}")
+    return HostEndpoint(
+        name=name,
+        node=node,
+        interface=interface,
+        ips=ips,
+        labels=dict(metadata.get("labels") or {}),
+        profiles=tuple(str(p) for p in spec.get("profiles") or ()),
+        ports=tuple(ports),
+    )
+
+
+def effective_labels(endpoint: WorkloadEndpoint | HostEndpoint, profiles: Mapping[str, Profile]) -> dict[str, str]:
     """The labels selectors match: the endpoint's own, then each profile's labelsToApply (the first one wins)."""
     labels: dict[str, str] = {}
     for name in reversed(endpoint.profiles):

@@ -22,6 +22,17 @@ pods a policy selects, the union of their allows. Traffic from a pod's own
 node is not policed on ingress (Felix returns early in filter OUTPUT), nor is
 a pod's traffic to its own address. The evaluator judges the first packet of a
 flow: replies of an allowed connection pass on conntrack, as in the kernel.
+
+Host endpoints police what a host receives (ingress) and sends (egress)
+through their interface, with the same tiers and profiles (only
+GlobalNetworkPolicies select them): first the failsafe ports, open whatever
+the policy says, and VXLAN/IPIP between the cluster's hosts (Felix lets the
+overlay through before host endpoint policy); then tiers, then the endpoint's
+profiles, and nothing accepting means drop. The oracle places a host endpoint
+at its expectedIPs, or at its node's addresses when it lists none. Traffic
+between a host and its own pods is not host endpoint traffic (it goes through
+the pods' interfaces), and traffic forwarded through the host is not policed
+by host endpoints (pycni renders no ``applyOnForward`` chains).
 """
 
 from __future__ import annotations
@@ -33,11 +44,21 @@ from enum import Enum
 
 from pycni.policy.calico_model import SEEDED_TIERS, CalicoPolicy, GlobalNetworkSet, Profile, Tier, seeded_tier
 from pycni.policy.compile import CompiledPolicy, CompiledRule, compile_policy, compile_profile
-from pycni.policy.endpoints import Host, WorkloadEndpoint
-from pycni.policy.index import EndpointIndex
+from pycni.policy.endpoints import (
+    FAILSAFE_INBOUND,
+    FAILSAFE_OUTBOUND,
+    FailsafePort,
+    Host,
+    HostEndpoint,
+    WorkloadEndpoint,
+)
+from pycni.policy.index import Endpoint, EndpointIndex
 from pycni.policy.match import Packet, rule_matches
 
 INGRESS, EGRESS = "ingress", "egress"
+VXLAN_PORT = 4789  # FelixConfiguration vxlanPort's default
+IPIP_PROTOCOL = 4
+PROTOCOL_NUMBERS = {"tcp": 6, "udp": 17, "sctp": 132}
 
 
 class Reason(Enum):
@@ -47,6 +68,7 @@ class Reason(Enum):
     NO_PROFILE = "no profile accepted"
     NOT_POLICED = "not policed"
     TO_HOST = "endpoint to host"
+    FAILSAFE = "failsafe"
 
 
 @dataclass(frozen=True)
@@ -164,12 +186,18 @@ class Evaluator:
         network_sets: Iterable[GlobalNetworkSet] = (),
         endpoints: Iterable[WorkloadEndpoint] = (),
         hosts: Iterable[Host] = (),
+        host_endpoints: Iterable[HostEndpoint] = (),
         endpoint_to_host: str = "Accept",
+        failsafe_inbound: tuple[FailsafePort, ...] = FAILSAFE_INBOUND,
+        failsafe_outbound: tuple[FailsafePort, ...] = FAILSAFE_OUTBOUND,
     ) -> None:
         self.tiers = {name: seeded_tier(name) for name in SEEDED_TIERS} | {t.name: t for t in tiers}
         self.profiles = {p.name: compile_profile(p) for p in profiles}
-        self.index = EndpointIndex(endpoints, {n: p.profile for n, p in self.profiles.items()}, network_sets, hosts)
+        self.index = EndpointIndex(
+            endpoints, {n: p.profile for n, p in self.profiles.items()}, network_sets, hosts, host_endpoints
+        )
         self.endpoint_to_host = endpoint_to_host
+        self.failsafe = {INGRESS: failsafe_inbound, EGRESS: failsafe_outbound}
         by_tier: dict[str, list[CompiledPolicy]] = defaultdict(list)
         for policy in policies:
             if policy.do_not_track or policy.pre_dnat:
@@ -181,7 +209,7 @@ class Evaluator:
         self.tier_order = sorted(self.tiers.values(), key=lambda t: _tier_key(t, t.name in known))
         self.policies = {name: sorted(pols, key=lambda p: (p.order, p.name)) for name, pols in by_tier.items()}
 
-    def applicable(self, endpoint: WorkloadEndpoint, direction: str) -> list[tuple[Tier, list[CompiledPolicy]]]:
+    def applicable(self, endpoint: Endpoint, direction: str) -> list[tuple[Tier, list[CompiledPolicy]]]:
         """The tiers that have policies for this endpoint and direction, each with those policies in order."""
         labels = self.index.labels(endpoint)
         out = []
@@ -193,7 +221,7 @@ class Evaluator:
                 out.append((tier, chosen))
         return out
 
-    def decide(self, endpoint: WorkloadEndpoint, direction: str, packet: Packet, logs: list[LogHit]) -> Decision:
+    def decide(self, endpoint: Endpoint, direction: str, packet: Packet, logs: list[LogHit]) -> Decision:
         """One direction at one endpoint: tiers, then profiles."""
         passed: list[str] = []
         for tier, chosen in self.applicable(endpoint, direction):
@@ -237,6 +265,23 @@ class Evaluator:
                 )
         return Decision(direction, endpoint.key, False, Reason.NO_PROFILE, passed=tuple(passed))
 
+    def host_decision(self, hep: HostEndpoint, direction: str, packet: Packet, logs: list[LogHit]) -> Decision:
+        """One direction at a host endpoint: failsafe ports, the overlay between hosts, then policy."""
+        peer = packet.src if direction == INGRESS else packet.dst
+        for port in self.failsafe[direction]:
+            if (
+                PROTOCOL_NUMBERS[port.protocol] == packet.protocol
+                and packet.dst_port == port.port
+                and (port.net is None or peer in port.net)
+            ):
+                note = f"failsafe {'inbound' if direction == INGRESS else 'outbound'} port {port}"
+                return Decision(direction, hep.key, True, Reason.FAILSAFE, note=note)
+        overlay = packet.protocol == IPIP_PROTOCOL or (packet.protocol == 17 and packet.dst_port == VXLAN_PORT)
+        if overlay and self.index.host(peer) is not None:
+            note = "VXLAN/IPIP between the cluster's hosts is let through before host endpoint policy"
+            return Decision(direction, hep.key, True, Reason.FAILSAFE, note=note)
+        return self.decide(hep, direction, packet, logs)
+
     def evaluate(self, packet: Packet) -> Verdict:
         """The packet's fate: egress at its source endpoint, then ingress at its destination endpoint."""
         source, target = self.index.endpoint(packet.src), self.index.endpoint(packet.dst)
@@ -244,15 +289,23 @@ class Evaluator:
             return Verdict(packet, True, note=f"{source.key} to its own address stays in its network namespace")
         logs: list[LogHit] = []
         egress = ingress = None
+        src_hep = self.index.host_endpoint(packet.src) if source is None else None
+        dst_hep = self.index.host_endpoint(packet.dst) if target is None else None
         if source is not None:
             egress = self.decide(source, EGRESS, packet, logs)
             if not egress.allowed:
                 return Verdict(packet, False, egress, None, tuple(logs))
             host = self.index.host(packet.dst)
-            if host is not None and host.name == source.node and self.endpoint_to_host != "Accept":
-                note = f"to its own node {host.name}: DefaultEndpointToHostAction {self.endpoint_to_host}"
-                to_host = Decision(EGRESS, source.key, False, Reason.TO_HOST, note=note)
-                return Verdict(packet, False, to_host, None, tuple(logs))
+            if host is not None and host.name == source.node:
+                dst_hep = None  # a pod to its own node: not the host endpoint's traffic
+                if self.endpoint_to_host != "Accept":
+                    note = f"to its own node {host.name}: DefaultEndpointToHostAction {self.endpoint_to_host}"
+                    to_host = Decision(EGRESS, source.key, False, Reason.TO_HOST, note=note)
+                    return Verdict(packet, False, to_host, None, tuple(logs))
+        elif src_hep is not None and not (target is not None and target.node == src_hep.node):
+            egress = self.host_decision(src_hep, EGRESS, packet, logs)
+            if not egress.allowed:
+                return Verdict(packet, False, egress, None, tuple(logs))
         if target is not None:
             host = self.index.host(packet.src)
             if host is not None and host.name == target.node:
@@ -260,6 +313,9 @@ class Evaluator:
                 ingress = Decision(INGRESS, target.key, True, Reason.NOT_POLICED, note=note)
             else:
                 ingress = self.decide(target, INGRESS, packet, logs)
+        elif dst_hep is not None and not (src_hep is not None and src_hep.node == dst_hep.node):
+            ingress = self.host_decision(dst_hep, INGRESS, packet, logs)
         allowed = all(d.allowed for d in (egress, ingress) if d is not None)
-        note = "" if source or target else "neither address is a workload endpoint: no policy applies"
+        policed = source or target or egress or ingress
+        note = "" if policed else "neither address is a workload or host endpoint: no policy applies"
         return Verdict(packet, allowed, egress, ingress, tuple(logs), note)

@@ -5,7 +5,8 @@ endpoint whose (inherited) labels match it, and the nets of every
 GlobalNetworkSet whose labels match it, cluster-wide. Rather than expand each
 set, :class:`EndpointIndex` finds the members holding one address (its
 endpoint, the network sets containing it) and asks whether the selector
-matches any of them. Named ports are looked up the same way: the endpoints at
+matches any of them (a HostEndpoint is a member at its expectedIPs). Named
+ports are looked up the same way: the endpoints at
 the address that the rule side's selector matches and that have a port of that
 name, protocol and number (Felix's named-port IP sets of ``ip,proto,port``).
 """
@@ -17,11 +18,12 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
 from pycni.policy.calico_model import GlobalNetworkSet, Profile
-from pycni.policy.endpoints import Host, NamedPort, WorkloadEndpoint, effective_labels
+from pycni.policy.endpoints import Host, HostEndpoint, NamedPort, WorkloadEndpoint, effective_labels
 from pycni.policy.errors import PolicyError, Problem
 from pycni.policy.selector import Selector
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+Endpoint = WorkloadEndpoint | HostEndpoint
 PORT_PROTOCOL_NUMBERS = {"TCP": 6, "UDP": 17, "SCTP": 132}
 
 
@@ -51,6 +53,7 @@ class EndpointIndex:
         profiles: Mapping[str, Profile],
         network_sets: Iterable[GlobalNetworkSet] = (),
         hosts: Iterable[Host] = (),
+        host_endpoints: Iterable[HostEndpoint] = (),
     ) -> None:
         self.endpoints: dict[str, WorkloadEndpoint] = {}
         self._by_ip: dict[IPAddress, WorkloadEndpoint] = {}
@@ -68,9 +71,18 @@ class EndpointIndex:
         for ip, host in self._host_by_ip.items():
             if ip in self._by_ip:
                 problems.append(Problem(host.name, f"{ip} is both this node's address and {self._by_ip[ip].key}'s"))
+        self.host_endpoints = {hep.key: hep for hep in host_endpoints}
+        self._hep_by_ip: dict[IPAddress, HostEndpoint] = {}
+        for hep in self.host_endpoints.values():
+            for ip in hep.ips or (self.hosts[hep.node].ips if hep.node in self.hosts else ()):
+                self._hep_by_ip.setdefault(ip, hep)  # the oracle's view: a packet to or from here crosses it
+            for ip in hep.ips:
+                if ip in self._by_ip:
+                    problems.append(Problem(hep.key, f"expected IP {ip} is {self._by_ip[ip].key}'s"))
         if problems:
             raise PolicyError("endpoints", problems)
         self._labels = {key: effective_labels(e, profiles) for key, e in self.endpoints.items()}
+        self._labels |= {key: effective_labels(e, profiles) for key, e in self.host_endpoints.items()}
         self.network_sets = tuple(network_sets)
         self._members: dict[IPAddress, tuple[Member, ...]] = {}
 
@@ -80,7 +92,11 @@ class EndpointIndex:
     def host(self, ip: IPAddress) -> Host | None:
         return self._host_by_ip.get(ip)
 
-    def labels(self, endpoint: WorkloadEndpoint) -> Mapping[str, str]:
+    def host_endpoint(self, ip: IPAddress) -> HostEndpoint | None:
+        """The host endpoint a packet to or from ``ip`` crosses: its expectedIPs, else its node's addresses."""
+        return self._hep_by_ip.get(ip)
+
+    def labels(self, endpoint: Endpoint) -> Mapping[str, str]:
         return self._labels[endpoint.key]
 
     def members(self, ip: IPAddress) -> tuple[Member, ...]:
@@ -91,6 +107,9 @@ class EndpointIndex:
             endpoint = self._by_ip.get(ip)
             if endpoint is not None:
                 found.append(Member("WorkloadEndpoint", endpoint.key, self._labels[endpoint.key], endpoint.ports))
+            for hep in self.host_endpoints.values():
+                if ip in hep.ips:  # Felix puts a host endpoint's expectedIPs in the sets that select it
+                    found.append(Member("HostEndpoint", hep.key, self._labels[hep.key], hep.ports))
             for network_set in self.network_sets:
                 if any(ip in net for net in network_set.networks):
                     found.append(Member("GlobalNetworkSet", network_set.name, network_set.labels))

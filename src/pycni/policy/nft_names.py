@@ -38,6 +38,11 @@ MARK_ALL = MARK_ACCEPT | MARK_PASS | MARK_SCRATCH["source"] | MARK_SCRATCH["dest
 FROM_DISPATCH = "cali-from-wl-dispatch"
 TO_DISPATCH = "cali-to-wl-dispatch"
 WL_TO_HOST = "cali-wl-to-host"
+FROM_HEP_DISPATCH = "cali-from-hep-dispatch"
+TO_HEP_DISPATCH = "cali-to-hep-dispatch"
+FAILSAFE_IN = "cali-failsafe-in"
+FAILSAFE_OUT = "cali-failsafe-out"
+ALL_HOSTS = "cali40all-hosts-net"
 LOG_PREFIX = "calico-packet"
 LOG_PREFIX_MAX = 127  # NF_LOG_PREFIXLEN - 1
 PROTOCOL_NAMES = {6: "tcp", 17: "udp", 132: "sctp"}  # ipsetmember.Protocol.String()
@@ -84,6 +89,11 @@ def profile_chain(profile: str, direction: str) -> str:
 def endpoint_chain(interface: str, direction: str) -> str:
     """``cali-tw-<iface>`` for a workload's ingress (to workload), ``cali-fw-<iface>`` for its egress."""
     return limited("cali-tw-" if direction == "ingress" else "cali-fw-", interface)
+
+
+def host_endpoint_chain(interface: str, direction: str) -> str:
+    """``cali-fh-<iface>`` for what the host receives through a host endpoint, ``cali-th-<iface>`` for what it sends."""
+    return limited("cali-fh-" if direction == "ingress" else "cali-th-", interface)
 
 
 def _set_name(family: int, set_id: str) -> str:

@@ -27,6 +27,23 @@ in one transaction of only what changed. The layout is Felix's nftables one
     chain cali-pi/po-<policy>, cali-pri/pro-<profile>   the rules (:mod:`~pycni.policy.nft_rules`)
     set cali40s-… / cali60s-…, cali40n-…   selectors' and named ports' members (:mod:`~pycni.policy.nft_sets`)
 
+With host endpoints on the node (``host_interfaces``: interface -> endpoint
+key, ``*`` for all interfaces), Felix's host chains are added::
+
+    chain input                             ... then iifname "cali*" accept; iifname "lo" accept;
+                                            iifname vmap @cali-from-hep-dispatch (goto cali-fh-<iface>);
+                                            goto cali-fh-<*> for a host endpoint of all interfaces
+    chain output (filter hook output)       oifname "cali*" accept (host to its pods: not policed);
+                                            oifname "lo" accept; oifname vmap @cali-to-hep-dispatch (goto
+                                            cali-th-<iface>), or goto cali-th-<*>
+    chain cali-fh-<iface> / cali-th-<iface> conntrack; jump cali-failsafe-in / -out; VXLAN (udp 4789) and
+                                            IPIP from / to the cluster's hosts (set cali40all-hosts-net)
+                                            accepted; then the endpoint's tiers and profiles as above
+    chain cali-failsafe-in / -out           the failsafe ports accepted
+
+Forwarded traffic is not host endpoint traffic here (no ``applyOnForward``
+chains): pod traffic through the host's interfaces goes by the forward chain.
+
 Endpoint chains are reached with ``goto`` from the dispatch map, so their
 ``return`` goes back to the base chain, which goes on to the receiver's
 ingress: a packet between two pods of the node passes both. An interface
@@ -44,20 +61,27 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from pycni.nft import quote
-from pycni.nft.objects import Chain, Hook, Map, Table
+from pycni.nft.objects import Chain, Hook, Map, Set, Table
 from pycni.policy import nft_names
 from pycni.policy.compile import CompiledPolicy
-from pycni.policy.endpoints import WorkloadEndpoint
-from pycni.policy.evaluate import EGRESS, INGRESS, Evaluator
+from pycni.policy.endpoints import FailsafePort, HostEndpoint
+from pycni.policy.evaluate import EGRESS, INGRESS, IPIP_PROTOCOL, VXLAN_PORT, Evaluator
+from pycni.policy.index import Endpoint
 from pycni.policy.nft_names import (
+    ALL_HOSTS,
+    FAILSAFE_IN,
+    FAILSAFE_OUT,
     FROM_DISPATCH,
+    FROM_HEP_DISPATCH,
     MARK_ACCEPT,
     MARK_ALL,
     MARK_PASS,
     TO_DISPATCH,
+    TO_HEP_DISPATCH,
     WL_TO_HOST,
     clear,
     endpoint_chain,
+    host_endpoint_chain,
     mark,
     policy_chain,
     profile_chain,
@@ -109,7 +133,7 @@ class _Builder:
             self.chains[name] = Chain(name, tuple(rules))
         return name
 
-    def endpoint_rules(self, endpoint: WorkloadEndpoint, direction: str) -> tuple[str, ...]:
+    def endpoint_rules(self, endpoint: Endpoint, direction: str) -> tuple[str, ...]:
         rules = [f"{clear(MARK_ALL)} {_comment('Clear the accept and pass marks')}"]
         for tier, chosen in self.evaluator.applicable(endpoint, direction):
             rules.append(f"{clear(MARK_PASS)} {_comment(f'Start of tier {tier.name}')}")
@@ -161,8 +185,94 @@ def fixed_chains(options: Options, endpoint_to_host: str) -> list[Chain]:
     ]
 
 
-def render(evaluator: Evaluator, interfaces: Mapping[str, str], options: Options | None = None) -> Table:
-    """The table for this node's workload ``interfaces`` (host interface name -> ``<namespace>/<pod>``)."""
+def failsafe_rules(ports: tuple[FailsafePort, ...], direction: str) -> tuple[str, ...]:
+    """One rule per protocol for the ports open to any address, one per port limited to a net."""
+    peer = "saddr" if direction == INGRESS else "daddr"
+    rules = []
+    for protocol in ("tcp", "udp", "sctp"):
+        anywhere = sorted({p.port for p in ports if p.protocol == protocol and p.net is None})
+        if anywhere:
+            rules.append(f"{protocol} dport {{ {', '.join(map(str, anywhere))} }} accept")
+    for port in ports:
+        if port.net is not None:
+            family = "ip" if port.net.version == 4 else "ip6"
+            rules.append(f"{family} {peer} {port.net} {port.protocol} dport {port.port} accept")
+    return tuple(rules)
+
+
+def host_endpoint_rules(builder: _Builder, hep: HostEndpoint, direction: str) -> tuple[str, ...]:
+    """cali-fh-/cali-th-: conntrack, the failsafe ports, the overlay between hosts, then the endpoint's policy."""
+    peer, way = ("saddr", "from") if direction == INGRESS else ("daddr", "to")
+    return (
+        "ct state established,related accept",
+        "ct state invalid drop",
+        f"jump {FAILSAFE_IN if direction == INGRESS else FAILSAFE_OUT}",
+        f"udp dport {VXLAN_PORT} ip {peer} @{ALL_HOSTS} accept {_comment(f'Allow VXLAN packets {way} hosts')}",
+        f"meta l4proto {IPIP_PROTOCOL} ip {peer} @{ALL_HOSTS} accept {_comment(f'Allow IPIP packets {way} hosts')}",
+        *builder.endpoint_rules(hep, direction),
+    )
+
+
+def host_chains(
+    builder: _Builder, host_interfaces: Mapping[str, str], options: Options
+) -> tuple[list[str], dict[str, Chain], dict[str, Map], dict[str, Set]]:
+    """Rules to append to input, and the output chain, host endpoint chains, maps and the hosts set."""
+    evaluator = builder.evaluator
+    wildcard = f'"{options.interface_prefix}*"'
+    from_map: dict[str, str] = {}
+    to_map: dict[str, str] = {}
+    chains: dict[str, Chain] = {}
+    catch_all: str | None = None
+    for interface, key in sorted(host_interfaces.items()):
+        hep = evaluator.index.host_endpoints.get(key)
+        if hep is None:
+            continue
+        if interface.startswith(options.interface_prefix) or interface == "lo":
+            log.warning("host endpoint %s: interface %s is not policed as a host interface", hep.name, interface)
+            continue
+        for direction, table in ((INGRESS, from_map), (EGRESS, to_map)):
+            name = host_endpoint_chain(interface, direction)
+            chains[name] = Chain(name, host_endpoint_rules(builder, hep, direction))
+            if interface != "*":
+                table[f'"{interface}"'] = f"goto {name}"
+        if interface == "*":
+            catch_all = interface
+    if not chains:
+        return [], {}, {}, {}
+    input_rules = [
+        f"iifname {wildcard} accept {_comment('Workload traffic to the host: decided above')}",
+        'iifname "lo" accept',
+        f"iifname vmap @{FROM_HEP_DISPATCH}",
+    ]
+    output_rules = [
+        f"oifname {wildcard} accept {_comment('Host to local workload: not policed')}",
+        'oifname "lo" accept',
+        f"oifname vmap @{TO_HEP_DISPATCH}",
+    ]
+    if catch_all is not None:
+        input_rules.append(f"goto {host_endpoint_chain(catch_all, INGRESS)}")
+        output_rules.append(f"goto {host_endpoint_chain(catch_all, EGRESS)}")
+    chains[FAILSAFE_IN] = Chain(FAILSAFE_IN, failsafe_rules(evaluator.failsafe[INGRESS], INGRESS))
+    chains[FAILSAFE_OUT] = Chain(FAILSAFE_OUT, failsafe_rules(evaluator.failsafe[EGRESS], EGRESS))
+    chains["output"] = Chain("output", tuple(output_rules), Hook("filter", "output", "filter", "accept"))
+    maps = {
+        FROM_HEP_DISPATCH: Map(FROM_HEP_DISPATCH, "ifname : verdict", from_map),
+        TO_HEP_DISPATCH: Map(TO_HEP_DISPATCH, "ifname : verdict", to_map),
+    }
+    hosts = frozenset(str(ip) for host in evaluator.index.hosts.values() for ip in host.ips if ip.version == 4)
+    return input_rules, chains, maps, {ALL_HOSTS: Set(ALL_HOSTS, "ipv4_addr", (), hosts)}
+
+
+def render(
+    evaluator: Evaluator,
+    interfaces: Mapping[str, str],
+    options: Options | None = None,
+    host_interfaces: Mapping[str, str] | None = None,
+) -> Table:
+    """The table for this node's workload ``interfaces`` (host interface name -> ``<namespace>/<pod>``).
+
+    ``host_interfaces``: this node's host endpoints (interface or ``*`` -> the endpoint's key).
+    """
     options = options or Options()
     builder = _Builder(evaluator)
     chains = {c.name: c for c in fixed_chains(options, options.endpoint_to_host or evaluator.endpoint_to_host)}
@@ -186,5 +296,11 @@ def render(evaluator: Evaluator, interfaces: Mapping[str, str], options: Options
         TO_DISPATCH: Map(TO_DISPATCH, "ifname : verdict", to_map),
     }
     chains |= endpoint_chains
+    input_rules, hep_chains, hep_maps, hosts = host_chains(builder, host_interfaces or {}, options)
+    if input_rules:
+        base = chains["input"]
+        chains["input"] = Chain(base.name, (*base.rules, *input_rules), base.hook)
+    chains |= hep_chains
+    maps |= hep_maps
     chains |= dict(sorted(builder.chains.items()))
-    return Table(nft_names.FAMILY, options.table, chains, builder.sets.sets(), maps)
+    return Table(nft_names.FAMILY, options.table, chains, builder.sets.sets() | hosts, maps)

@@ -2,7 +2,7 @@
 
 A rule's selector becomes ``ip saddr @<set>``: the set of every address a
 selector matches cluster-wide (workload endpoints by their effective labels,
-GlobalNetworkSets by theirs, the nets of the latter as intervals), which is
+host endpoints at their expectedIPs, GlobalNetworkSets by theirs, the nets of the latter as intervals), which is
 what :meth:`~pycni.policy.index.EndpointIndex.matches` asks of one address. A
 set is shared by every rule using the same selector and family, and only the
 sets some rendered rule names exist. A named port becomes ``ip daddr . meta
@@ -25,7 +25,7 @@ from functools import cached_property
 
 from pycni.nft.objects import Set
 from pycni.policy import nft_names
-from pycni.policy.index import PORT_PROTOCOL_NUMBERS, EndpointIndex
+from pycni.policy.index import PORT_PROTOCOL_NUMBERS, Endpoint, EndpointIndex
 from pycni.policy.selector import Selector, parse
 
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
@@ -77,11 +77,15 @@ class SetRegistry:
         self._named_ports[name] = _NamedPortKey(chosen, port, protocol, family)
         return name
 
+    def _all_endpoints(self) -> list[Endpoint]:
+        """Workload endpoints, then host endpoints (members at their expectedIPs, as in Felix's IP sets)."""
+        return [*self.index.endpoints.values(), *self.index.host_endpoints.values()]
+
     @cached_property
     def _by_labels(self) -> list[tuple[Mapping[str, str], list[IPNetwork]]]:
         """The endpoints' networks grouped by their labels: a selector is matched once per distinct label set."""
         groups: dict[tuple[tuple[str, str], ...], tuple[Mapping[str, str], list[IPNetwork]]] = {}
-        for endpoint in self.index.endpoints.values():
+        for endpoint in self._all_endpoints():
             labels = self.index.labels(endpoint)
             held = groups.setdefault(tuple(sorted(labels.items())), (labels, []))
             held[1].extend(ipaddress.ip_network(ip) for ip in endpoint.ips)
@@ -99,7 +103,7 @@ class SetRegistry:
 
     def named_port_members(self, key: _NamedPortKey) -> frozenset[str]:
         members = set()
-        for endpoint in self.index.endpoints.values():
+        for endpoint in self._all_endpoints():
             if not key.selector.matches(self.index.labels(endpoint)):
                 continue
             for named in endpoint.ports:

@@ -613,6 +613,59 @@ def validate_wep(wep: Resource) -> list[ErroredField]:
     return errors
 
 
+# -- HostEndpoint ------------------------------------------------------------
+
+_ALL_INTERFACES = "*"
+
+
+def _host_interface(text: str) -> str | None:
+    """An interface name, or ``*`` (all of the host's interfaces)."""
+    check = Interface().check
+    return None if text == _ALL_INTERFACES or check is None else check(text)
+
+
+HEP_SPEC = Struct(
+    "HostEndpoint.spec",
+    [
+        Field("node", Str(_name)),
+        Field("interfaceName", Str(_host_interface)),
+        Field("expectedIPs", ListOf(IP())),
+        Field("profiles", ListOf(Str())),
+        Field(
+            "ports",
+            ListOf(
+                Struct(
+                    "port",
+                    [
+                        Field("name", Str(), omit="never"),
+                        Field("protocol", IntOrString(), omit="never"),
+                        Field("port", Int(1, 65535), omit="never"),
+                    ],
+                )
+            ),
+        ),
+    ],
+)
+
+
+def validate_hep(hep: Resource) -> list[ErroredField]:
+    """``validateHostEndpointSpec``: a node, and an interface or expected IPs."""
+    errors = []
+    if not hep.spec.get("node"):
+        errors.append(ErroredField("HostEndpoint.spec.node", "required: the node the interface is on"))
+    if not hep.spec.get("interfaceName") and not hep.spec.get("expectedIPs"):
+        errors.append(
+            ErroredField(
+                "HostEndpoint.spec",
+                "no interface or expected IPs have been specified: give interfaceName (or * for all) or expectedIPs",
+            )
+        )
+    for index, port in enumerate(hep.spec.get("ports") or []):
+        if not port.get("name"):
+            errors.append(ErroredField(f"HostEndpoint.spec.ports[{index}].name", "required: a named port has a name"))
+    return errors
+
+
 # -- Profile, Tier, ClusterInformation ---------------------------------------
 
 _ENTITY_RULE = Struct(
@@ -880,6 +933,13 @@ KINDS: dict[str, KindSpec] = {
             ("workloadendpoint", "workloadendpoints", "wep", "weps"),
             namespaced=True,
             validate=validate_wep,
+        ),
+        KindSpec(
+            "HostEndpoint",
+            "hostendpoints",
+            HEP_SPEC,
+            ("hostendpoint", "hostendpoints", "hep", "heps"),
+            validate=validate_hep,
         ),
         KindSpec(
             "Profile",

@@ -43,6 +43,7 @@ from pycni.fabric.calico import paths
 from pycni.fabric.calico.config import ConfigError
 from pycni.fabric.calico.model import Resource, new_resource
 from pycni.fabric.calico.schema import duration_seconds
+from pycni.policy.endpoints import failsafe_ports
 
 BACKENDS = ("bird", "vxlan", "none")
 DEFAULT_POOL_NAME = "default-ipv4-ippool"
@@ -61,6 +62,8 @@ FELIX_ENV = {
     "FELIX_VXLANPORT": "vxlanPort",
     "FELIX_ROUTEREFRESHINTERVAL": "routeRefreshInterval",
     "FELIX_MTUIFACEPATTERN": "mtuIfacePattern",
+    "FELIX_FAILSAFEINBOUNDHOSTPORTS": "failsafeInboundHostPorts",
+    "FELIX_FAILSAFEOUTBOUNDHOSTPORTS": "failsafeOutboundHostPorts",
 }
 _MODES = {
     "": "Never",
@@ -239,6 +242,12 @@ def felix_overrides(env: Mapping[str, str]) -> dict[str, Any]:
                 re.compile(text)
             except re.error as exc:
                 raise ConfigError(f"{variable}: {text!r} is not a regular expression: {exc}") from None
+            out[key] = text
+        elif key.startswith("failsafe"):
+            try:
+                failsafe_ports(text, (), variable)  # the policy engine reads the text; refuse a wrong one at start
+            except ValueError as exc:
+                raise ConfigError(str(exc)) from None
             out[key] = text
         else:
             try:

@@ -106,8 +106,7 @@ class Counts:
 
 def render(inputs: PolicyInputs, options: nft_render.Options | None = None) -> Table:
     """This node's table for ``inputs``."""
-    evaluator = inputs.state.evaluator(inputs.endpoint_to_host)
-    return nft_render.render(evaluator, inputs.interfaces, options)
+    return nft_render.render(inputs.evaluator(), inputs.interfaces, options, inputs.host_interfaces)
 
 
 class PolicyManager:
@@ -183,9 +182,11 @@ class PolicyManager:
         self.metrics.update_duration.observe(time.monotonic() - started)
         self.metrics.holds(len(inputs.interfaces), counts.chains, counts.rules, counts.sets, counts.elements)
         if before is None or before.maps != table.maps:
+            heps = f", {len(inputs.host_interfaces)} host endpoint(s)" if inputs.host_interfaces else ""
             log.info(
-                "policy: %d local endpoint(s), %d chain(s), %d rule(s), %d set(s) (%d operation(s))",
+                "policy: %d local endpoint(s)%s, %d chain(s), %d rule(s), %d set(s) (%d operation(s))",
                 len(inputs.interfaces),
+                heps,
                 counts.chains,
                 counts.rules,
                 counts.sets,

@@ -14,7 +14,10 @@ combined as Calico combines them:
 * Namespaces become ``kns.<ns>`` profiles, NetworkPolicies ``knp.default.<name>``;
   a namespace an endpoint is in but no Namespace was stored for gets the profile
   of an unlabelled namespace (Kubernetes has no pod outside a namespace);
-* Nodes are hosts (their BGP and tunnel addresses), for "host to local pod is not policed".
+* Nodes are hosts (their BGP and tunnel addresses), for "host to local pod is not policed";
+* HostEndpoints of this node name the host interfaces policed (``interfaceName``, or ``*``);
+  one with only expectedIPs is in the selector sets but not enforced here (pycni does not
+  look an interface up by address); FelixConfiguration's failsafe ports open them.
 
 Values read as :class:`~pycni.fabric.calico.resources.ResourceClient` reads them
 (a policy's stored name and tier); an object pycni.policy refuses is left out
@@ -34,8 +37,20 @@ from pycni.fabric.calico.resources import KUBERNETES_PREFIX, RESOURCES_PREFIX, R
 from pycni.policy import k8s
 from pycni.policy.calico_model import parse_calico
 from pycni.policy.cluster import ClusterState
-from pycni.policy.endpoints import Host, WorkloadEndpoint, addresses, workload_from_calico
+from pycni.policy.endpoints import (
+    FAILSAFE_INBOUND,
+    FAILSAFE_OUTBOUND,
+    FailsafePort,
+    Host,
+    HostEndpoint,
+    WorkloadEndpoint,
+    addresses,
+    failsafe_ports,
+    host_endpoint_from_calico,
+    workload_from_calico,
+)
 from pycni.policy.errors import PolicyError
+from pycni.policy.evaluate import Evaluator
 
 # The v3 plurals the policy engine reads (kinds.py names them).
 CALICO_PLURALS = (
@@ -45,6 +60,7 @@ CALICO_PLURALS = (
     "globalnetworksets",
     "profiles",
     "workloadendpoints",
+    "hostendpoints",
     "felixconfigurations",
     "nodes",
 )
@@ -70,6 +86,12 @@ class PolicyInputs:
     interfaces: dict[str, str] = field(default_factory=dict)  # host interface -> <namespace>/<pod>, this node's
     endpoint_to_host: str = DEFAULT_ENDPOINT_TO_HOST
     problems: dict[str, str] = field(default_factory=dict)  # key -> why it was left out
+    host_interfaces: dict[str, str] = field(default_factory=dict)  # this node's host endpoints: interface or * -> key
+    failsafe_inbound: tuple[FailsafePort, ...] = FAILSAFE_INBOUND
+    failsafe_outbound: tuple[FailsafePort, ...] = FAILSAFE_OUTBOUND
+
+    def evaluator(self) -> Evaluator:
+        return self.state.evaluator(self.endpoint_to_host, self.failsafe_inbound, self.failsafe_outbound)
 
 
 def _host(resource: Mapping[str, Any]) -> Host:
@@ -78,6 +100,14 @@ def _host(resource: Mapping[str, Any]) -> Host:
     found = [bgp.get("ipv4Address"), bgp.get("ipv4IPIPTunnelAddr"), spec.get("ipv4VXLANTunnelAddr")]
     ips = addresses(str(a) for a in found if a)
     return Host(str((resource.get("metadata") or {}).get("name") or ""), ips)
+
+
+def _felix_value(configs: Mapping[str, Mapping[str, Any]], nodename: str, env: Mapping[str, Any], name: str) -> Any:
+    """A FelixConfiguration field in force: the agent's FELIX_ setting, else node.<name>'s, else default's."""
+    for source in (env, configs.get(f"node.{nodename}") or {}, configs.get("default") or {}):
+        if source.get(name) is not None:
+            return source[name]
+    return None
 
 
 def _endpoint_to_host(configs: Mapping[str, Mapping[str, Any]], nodename: str, env: Mapping[str, Any]) -> str:
@@ -158,6 +188,8 @@ def decode(kv: KeyValue, decoder: ResourceClient) -> Decoded:
             return Decoded("felix", (str(document["metadata"]["name"]), document.get("spec") or {}))
         if kind == "Node":
             return Decoded("host", _host(document))
+        if kind == "HostEndpoint":
+            return Decoded("hostendpoint", host_endpoint_from_calico(document))
         return Decoded("calico", parse_calico(document))
     except (CalicoError, PolicyError, ValueError, TypeError, KeyError) as exc:
         return Decoded("", problem=str(exc))
@@ -194,6 +226,11 @@ def build(
             inputs.interfaces[decoded.interface] = endpoint.key
     for _, decoded in groups.get("host", []):
         state.apply(decoded.value)
+    for _, decoded in groups.get("hostendpoint", []):
+        hep: HostEndpoint = decoded.value
+        state.apply(hep)
+        if hep.node == nodename and hep.interface:
+            inputs.host_interfaces[hep.interface] = hep.key
     for plural in _K8S_PARSERS:  # namespaces, then pods, then policies
         for _, decoded in groups.get(plural, []):
             obj = decoded.value
@@ -210,6 +247,15 @@ def build(
             inputs.problems[key] = str(exc)
     felix = dict(decoded.value for _, decoded in groups.get("felix", []))
     inputs.endpoint_to_host = _endpoint_to_host(felix, nodename, felix_env or {})
+    for name, default, attribute in (
+        ("failsafeInboundHostPorts", FAILSAFE_INBOUND, "failsafe_inbound"),
+        ("failsafeOutboundHostPorts", FAILSAFE_OUTBOUND, "failsafe_outbound"),
+    ):
+        try:
+            value = _felix_value(felix, nodename, felix_env or {}, name)
+            setattr(inputs, attribute, failsafe_ports(value, default, name))
+        except ValueError as exc:
+            inputs.problems[f"FelixConfiguration {name}"] = f"{exc}; Felix's defaults are used"
     return inputs
 
 
