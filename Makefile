@@ -17,17 +17,18 @@ pictures: setup
 	PYCNI_DEMO_PICTURES=$(CURDIR)/docs/pictures $(BIN)/pycni demo
 
 lint: setup
-	$(BIN)/ruff check src tests examples benchmarks
-	$(BIN)/ruff format --check src tests examples benchmarks
+	$(BIN)/ruff check src tests examples benchmarks scripts
+	$(BIN)/ruff format --check src tests examples benchmarks scripts
 	$(BIN)/mypy
 
 # The suite waits on kernels, etcd and BIRD more than it computes: four workers share the two cores,
 # one test file per worker (a file's clusters and daemons are set up once). Tests marked serial
 # (machine-wide state, timing) run alone afterwards. PYCNI_TEST_CPU=DIR records each test's CPU seconds.
+# Files go to the workers slowest first (tests/file_durations.json, from scripts/file_durations.py).
 PYTEST_WORKERS ?= 4
 
 test: lint
-	$(BIN)/pytest -q -n $(PYTEST_WORKERS) --dist loadfile -m "not serial" --durations=30 tests
+	$(BIN)/pytest -q -n $(PYTEST_WORKERS) --dist loadfile --no-loadscope-reorder -m "not serial" --durations=30 tests
 	$(BIN)/pytest -q -m serial --durations=10 tests
 
 unit: setup

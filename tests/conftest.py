@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
+import statistics
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -19,6 +21,27 @@ GO_PLUGIN_DIR = "/usr/lib/cni"
 # Fixtures that lend a test a machine-wide path (host-local's default directory, tuning's fixed
 # allowlist): such a test must not run beside another one.
 MACHINE_WIDE_FIXTURES = {"seed_data_dir", "allowlist"}
+FILE_DURATIONS = Path(__file__).resolve().parent / "file_durations.json"  # scripts/file_durations.py writes it
+
+
+def slowest_files_first(items: list[pytest.Item]) -> None:
+    """Order whole files by their recorded seconds, slowest first, keeping each file's own order.
+
+    ``make test`` hands files to its workers in collection order (``--no-loadscope-reorder``):
+    started first, the long cluster files run beside the short ones instead of on their own at
+    the end (longest-processing-time-first scheduling). A file the table lacks counts as the median.
+    """
+    try:
+        table: dict[str, float] = json.loads(FILE_DURATIONS.read_text())
+    except (OSError, ValueError):
+        return
+    default = statistics.median(table.values()) if table else 0.0
+    position = {id(item): index for index, item in enumerate(items)}
+
+    def cost(item: pytest.Item) -> float:
+        return table.get(os.path.relpath(str(item.fspath), REPO), default)
+
+    items.sort(key=lambda item: (-cost(item), os.path.relpath(str(item.fspath), REPO), position[id(item)]))
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
@@ -34,6 +57,7 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             item.add_marker(pytest.mark.skip(reason="needs root (integration/e2e tier)"))
         if "/e2e/" in path or MACHINE_WIDE_FIXTURES & set(getattr(item, "fixturenames", ())):
             item.add_marker(pytest.mark.serial)
+    slowest_files_first(items)
 
 
 @pytest.fixture(scope="session")

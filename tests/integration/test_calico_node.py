@@ -183,7 +183,6 @@ def test_seed_installation_cross_subnet_then_always(calico: Make) -> None:
     print(f"\nfull mesh after start: {mesh:.2f} s; CrossSubnet -> Always on n1: {took:.2f} s")
 
 
-@pytest.mark.serial  # beside three other workers the way back took > 20 s twice (cause not found: see issue 11's note)
 def test_a_pool_leaving_vxlan_takes_the_device_and_tunnel_address_and_brings_them_back(calico: Make) -> None:
     cluster, _ = calico()
     n1, n2 = cluster.add_node(1), cluster.add_node(1)
