@@ -98,6 +98,27 @@ def pycni_bin() -> str:
 CPU_REPORT_ENV = "PYCNI_TEST_CPU"  # a directory: each test's CPU seconds (its own and its children's) go there
 
 
+ROOT_FORWARDING = ("/proc/sys/net/ipv4/ip_forward", "/proc/sys/net/ipv6/conf/all/forwarding")
+
+
+@pytest.fixture(autouse=True)
+def _root_forwarding_restored(request: pytest.FixtureRequest) -> Iterator[None]:
+    """A test that runs plugins in the root namespace gives its forwarding sysctls back as it found them.
+
+    The bridge plugin turns IPv4 forwarding on for a gateway and, as Go's does, never turns it off;
+    new namespaces copy the root's value, so a root left at 1 changes every later node of the suite
+    (and the machine is not as it was). Only the serial tier runs in the root namespace.
+    """
+    if request.node.get_closest_marker("serial") is None or os.geteuid() != 0:
+        yield
+        return
+    before = {path: Path(path).read_text() for path in ROOT_FORWARDING if os.path.exists(path)}
+    yield
+    for path, value in before.items():
+        if Path(path).read_text() != value:
+            Path(path).write_text(value)
+
+
 @pytest.fixture(autouse=True)
 def _cpu_report(request: pytest.FixtureRequest) -> Iterator[None]:
     """With ``PYCNI_TEST_CPU=DIR``, append ``seconds<TAB>test`` per test to a file in DIR (one per worker).

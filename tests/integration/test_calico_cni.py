@@ -88,6 +88,9 @@ class Node:
     def __init__(self, fabric: Fabric, pool: NetnsPool, name: str, home: Path) -> None:
         self.name = name
         self.ns = pool.new("node")
+        # A new namespace copies the root namespace's IPv4 forwarding (devconf_inherit_init_net=0), which
+        # podman or a Go bridge plugin may have turned on: a node is built as a machine boots, with it off.
+        run("sysctl", "-qw", "net.ipv4.ip_forward=0", netns=self.ns)
         self.home = home
         home.mkdir(parents=True, exist_ok=True)
         self.address = fabric.host_address()
