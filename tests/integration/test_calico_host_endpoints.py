@@ -12,19 +12,16 @@ Every probe is compared with the evaluator built from the same etcd.
 
 from __future__ import annotations
 
-import socket
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 
-from pycni.net import netns
 from pycni.policy.match import Packet
 from tests.integration.test_calico_policy_node import inputs
-from tests.support.calico_cluster import ETCD_IP, CalicoCluster, Node, wait_until
-from tests.support.etcd import etcd_server
+from tests.support.calico_cluster import ETCD_IP, CalicoCluster, Node, clusters_on_etcd, wait_until
 from tests.support.netns import NetnsPool, run
+from tests.support.tcp import connects, listen
 
 Make = Callable[..., CalicoCluster]
 
@@ -47,45 +44,8 @@ spec:
 
 @pytest.fixture
 def calico(netns: NetnsPool, tmp_path: Path, pycni_bin: str, pycni_plugin_dir: str) -> Iterator[Make]:
-    made: list[tuple[CalicoCluster, Any]] = []
-
-    def make(**kwargs: Any) -> CalicoCluster:
-        cluster = CalicoCluster(netns, tmp_path, pycni_bin, pycni_plugin_dir, **kwargs)
-        context = etcd_server(host=ETCD_IP, netns=cluster.underlay)
-        made.append((cluster, context))
-        context.__enter__()
-        return cluster
-
-    try:
-        yield make
-    finally:
-        for cluster, context in made:
-            try:
-                cluster.close()
-            finally:
-                context.__exit__(None, None, None)
-
-
-def listen(ns: str, port: int) -> socket.socket:
-    with netns.entered(NetnsPool.path(ns)):
-        server = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    server.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    server.bind(("0.0.0.0", port))
-    server.listen(16)
-    return server
-
-
-def connects(ns: str, address: str, port: int, timeout: float = 1.0) -> bool:
-    with netns.entered(NetnsPool.path(ns)):
-        client = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    client.settimeout(timeout)
-    try:
-        client.connect((address, port))
-        return True
-    except OSError:
-        return False
-    finally:
-        client.close()
+    with clusters_on_etcd(netns, tmp_path, pycni_bin, pycni_plugin_dir) as make:
+        yield lambda **kwargs: make(**kwargs)[0]
 
 
 def table(node: Node) -> str:

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -38,6 +37,7 @@ from pycni.policy.endpoints import workload_from_calico
 from pycni.policy.match import Packet
 from tests.support.cni import Call
 from tests.support.netns import NetnsPool, netns_pool, run
+from tests.support.tcp import connects, listen
 
 NETWORK = "k8s-pod-network"
 SEED = """\
@@ -214,28 +214,6 @@ def address_of(call: Call) -> str:
     return str(call.out["ips"][0]["address"]).split("/", maxsplit=1)[0]
 
 
-def _listen(ns: str, port: int) -> socket.socket:
-    with netns.entered(NetnsPool.path(ns)):
-        server = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    server.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    server.bind(("0.0.0.0", port))
-    server.listen(16)
-    return server
-
-
-def _connects(ns: str, address: str, port: int) -> bool:
-    with netns.entered(NetnsPool.path(ns)):
-        client = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    client.settimeout(1.0)
-    try:
-        client.connect((address, port))
-        return True
-    except OSError:
-        return False
-    finally:
-        client.close()
-
-
 def test_policy_follows_the_identity_into_the_kernel(lab: Lab) -> None:
     web, tool = lab.pool.new("pod"), lab.pool.new("pod")
     labels = {"cni": {"labels": [{"key": "app", "value": "tool"}]}}
@@ -268,14 +246,14 @@ def test_policy_follows_the_identity_into_the_kernel(lab: Lab) -> None:
     table = nft_render.render(evaluator, interfaces)
     with netns.entered(NetnsPool.path(lab.node)):
         objects.create(table).apply()
-    servers = [_listen(ns, port) for ns in (web, tool) for port in (80, 8080)]
+    servers = [listen(ns, port) for ns in (web, tool) for port in (80, 8080)]
     try:
         for source, target, target_ip in ((tool, web, web_ip), (web, tool, tool_ip)):
             for port in (80, 8080):
                 src_ip = tool_ip if source == tool else web_ip
                 wanted = evaluator.evaluate(Packet.make(src_ip, target_ip, "TCP", port)).allowed
-                assert _connects(source, target_ip, port) == wanted, (source, target, port, wanted)
-        assert _connects(tool, web_ip, 8080) and not _connects(tool, web_ip, 80), "the Pod's named port, enforced"
+                assert connects(source, target_ip, port) == wanted, (source, target, port, wanted)
+        assert connects(tool, web_ip, 8080) and not connects(tool, web_ip, 80), "the Pod's named port, enforced"
     finally:
         for server in servers:
             server.close()

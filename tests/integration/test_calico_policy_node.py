@@ -20,7 +20,6 @@ import socket
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 
@@ -30,8 +29,7 @@ from pycni.fabric.calico.policy_state import PolicyInputs, build
 from pycni.fabric.calico.resources import ResourceClient
 from pycni.net import netns
 from pycni.policy.match import Packet
-from tests.support.calico_cluster import ETCD_IP, ETCD_URL, CalicoCluster, Node, Pod, wait_until
-from tests.support.etcd import etcd_server
+from tests.support.calico_cluster import ETCD_URL, CalicoCluster, Node, Pod, clusters_on_etcd, wait_until
 from tests.support.netns import NetnsPool, run
 
 Make = Callable[..., CalicoCluster]
@@ -64,23 +62,8 @@ spec:
 
 @pytest.fixture
 def calico(netns: NetnsPool, tmp_path: Path, pycni_bin: str, pycni_plugin_dir: str) -> Iterator[Make]:
-    made: list[tuple[CalicoCluster, Any]] = []
-
-    def make(**kwargs: Any) -> CalicoCluster:
-        cluster = CalicoCluster(netns, tmp_path, pycni_bin, pycni_plugin_dir, **kwargs)
-        context = etcd_server(host=ETCD_IP, netns=cluster.underlay)
-        made.append((cluster, context))
-        context.__enter__()
-        return cluster
-
-    try:
-        yield make
-    finally:
-        for cluster, context in made:
-            try:
-                cluster.close()
-            finally:
-                context.__exit__(None, None, None)
+    with clusters_on_etcd(netns, tmp_path, pycni_bin, pycni_plugin_dir) as make:
+        yield lambda **kwargs: make(**kwargs)[0]
 
 
 def pod_manifest(pod: Pod, labels: dict[str, str]) -> str:

@@ -23,11 +23,12 @@ import os
 import signal
 import subprocess
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from tests.support.etcd import EtcdServer, etcd_server
 from tests.support.netns import NetnsPool, run
 
 ETCD_IP = "198.51.100.1"
@@ -425,3 +426,26 @@ class CalicoCluster:
         for node in self.nodes:
             with contextlib.suppress(ProcessLookupError, subprocess.TimeoutExpired):
                 self.stop_agent(node, signal.SIGKILL)
+
+
+@contextlib.contextmanager
+def clusters_on_etcd(
+    pool: NetnsPool, tmp: Path, pycni_bin: str, plugin_dir: str, **defaults: Any
+) -> Iterator[Callable[..., tuple[CalicoCluster, EtcdServer]]]:
+    """``make(**kwargs)``: a cluster with its own etcd in its underlay; on exit each cluster closes, then its etcd."""
+    made: list[tuple[CalicoCluster, Any]] = []
+
+    def make(**kwargs: Any) -> tuple[CalicoCluster, EtcdServer]:
+        cluster = CalicoCluster(pool, tmp, pycni_bin, plugin_dir, **{**defaults, **kwargs})
+        context = etcd_server(host=ETCD_IP, netns=cluster.underlay)
+        made.append((cluster, context))
+        return cluster, context.__enter__()
+
+    try:
+        yield make
+    finally:
+        for cluster, context in made:
+            try:
+                cluster.close()
+            finally:
+                context.__exit__(None, None, None)
