@@ -324,10 +324,17 @@ def test_a_host_endpoint_of_all_interfaces_catches_every_host_interface_but_pods
     state.apply(calico("HostEndpoint", "node-1-all", {"node": "node-1", "interfaceName": "*"}))
     table = nft_render.render(state.evaluator(), LOCAL, host_interfaces={"*": "hep:node-1-all"})
     catch_all = nft_names.host_endpoint_chain("*", "ingress")
-    assert table.chains["input"].rules[-1] == f"goto {catch_all}"
+    assert catch_all == "cali-fh-any-interface-at-all"
+    assert table.chains["input"].rules[-1] == f"meta nfproto ipv4 goto {catch_all}", "IPv4 only"
     assert 'iifname "lo" accept' in table.chains["input"].rules
     assert table.chains["output"].rules[0].startswith('oifname "cali*" accept')
     assert table.maps[nft_names.FROM_HEP_DISPATCH].elements == {}
+
+
+def test_the_overlay_rule_follows_the_vxlan_port() -> None:
+    evaluator = host_endpoint_state().evaluator(vxlan_port=8472)
+    table = nft_render.render(evaluator, LOCAL, host_interfaces={"eth0": "hep:node-1-eth0"})
+    assert "udp dport 8472 ip saddr @cali40all-hosts-net accept" in " ".join(table.chains["cali-fh-eth0"].rules)
 
 
 def test_no_host_endpoint_no_host_chains() -> None:

@@ -38,7 +38,7 @@ from pycni.policy.endpoints import (
     host_endpoint_from_calico,
     workload_from_pod,
 )
-from pycni.policy.evaluate import Evaluator
+from pycni.policy.evaluate import VXLAN_PORT, Evaluator
 
 K8sObject = k8s.NetworkPolicy | k8s.Namespace | k8s.Pod
 PolicyObject = K8sObject | CalicoObject | WorkloadEndpoint | Host | HostEndpoint
@@ -154,6 +154,7 @@ class ClusterState:
         endpoint_to_host: str = "Accept",
         failsafe_inbound: tuple[FailsafePort, ...] = FAILSAFE_INBOUND,
         failsafe_outbound: tuple[FailsafePort, ...] = FAILSAFE_OUTBOUND,
+        vxlan_port: int = VXLAN_PORT,
     ) -> Evaluator:
         return Evaluator(
             self.all_policies(),
@@ -166,4 +167,5 @@ class ClusterState:
             endpoint_to_host=endpoint_to_host,
             failsafe_inbound=failsafe_inbound,
             failsafe_outbound=failsafe_outbound,
+            vxlan_port=vxlan_port,
         )

@@ -67,13 +67,16 @@ class WorkloadEndpoint:
         return f"{self.namespace}/{self.pod}"
 
 
+ALL_INTERFACES = "*"  # a HostEndpoint's interfaceName for every interface of the host but workloads' and lo
+
+
 @dataclass(frozen=True)
 class HostEndpoint:
     """A projectcalico.org/v3 HostEndpoint: one interface of a node (or ``*``: all of them) under policy."""
 
     name: str
     node: str
-    interface: str = ""  # "" = the interface holding expectedIPs; "*" = every interface but workloads' and lo
+    interface: str = ""  # "" = the interface holding expectedIPs (not enforced by pycni); ALL_INTERFACES
     ips: tuple[IPAddress, ...] = ()  # expectedIPs: members of the selector sets that match the endpoint
     labels: Mapping[str, str] = field(default_factory=dict)
     profiles: tuple[str, ...] = ()
@@ -97,26 +100,33 @@ class FailsafePort:
         return f"{self.protocol}:{self.port}" + (f" ({self.net})" if self.net else "")
 
 
-def _failsafe(text: str) -> tuple[FailsafePort, ...]:
-    return tuple(FailsafePort(p.split(":")[0], int(p.split(":")[1])) for p in text.split(","))
-
-
-# Felix's defaults (config_params.go): SSH, DHCP, BGP, etcd, Typha, the API server, kube-proxy's and calico's health.
-FAILSAFE_INBOUND = _failsafe("tcp:22,udp:68,tcp:179,tcp:2379,tcp:2380,tcp:5473,tcp:6443,tcp:6666,tcp:6667")
-FAILSAFE_OUTBOUND = _failsafe("udp:53,udp:67,tcp:179,tcp:2379,tcp:2380,tcp:5473,tcp:6443,tcp:6666,tcp:6667")
+def _failsafe_entry(item: str) -> dict[str, Any] | None:
+    """One item of Felix's PortListParam: ``22`` (TCP), ``udp:68``, ``tcp:10.0.0.0/8:22``, ``tcp:[fd00::/8]:22``."""
+    head, sep, port = item.rpartition(":")
+    if not port.isdigit():
+        return None
+    if not sep:
+        return {"protocol": "tcp", "port": int(port)}
+    protocol, sep, net = head.partition(":")
+    entry: dict[str, Any] = {"protocol": protocol, "port": int(port)}
+    if sep:
+        entry["net"] = net[1:-1] if net.startswith("[") and net.endswith("]") else net
+    return entry
 
 
 def _failsafe_text(text: str, path: str) -> tuple[FailsafePort, ...]:
+    """Felix's environment form: comma-separated items, empty ones skipped; ``none`` (or nothing) is none."""
     if text.strip().lower() in ("", "none"):
         return ()
-    entries: list[dict[str, Any]] = []
-    for part in text.split(","):
-        fields = part.strip().split(":")
-        if len(fields) not in (2, 3) or not fields[-1].isdigit():
-            raise ValueError(f"{path}: {part.strip()!r} is not <protocol>:<port> or <protocol>:<net>:<port>")
-        entry: dict[str, Any] = {"protocol": fields[0], "port": int(fields[-1])}
-        if len(fields) == 3:
-            entry["net"] = fields[1]
+    entries = []
+    for item in (part.strip() for part in text.split(",")):
+        if not item:
+            continue
+        entry = _failsafe_entry(item)
+        if entry is None:
+            raise ValueError(
+                f"{path}: {item!r} is not <port>, <protocol>:<port> or <protocol>:<net>:<port> (e.g. tcp:22)"
+            )
         entries.append(entry)
     return failsafe_ports(entries, (), path)
 
@@ -150,6 +160,11 @@ def failsafe_ports(
             raise ValueError(f"{path}[{index}]: net {entry['net']!r} is not a network") from None
         ports.append(FailsafePort(protocol, entry["port"], net))
     return tuple(ports)
+
+
+# Felix's defaults (config_params.go): SSH, DHCP, BGP, etcd, Typha, the API server, kube-proxy's and calico's health.
+FAILSAFE_INBOUND = _failsafe_text("tcp:22,udp:68,tcp:179,tcp:2379,tcp:2380,tcp:5473,tcp:6443,tcp:6666,tcp:6667", "")
+FAILSAFE_OUTBOUND = _failsafe_text("udp:53,udp:67,tcp:179,tcp:2379,tcp:2380,tcp:5473,tcp:6443,tcp:6666,tcp:6667", "")
 
 
 @dataclass(frozen=True)

@@ -32,7 +32,12 @@ profiles, and nothing accepting means drop. The oracle places a host endpoint
 at its expectedIPs, or at its node's addresses when it lists none. Traffic
 between a host and its own pods is not host endpoint traffic (it goes through
 the pods' interfaces), and traffic forwarded through the host is not policed
-by host endpoints (pycni renders no ``applyOnForward`` chains).
+by host endpoints (pycni renders no ``applyOnForward`` chains). The oracle
+does not model natOutgoing: a pod's packet to another node's address leaves
+masqueraded, so that node's host endpoint sees the sending node's address,
+where the oracle matches the pod's. DefaultEndpointToHostAction ``Return``
+lets a pod's traffic to its own node go on to the host's other rules, which
+the oracle counts as allowed.
 """
 
 from __future__ import annotations
@@ -52,13 +57,12 @@ from pycni.policy.endpoints import (
     HostEndpoint,
     WorkloadEndpoint,
 )
-from pycni.policy.index import Endpoint, EndpointIndex
+from pycni.policy.index import PORT_PROTOCOL_NUMBERS, Endpoint, EndpointIndex
 from pycni.policy.match import Packet, rule_matches
 
 INGRESS, EGRESS = "ingress", "egress"
 VXLAN_PORT = 4789  # FelixConfiguration vxlanPort's default
 IPIP_PROTOCOL = 4
-PROTOCOL_NUMBERS = {"tcp": 6, "udp": 17, "sctp": 132}
 
 
 class Reason(Enum):
@@ -69,6 +73,7 @@ class Reason(Enum):
     NOT_POLICED = "not policed"
     TO_HOST = "endpoint to host"
     FAILSAFE = "failsafe"
+    OVERLAY = "overlay between hosts"
 
 
 @dataclass(frozen=True)
@@ -190,6 +195,7 @@ class Evaluator:
         endpoint_to_host: str = "Accept",
         failsafe_inbound: tuple[FailsafePort, ...] = FAILSAFE_INBOUND,
         failsafe_outbound: tuple[FailsafePort, ...] = FAILSAFE_OUTBOUND,
+        vxlan_port: int = VXLAN_PORT,
     ) -> None:
         self.tiers = {name: seeded_tier(name) for name in SEEDED_TIERS} | {t.name: t for t in tiers}
         self.profiles = {p.name: compile_profile(p) for p in profiles}
@@ -198,10 +204,11 @@ class Evaluator:
         )
         self.endpoint_to_host = endpoint_to_host
         self.failsafe = {INGRESS: failsafe_inbound, EGRESS: failsafe_outbound}
+        self.vxlan_port = vxlan_port
         by_tier: dict[str, list[CompiledPolicy]] = defaultdict(list)
         for policy in policies:
             if policy.do_not_track or policy.pre_dnat:
-                continue  # untracked and pre-DNAT policies are rendered for host endpoints only
+                continue  # untracked and pre-DNAT policies: not enforced by pycni (the agent reports them)
             by_tier[policy.tier].append(compile_policy(policy))
         for name in by_tier:
             self.tiers.setdefault(name, Tier(name))  # referenced but not defined: Felix sorts it last and denies
@@ -270,16 +277,16 @@ class Evaluator:
         peer = packet.src if direction == INGRESS else packet.dst
         for port in self.failsafe[direction]:
             if (
-                PROTOCOL_NUMBERS[port.protocol] == packet.protocol
+                PORT_PROTOCOL_NUMBERS[port.protocol.upper()] == packet.protocol
                 and packet.dst_port == port.port
                 and (port.net is None or peer in port.net)
             ):
                 note = f"failsafe {'inbound' if direction == INGRESS else 'outbound'} port {port}"
                 return Decision(direction, hep.key, True, Reason.FAILSAFE, note=note)
-        overlay = packet.protocol == IPIP_PROTOCOL or (packet.protocol == 17 and packet.dst_port == VXLAN_PORT)
+        overlay = packet.protocol == IPIP_PROTOCOL or (packet.protocol == 17 and packet.dst_port == self.vxlan_port)
         if overlay and self.index.host(peer) is not None:
             note = "VXLAN/IPIP between the cluster's hosts is let through before host endpoint policy"
-            return Decision(direction, hep.key, True, Reason.FAILSAFE, note=note)
+            return Decision(direction, hep.key, True, Reason.OVERLAY, note=note)
         return self.decide(hep, direction, packet, logs)
 
     def evaluate(self, packet: Packet) -> Verdict:
@@ -296,10 +303,11 @@ class Evaluator:
             if not egress.allowed:
                 return Verdict(packet, False, egress, None, tuple(logs))
             host = self.index.host(packet.dst)
-            if host is not None and host.name == source.node:
-                dst_hep = None  # a pod to its own node: not the host endpoint's traffic
-                if self.endpoint_to_host != "Accept":
-                    note = f"to its own node {host.name}: DefaultEndpointToHostAction {self.endpoint_to_host}"
+            own = host.name if host is not None else dst_hep.node if dst_hep is not None else None
+            if own is not None and own == source.node:
+                dst_hep = None  # a pod to its own node: not the host endpoint's traffic (it comes in on cali*)
+                if self.endpoint_to_host == "Drop":
+                    note = f"to its own node {own}: DefaultEndpointToHostAction Drop"
                     to_host = Decision(EGRESS, source.key, False, Reason.TO_HOST, note=note)
                     return Verdict(packet, False, to_host, None, tuple(logs))
         elif src_hep is not None and not (target is not None and target.node == src_hep.node):
@@ -308,8 +316,9 @@ class Evaluator:
                 return Verdict(packet, False, egress, None, tuple(logs))
         if target is not None:
             host = self.index.host(packet.src)
-            if host is not None and host.name == target.node:
-                note = f"from its own node {host.name}: Felix does not police host-to-local-pod traffic"
+            own = host.name if host is not None else src_hep.node if src_hep is not None else None
+            if own is not None and own == target.node:
+                note = f"from its own node {own}: Felix does not police host-to-local-pod traffic"
                 ingress = Decision(INGRESS, target.key, True, Reason.NOT_POLICED, note=note)
             else:
                 ingress = self.decide(target, INGRESS, packet, logs)

@@ -18,7 +18,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
 from pycni.policy.calico_model import GlobalNetworkSet, Profile
-from pycni.policy.endpoints import Host, HostEndpoint, NamedPort, WorkloadEndpoint, effective_labels
+from pycni.policy.endpoints import ALL_INTERFACES, Host, HostEndpoint, NamedPort, WorkloadEndpoint, effective_labels
 from pycni.policy.errors import PolicyError, Problem
 from pycni.policy.selector import Selector
 
@@ -73,9 +73,9 @@ class EndpointIndex:
                 problems.append(Problem(host.name, f"{ip} is both this node's address and {self._by_ip[ip].key}'s"))
         self.host_endpoints = {hep.key: hep for hep in host_endpoints}
         self._hep_by_ip: dict[IPAddress, HostEndpoint] = {}
-        for hep in self.host_endpoints.values():
-            for ip in hep.ips or (self.hosts[hep.node].ips if hep.node in self.hosts else ()):
-                self._hep_by_ip.setdefault(ip, hep)  # the oracle's view: a packet to or from here crosses it
+        for hep in sorted(self.host_endpoints.values(), key=lambda h: h.name):  # Felix: the earliest name wins
+            for ip in self._crossing(hep):
+                self._hep_by_ip.setdefault(ip, hep)
             for ip in hep.ips:
                 if ip in self._by_ip:
                     problems.append(Problem(hep.key, f"expected IP {ip} is {self._by_ip[ip].key}'s"))
@@ -92,8 +92,25 @@ class EndpointIndex:
     def host(self, ip: IPAddress) -> Host | None:
         return self._host_by_ip.get(ip)
 
+    def _crossing(self, hep: HostEndpoint) -> tuple[IPAddress, ...]:
+        """Where the oracle places a host endpoint: the IPv4 addresses a packet to or from crosses it at.
+
+        As the table polices by interface: one named interface is at its expectedIPs, else at the
+        node's own address (not its tunnel addresses, which are other interfaces'); ``*`` is at all of
+        the node's addresses and its expectedIPs; one with no interface is not enforced, so nowhere.
+        Only IPv4: the host chains police IPv4 only.
+        """
+        node_ips = self.hosts[hep.node].ips if hep.node in self.hosts else ()
+        if hep.interface == ALL_INTERFACES:
+            found = (*node_ips, *hep.ips)
+        elif hep.interface:
+            found = hep.ips or node_ips[:1]
+        else:
+            found = ()
+        return tuple(ip for ip in found if ip.version == 4)
+
     def host_endpoint(self, ip: IPAddress) -> HostEndpoint | None:
-        """The host endpoint a packet to or from ``ip`` crosses: its expectedIPs, else its node's addresses."""
+        """The host endpoint a packet to or from ``ip`` crosses (see :meth:`_crossing`)."""
         return self._hep_by_ip.get(ip)
 
     def labels(self, endpoint: Endpoint) -> Mapping[str, str]:

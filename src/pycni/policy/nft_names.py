@@ -24,6 +24,7 @@ import re
 
 from pycni.nft import objects
 from pycni.policy.calico_model import CalicoPolicy
+from pycni.policy.endpoints import ALL_INTERFACES
 from pycni.policy.selector import Selector
 
 FAMILY = "inet"
@@ -91,9 +92,13 @@ def endpoint_chain(interface: str, direction: str) -> str:
     return limited("cali-tw-" if direction == "ingress" else "cali-fw-", interface)
 
 
+ANY_INTERFACE = "any-interface-at-all"  # Felix's suffix for a ``*`` host endpoint: longer than any interface name
+
+
 def host_endpoint_chain(interface: str, direction: str) -> str:
     """``cali-fh-<iface>`` for what the host receives through a host endpoint, ``cali-th-<iface>`` for what it sends."""
-    return limited("cali-fh-" if direction == "ingress" else "cali-th-", interface)
+    suffix = ANY_INTERFACE if interface == ALL_INTERFACES else interface
+    return limited("cali-fh-" if direction == "ingress" else "cali-th-", suffix)
 
 
 def _set_name(family: int, set_id: str) -> str:

@@ -31,11 +31,11 @@ With host endpoints on the node (``host_interfaces``: interface -> endpoint
 key, ``*`` for all interfaces), Felix's host chains are added::
 
     chain input                             ... then iifname "cali*" accept; iifname "lo" accept;
-                                            iifname vmap @cali-from-hep-dispatch (goto cali-fh-<iface>);
-                                            goto cali-fh-<*> for a host endpoint of all interfaces
+                                            IPv4: iifname vmap @cali-from-hep-dispatch (goto cali-fh-<iface>);
+                                            goto cali-fh-any-interface-at-all for a host endpoint of ``*``
     chain output (filter hook output)       oifname "cali*" accept (host to its pods: not policed);
-                                            oifname "lo" accept; oifname vmap @cali-to-hep-dispatch (goto
-                                            cali-th-<iface>), or goto cali-th-<*>
+                                            oifname "lo" accept; IPv4: oifname vmap @cali-to-hep-dispatch
+                                            (goto cali-th-<iface>), or goto cali-th-any-interface-at-all
     chain cali-fh-<iface> / cali-th-<iface> conntrack; jump cali-failsafe-in / -out; VXLAN (udp 4789) and
                                             IPIP from / to the cluster's hosts (set cali40all-hosts-net)
                                             accepted; then the endpoint's tiers and profiles as above
@@ -58,14 +58,14 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from pycni.nft import quote
 from pycni.nft.objects import Chain, Hook, Map, Set, Table
 from pycni.policy import nft_names
 from pycni.policy.compile import CompiledPolicy
-from pycni.policy.endpoints import FailsafePort, HostEndpoint
-from pycni.policy.evaluate import EGRESS, INGRESS, IPIP_PROTOCOL, VXLAN_PORT, Evaluator
+from pycni.policy.endpoints import ALL_INTERFACES, FailsafePort, HostEndpoint
+from pycni.policy.evaluate import EGRESS, INGRESS, IPIP_PROTOCOL, Evaluator
 from pycni.policy.index import Endpoint
 from pycni.policy.nft_names import (
     ALL_HOSTS,
@@ -203,26 +203,41 @@ def failsafe_rules(ports: tuple[FailsafePort, ...], direction: str) -> tuple[str
 def host_endpoint_rules(builder: _Builder, hep: HostEndpoint, direction: str) -> tuple[str, ...]:
     """cali-fh-/cali-th-: conntrack, the failsafe ports, the overlay between hosts, then the endpoint's policy."""
     peer, way = ("saddr", "from") if direction == INGRESS else ("daddr", "to")
+    vxlan = builder.evaluator.vxlan_port
     return (
         "ct state established,related accept",
         "ct state invalid drop",
         f"jump {FAILSAFE_IN if direction == INGRESS else FAILSAFE_OUT}",
-        f"udp dport {VXLAN_PORT} ip {peer} @{ALL_HOSTS} accept {_comment(f'Allow VXLAN packets {way} hosts')}",
+        f"udp dport {vxlan} ip {peer} @{ALL_HOSTS} accept {_comment(f'Allow VXLAN packets {way} hosts')}",
         f"meta l4proto {IPIP_PROTOCOL} ip {peer} @{ALL_HOSTS} accept {_comment(f'Allow IPIP packets {way} hosts')}",
         *builder.endpoint_rules(hep, direction),
     )
 
 
-def host_chains(
-    builder: _Builder, host_interfaces: Mapping[str, str], options: Options
-) -> tuple[list[str], dict[str, Chain], dict[str, Map], dict[str, Set]]:
-    """Rules to append to input, and the output chain, host endpoint chains, maps and the hosts set."""
+@dataclass
+class HostChains:
+    """What a node's host endpoints add to the table: rules appended to input, chains, maps, the hosts set."""
+
+    input_rules: list[str] = field(default_factory=list)
+    chains: dict[str, Chain] = field(default_factory=dict)
+    maps: dict[str, Map] = field(default_factory=dict)
+    sets: dict[str, Set] = field(default_factory=dict)
+
+
+def host_chains(builder: _Builder, host_interfaces: Mapping[str, str], options: Options) -> HostChains:
+    """The host endpoint chains of this node's ``host_interfaces`` (interface or ``*`` -> endpoint key).
+
+    IPv4 only (``meta nfproto ipv4``): the overlay rules and the hosts set are IPv4, and an IPv6
+    host behind a default deny would lose neighbour discovery, which conntrack does not track.
+    ``lo`` is never a host endpoint here (Felix's ``*`` takes it too): a default deny on lo cuts the
+    node's own local services, agent included, for no protection the other interfaces do not give.
+    """
     evaluator = builder.evaluator
     wildcard = f'"{options.interface_prefix}*"'
+    out = HostChains()
     from_map: dict[str, str] = {}
     to_map: dict[str, str] = {}
-    chains: dict[str, Chain] = {}
-    catch_all: str | None = None
+    catch_all = False
     for interface, key in sorted(host_interfaces.items()):
         hep = evaluator.index.host_endpoints.get(key)
         if hep is None:
@@ -232,35 +247,36 @@ def host_chains(
             continue
         for direction, table in ((INGRESS, from_map), (EGRESS, to_map)):
             name = host_endpoint_chain(interface, direction)
-            chains[name] = Chain(name, host_endpoint_rules(builder, hep, direction))
-            if interface != "*":
+            out.chains[name] = Chain(name, host_endpoint_rules(builder, hep, direction))
+            if interface != ALL_INTERFACES:
                 table[f'"{interface}"'] = f"goto {name}"
-        if interface == "*":
-            catch_all = interface
-    if not chains:
-        return [], {}, {}, {}
-    input_rules = [
+        catch_all |= interface == ALL_INTERFACES
+    if not out.chains:
+        return out
+    ipv4 = "meta nfproto ipv4"
+    out.input_rules = [
         f"iifname {wildcard} accept {_comment('Workload traffic to the host: decided above')}",
         'iifname "lo" accept',
-        f"iifname vmap @{FROM_HEP_DISPATCH}",
+        f"{ipv4} iifname vmap @{FROM_HEP_DISPATCH}",
     ]
     output_rules = [
         f"oifname {wildcard} accept {_comment('Host to local workload: not policed')}",
         'oifname "lo" accept',
-        f"oifname vmap @{TO_HEP_DISPATCH}",
+        f"{ipv4} oifname vmap @{TO_HEP_DISPATCH}",
     ]
-    if catch_all is not None:
-        input_rules.append(f"goto {host_endpoint_chain(catch_all, INGRESS)}")
-        output_rules.append(f"goto {host_endpoint_chain(catch_all, EGRESS)}")
-    chains[FAILSAFE_IN] = Chain(FAILSAFE_IN, failsafe_rules(evaluator.failsafe[INGRESS], INGRESS))
-    chains[FAILSAFE_OUT] = Chain(FAILSAFE_OUT, failsafe_rules(evaluator.failsafe[EGRESS], EGRESS))
-    chains["output"] = Chain("output", tuple(output_rules), Hook("filter", "output", "filter", "accept"))
-    maps = {
+    if catch_all:
+        out.input_rules.append(f"{ipv4} goto {host_endpoint_chain(ALL_INTERFACES, INGRESS)}")
+        output_rules.append(f"{ipv4} goto {host_endpoint_chain(ALL_INTERFACES, EGRESS)}")
+    out.chains[FAILSAFE_IN] = Chain(FAILSAFE_IN, failsafe_rules(evaluator.failsafe[INGRESS], INGRESS))
+    out.chains[FAILSAFE_OUT] = Chain(FAILSAFE_OUT, failsafe_rules(evaluator.failsafe[EGRESS], EGRESS))
+    out.chains["output"] = Chain("output", tuple(output_rules), Hook("filter", "output", "filter", "accept"))
+    out.maps = {
         FROM_HEP_DISPATCH: Map(FROM_HEP_DISPATCH, "ifname : verdict", from_map),
         TO_HEP_DISPATCH: Map(TO_HEP_DISPATCH, "ifname : verdict", to_map),
     }
     hosts = frozenset(str(ip) for host in evaluator.index.hosts.values() for ip in host.ips if ip.version == 4)
-    return input_rules, chains, maps, {ALL_HOSTS: Set(ALL_HOSTS, "ipv4_addr", (), hosts)}
+    out.sets = {ALL_HOSTS: Set(ALL_HOSTS, "ipv4_addr", (), hosts)}
+    return out
 
 
 def render(
@@ -296,11 +312,11 @@ def render(
         TO_DISPATCH: Map(TO_DISPATCH, "ifname : verdict", to_map),
     }
     chains |= endpoint_chains
-    input_rules, hep_chains, hep_maps, hosts = host_chains(builder, host_interfaces or {}, options)
-    if input_rules:
+    hosts = host_chains(builder, host_interfaces or {}, options)
+    if hosts.input_rules:
         base = chains["input"]
-        chains["input"] = Chain(base.name, (*base.rules, *input_rules), base.hook)
-    chains |= hep_chains
-    maps |= hep_maps
+        chains["input"] = Chain(base.name, (*base.rules, *hosts.input_rules), base.hook)
+    chains |= hosts.chains
+    maps |= hosts.maps
     chains |= dict(sorted(builder.chains.items()))
-    return Table(nft_names.FAMILY, options.table, chains, builder.sets.sets() | hosts, maps)
+    return Table(nft_names.FAMILY, options.table, chains, builder.sets.sets() | hosts.sets, maps)

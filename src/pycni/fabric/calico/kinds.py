@@ -39,6 +39,7 @@ from pycni.fabric.calico.schema import (
     StrMap,
     Struct,
 )
+from pycni.policy.endpoints import ALL_INTERFACES, failsafe_ports
 
 ENCAP_MODES = ("Never", "Always", "CrossSubnet")
 ALLOWED_USES = ("Workload", "Tunnel", "LoadBalancer")
@@ -543,6 +544,21 @@ def _felix_fields() -> list[Field]:
 
 FELIXCONFIG_SPEC = Struct("FelixConfiguration.spec", _felix_fields())
 
+
+def validate_felixconfig(config: Resource) -> list[ErroredField]:
+    """``validateProtoPort`` on the failsafe port lists: protocol TCP, UDP or SCTP, a port, an optional net."""
+    errors = []
+    for name in ("failsafeInboundHostPorts", "failsafeOutboundHostPorts"):
+        value = config.spec.get(name)
+        if value is None:
+            continue
+        try:
+            failsafe_ports(value, (), name)
+        except ValueError as exc:
+            errors.append(ErroredField(f"FelixConfiguration.spec.{name}", str(exc).removeprefix(f"{name}: ")))
+    return errors
+
+
 # Felix's defaults for what pycni's node agent reads (felix/config/config_params.go).
 FELIX_DEFAULTS: dict[str, Any] = {
     "vxlanVNI": 4096,
@@ -615,13 +631,17 @@ def validate_wep(wep: Resource) -> list[ErroredField]:
 
 # -- HostEndpoint ------------------------------------------------------------
 
-_ALL_INTERFACES = "*"
+_INTERFACE = Interface()
 
 
 def _host_interface(text: str) -> str | None:
-    """An interface name, or ``*`` (all of the host's interfaces)."""
-    check = Interface().check
-    return None if text == _ALL_INTERFACES or check is None else check(text)
+    """An interface name of the host (not lo, not a workload's ``cali*``), or ``*`` (all of them)."""
+    if text == ALL_INTERFACES:
+        return None
+    if text == "lo" or text.startswith("cali"):
+        return "must be an external interface of the host (lo and the workloads' cali* interfaces are not)"
+    assert _INTERFACE.check is not None
+    return _INTERFACE.check(text)
 
 
 HEP_SPEC = Struct(
@@ -652,7 +672,7 @@ def validate_hep(hep: Resource) -> list[ErroredField]:
     """``validateHostEndpointSpec``: a node, and an interface or expected IPs."""
     errors = []
     if not hep.spec.get("node"):
-        errors.append(ErroredField("HostEndpoint.spec.node", "required: the node the interface is on"))
+        errors.append(ErroredField("HostEndpoint.spec.node", "node must be specified: the node the interface is on"))
     if not hep.spec.get("interfaceName") and not hep.spec.get("expectedIPs"):
         errors.append(
             ErroredField(
@@ -925,6 +945,7 @@ KINDS: dict[str, KindSpec] = {
             "felixconfigurations",
             FELIXCONFIG_SPEC,
             ("felixconfiguration", "felixconfigurations", "felixconfig", "felixconfigs"),
+            validate=validate_felixconfig,
         ),
         KindSpec(
             "WorkloadEndpoint",

@@ -34,7 +34,7 @@ from typing import Any
 from pycni.datastore import KeyValue
 from pycni.fabric.calico.errors import CalicoError
 from pycni.fabric.calico.resources import KUBERNETES_PREFIX, RESOURCES_PREFIX, ResourceClient
-from pycni.policy import k8s
+from pycni.policy import k8s, nft_names
 from pycni.policy.calico_model import parse_calico
 from pycni.policy.cluster import ClusterState
 from pycni.policy.endpoints import (
@@ -50,7 +50,7 @@ from pycni.policy.endpoints import (
     workload_from_calico,
 )
 from pycni.policy.errors import PolicyError
-from pycni.policy.evaluate import Evaluator
+from pycni.policy.evaluate import VXLAN_PORT, Evaluator
 
 # The v3 plurals the policy engine reads (kinds.py names them).
 CALICO_PLURALS = (
@@ -89,9 +89,12 @@ class PolicyInputs:
     host_interfaces: dict[str, str] = field(default_factory=dict)  # this node's host endpoints: interface or * -> key
     failsafe_inbound: tuple[FailsafePort, ...] = FAILSAFE_INBOUND
     failsafe_outbound: tuple[FailsafePort, ...] = FAILSAFE_OUTBOUND
+    vxlan_port: int = VXLAN_PORT  # FelixConfiguration vxlanPort: the overlay let through at host endpoints
 
     def evaluator(self) -> Evaluator:
-        return self.state.evaluator(self.endpoint_to_host, self.failsafe_inbound, self.failsafe_outbound)
+        return self.state.evaluator(
+            self.endpoint_to_host, self.failsafe_inbound, self.failsafe_outbound, self.vxlan_port
+        )
 
 
 def _host(resource: Mapping[str, Any]) -> Host:
@@ -226,11 +229,7 @@ def build(
             inputs.interfaces[decoded.interface] = endpoint.key
     for _, decoded in groups.get("host", []):
         state.apply(decoded.value)
-    for _, decoded in groups.get("hostendpoint", []):
-        hep: HostEndpoint = decoded.value
-        state.apply(hep)
-        if hep.node == nodename and hep.interface:
-            inputs.host_interfaces[hep.interface] = hep.key
+    _host_endpoints(inputs, [decoded.value for _, decoded in groups.get("hostendpoint", [])], nodename)
     for plural in _K8S_PARSERS:  # namespaces, then pods, then policies
         for _, decoded in groups.get(plural, []):
             obj = decoded.value
@@ -245,8 +244,12 @@ def build(
             state.apply(decoded.value)
         except PolicyError as exc:
             inputs.problems[key] = str(exc)
+    _unrendered_policy_options(inputs)
     felix = dict(decoded.value for _, decoded in groups.get("felix", []))
     inputs.endpoint_to_host = _endpoint_to_host(felix, nodename, felix_env or {})
+    port = _felix_value(felix, nodename, felix_env or {}, "vxlanPort")
+    if isinstance(port, int) and 0 < port < 65536:
+        inputs.vxlan_port = port
     for name, default, attribute in (
         ("failsafeInboundHostPorts", FAILSAFE_INBOUND, "failsafe_inbound"),
         ("failsafeOutboundHostPorts", FAILSAFE_OUTBOUND, "failsafe_outbound"),
@@ -257,6 +260,50 @@ def build(
         except ValueError as exc:
             inputs.problems[f"FelixConfiguration {name}"] = f"{exc}; Felix's defaults are used"
     return inputs
+
+
+def _host_endpoints(inputs: PolicyInputs, heps: list[HostEndpoint], nodename: str) -> None:
+    """Each HostEndpoint into the state, and this node's by interface, in name order.
+
+    Left out, with the reason in ``problems``: one whose expectedIP is a pod's
+    (the evaluator would refuse the whole set, and every node would stop
+    following the datastore), one on a workload interface or ``lo`` (not a host
+    interface). The later name of two on one interface of this node is kept in
+    the selector sets but not enforced: Felix keeps the alphabetically earliest.
+    """
+    state = inputs.state
+    pod_ips = {ip: endpoint.key for endpoint in state.endpoints.values() for ip in endpoint.ips}
+    for hep in sorted(heps, key=lambda h: h.name):
+        subject = f"HostEndpoint {hep.name}"
+        clash = next((ip for ip in hep.ips if ip in pod_ips), None)
+        if clash is not None:
+            inputs.problems[subject] = f"expected IP {clash} is pod {pod_ips[clash]}'s: the endpoint is left out"
+            continue
+        if hep.interface == "lo" or hep.interface.startswith(nft_names.INTERFACE_PREFIX):
+            inputs.problems[subject] = f"interface {hep.interface} is not a host interface: the endpoint is left out"
+            continue
+        state.apply(hep)
+        if hep.node != nodename or not hep.interface:
+            continue
+        held = inputs.host_interfaces.setdefault(hep.interface, hep.key)
+        if held != hep.key:
+            inputs.problems[subject] = (
+                f"interface {hep.interface} is already {held.removeprefix('hep:')}'s (the earliest name wins, "
+                "as in Felix): not enforced"
+            )
+
+
+def _unrendered_policy_options(inputs: PolicyInputs) -> None:
+    """Say which policy options pycni does not render, rather than ignore them in silence."""
+    for policy in inputs.state.policies.values():
+        subject = f"{policy.kind} {policy.key}"
+        if policy.pre_dnat or policy.do_not_track:
+            option = "preDNAT" if policy.pre_dnat else "doNotTrack"
+            inputs.problems[subject] = f"{option} policies are not enforced by pycni: the policy is left out"
+        elif policy.apply_on_forward:
+            inputs.problems[subject] = (
+                "applyOnForward: pycni polices only the host's own traffic at host endpoints, not forwarded traffic"
+            )
 
 
 def local_endpoints(inputs: PolicyInputs) -> dict[str, WorkloadEndpoint]:
