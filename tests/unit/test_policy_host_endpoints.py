@@ -178,6 +178,8 @@ def test_a_host_endpoint_needs_a_node_and_an_interface_or_expected_ips() -> None
         state.apply(calico("HostEndpoint", "h", {"interfaceName": "eth0"}))
     with pytest.raises(PolicyError, match="interfaceName"):
         state.apply(calico("HostEndpoint", "h", {"node": "n"}))
+    with pytest.raises(PolicyError, match="not an interface name"):
+        state.apply(calico("HostEndpoint", "h", {"node": "n", "interfaceName": 'eth0" accept'}))
     made = state.apply(calico("HostEndpoint", "h", {"node": "n", "expectedIPs": ["10.0.0.1"]}))
     assert isinstance(made, HostEndpoint) and made.key == "hep:h"
 

@@ -23,6 +23,7 @@ failsafe ports (:data:`FAILSAFE_INBOUND`, :data:`FAILSAFE_OUTBOUND`).
 from __future__ import annotations
 
 import ipaddress
+import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -67,6 +68,7 @@ class WorkloadEndpoint:
         return f"{self.namespace}/{self.pod}"
 
 
+_INTERFACE_NAME = re.compile(r"^[A-Za-z0-9_.-]{1,15}$")  # what the table may quote as an ifname
 ALL_INTERFACES = "*"  # a HostEndpoint's interfaceName for every interface of the host but workloads' and lo
 
 
@@ -259,6 +261,8 @@ def host_endpoint_from_calico(document: Mapping[str, Any]) -> HostEndpoint:
         problems.add("spec.node", "the node the endpoint is on must be given")
     if not interface and not ips:
         problems.add("spec", "give interfaceName (an interface, or * for all of them) or expectedIPs")
+    elif interface and interface != ALL_INTERFACES and not _INTERFACE_NAME.match(interface):
+        problems.add("spec.interfaceName", f"{interface!r} is not an interface name (1-15 of a-z A-Z 0-9 _ . -)")
     ports = []
     for index, port in enumerate(spec.get("ports") or []):
         if not isinstance(port, Mapping) or not isinstance(port.get("port"), int) or not port.get("name"):
