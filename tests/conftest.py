@@ -99,11 +99,18 @@ CPU_REPORT_ENV = "PYCNI_TEST_CPU"  # a directory: each test's CPU seconds (its o
 
 
 ROOT_FORWARDING = ("/proc/sys/net/ipv4/ip_forward", "/proc/sys/net/ipv6/conf/all/forwarding")
+# Machine-wide directories the root-namespace tier makes (host-local's default store, pycni's run dir):
+# removed again when a test made them and left them empty, so the machine is as it was.
+MACHINE_DIRS = (Path("/run/pycni"), Path("/var/lib/cni"))
+
+
+def _only_empty_dirs(path: Path) -> bool:
+    return path.is_dir() and all(_only_empty_dirs(child) for child in path.iterdir())
 
 
 @pytest.fixture(autouse=True)
 def _root_forwarding_restored(request: pytest.FixtureRequest) -> Iterator[None]:
-    """A test that runs plugins in the root namespace gives its forwarding sysctls back as it found them.
+    """A test that runs plugins in the root namespace gives back its forwarding sysctls and empty directories.
 
     The bridge plugin turns IPv4 forwarding on for a gateway and, as Go's does, never turns it off;
     new namespaces copy the root's value, so a root left at 1 changes every later node of the suite
@@ -113,10 +120,14 @@ def _root_forwarding_restored(request: pytest.FixtureRequest) -> Iterator[None]:
         yield
         return
     before = {path: Path(path).read_text() for path in ROOT_FORWARDING if os.path.exists(path)}
+    absent = [path for path in MACHINE_DIRS if not path.exists()]
     yield
     for path, value in before.items():
         if Path(path).read_text() != value:
             Path(path).write_text(value)
+    for directory in absent:
+        if _only_empty_dirs(directory):
+            shutil.rmtree(directory)
 
 
 @pytest.fixture(autouse=True)
