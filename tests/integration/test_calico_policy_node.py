@@ -31,6 +31,7 @@ from pycni.net import netns
 from pycni.policy.match import Packet
 from tests.support.calico_cluster import ETCD_URL, CalicoCluster, Node, Pod, clusters_on_etcd, wait_until
 from tests.support.netns import NetnsPool, run
+from tests.support.tcp import listen
 
 Make = Callable[..., CalicoCluster]
 
@@ -113,15 +114,6 @@ def policy_chains(node: Node) -> int:
     return listing.count("chain cali-pi-")
 
 
-def _listen(ns: str, port: int) -> socket.socket:
-    with netns.entered(NetnsPool.path(ns)):
-        server = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    server.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    server.bind(("0.0.0.0", port))
-    server.listen(4)
-    return server
-
-
 def _connect(ns: str, address: str, port: int) -> socket.socket:
     with netns.entered(NetnsPool.path(ns)):
         client = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
@@ -152,7 +144,7 @@ def test_policy_only_mode_enforces_what_the_evaluator_decides(calico: Make) -> N
     assert matrix(cluster, pods) == oracle(cluster, node, pods)
 
     # An established connection survives an update that rewrites the web pod's chain.
-    server = _listen(web.name, 8080)
+    server = listen(web.name, 8080)
     try:
         stream = _connect(client.name, web.ip, 8080)
         accepted, _ = server.accept()

@@ -573,6 +573,12 @@ FELIX_DEFAULTS: dict[str, Any] = {
 
 # -- WorkloadEndpoint --------------------------------------------------------
 
+# EndpointPort: a named port of a workload or host endpoint (a workload's also carries its host port).
+ENDPOINT_PORT_FIELDS = (
+    Field("name", Str(), omit="never"),
+    Field("protocol", IntOrString(), omit="never"),
+    Field("port", Int(1, 65535), omit="never"),
+)
 WEP_SPEC = Struct(
     "WorkloadEndpoint.spec",
     [
@@ -599,9 +605,7 @@ WEP_SPEC = Struct(
                 Struct(
                     "port",
                     [
-                        Field("name", Str(), omit="never"),
-                        Field("protocol", IntOrString(), omit="never"),
-                        Field("port", Int(1, 65535), omit="never"),
+                        *ENDPOINT_PORT_FIELDS,
                         Field("hostPort", Int(0, 65535), omit="never"),
                         Field("hostIP", Str(), omit="never"),
                     ],
@@ -651,19 +655,7 @@ HEP_SPEC = Struct(
         Field("interfaceName", Str(_host_interface)),
         Field("expectedIPs", ListOf(IP())),
         Field("profiles", ListOf(Str())),
-        Field(
-            "ports",
-            ListOf(
-                Struct(
-                    "port",
-                    [
-                        Field("name", Str(), omit="never"),
-                        Field("protocol", IntOrString(), omit="never"),
-                        Field("port", Int(1, 65535), omit="never"),
-                    ],
-                )
-            ),
-        ),
+        Field("ports", ListOf(Struct("port", list(ENDPOINT_PORT_FIELDS)))),
     ],
 )
 
