@@ -6,7 +6,9 @@ what the host receives and sends there, except the failsafe ports (TCP 22
 from the underlay connects; the agent's own etcd traffic, TCP 2379 out, keeps
 flowing, so later changes still arrive), while VXLAN between the hosts and the
 pods' forwarded traffic go on. A GlobalNetworkPolicy selecting the endpoint
-opens one port; deleting the endpoint leaves the table as it was before it.
+opens one port; a HostEndpoint of ``*`` then polices every host interface
+but lo and the pods' the same way; deleting the endpoints leaves the table as
+it was before them.
 Every probe is compared with the evaluator built from the same etcd.
 """
 
@@ -30,6 +32,12 @@ apiVersion: projectcalico.org/v3
 kind: HostEndpoint
 metadata: {name: node1-eth0, labels: {host: node1}}
 spec: {node: node1, interfaceName: eth0, expectedIPs: [%s]}
+"""
+ALL_INTERFACES = """\
+apiVersion: projectcalico.org/v3
+kind: HostEndpoint
+metadata: {name: node1-all, labels: {host: node1}}
+spec: {node: node1, interfaceName: "*"}
 """
 OPEN_8080 = """\
 apiVersion: projectcalico.org/v3
@@ -100,8 +108,18 @@ def test_a_host_endpoint_polices_the_hosts_own_traffic_and_keeps_failsafe_overla
         cluster.calicoctl("delete", "hostendpoint", "node1-eth0")
         wait_until(lambda: connects(cluster.underlay, n1.address, 9000, 0.3), within=10, what="the endpoint gone")
         assert connects(n1.ns, ETCD_IP, 7000)
+
+        # interfaceName *: every interface of the host but the pods' and lo, with the same policy.
+        cluster.calicoctl("apply", "-f", "-", stdin=ALL_INTERFACES)
+        wait_until(lambda: not connects(cluster.underlay, n1.address, 9000, 0.3), within=10, what="* policed")
+        assert connects(cluster.underlay, n1.address, 8080), "the GNP selects the * endpoint too"
+        assert connects(cluster.underlay, n1.address, 22) and not connects(n1.ns, ETCD_IP, 7000)
+        assert connects(n1.ns, "127.0.0.1", 9000), "lo is not policed"
+        assert cluster.reaches(p1, p2) and cluster.reaches(p2, p1)
+        assert "goto cali-fh-any-interface-at-all" in table(n1)
+        cluster.calicoctl("delete", "hostendpoint", "node1-all")
         cluster.calicoctl("delete", "globalnetworkpolicy", "node1-serves-8080")
-        wait_until(lambda: table(n1) == before, within=10, what="the table as before the host endpoint")
+        wait_until(lambda: table(n1) == before, within=10, what="the table as before the host endpoints")
     finally:
         for server in [*servers, outside]:
             server.close()
