@@ -201,7 +201,10 @@ def test_lease_expiry_removes_a_dead_node(cluster_for: object) -> None:
     cluster, _etcd = cluster_for({"Type": "host-gw"}, "--subnet-lease-ttl", "3")  # type: ignore[operator]
     first, second = cluster.add_node(), cluster.add_node()
     subnet = second.subnet_env()["FLANNEL_SUBNET"].replace(".1/", ".0/")
-    assert routes_to(first.name, subnet).strip()
+    deadline = time.monotonic() + 10  # the first node learns of the second from its watch: not at once
+    while not routes_to(first.name, subnet).strip() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert routes_to(first.name, subnet).strip(), "the first node routes to the second's subnet"
     cluster.stop_agent(second, sig=9)  # dies without releasing: its lease runs out
     deadline = time.monotonic() + 10
     while routes_to(first.name, subnet).strip() and time.monotonic() < deadline:
