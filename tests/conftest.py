@@ -108,6 +108,19 @@ def _only_empty_dirs(path: Path) -> bool:
     return path.is_dir() and all(_only_empty_dirs(child) for child in path.iterdir())
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _machine_dirs_removed_when_empty(worker_id: str) -> Iterator[None]:
+    """At the end of a run outside the xdist workers (make test's serial phase, the last), the machine-wide
+    directories are removed if they hold nothing but empty directories: the parallel phase's plugins
+    make /run/pycni/{locks,attachments} and leave them empty, and a fresh node has neither."""
+    yield
+    if worker_id != "master" or os.geteuid() != 0:
+        return
+    for directory in MACHINE_DIRS:
+        if _only_empty_dirs(directory):
+            shutil.rmtree(directory)
+
+
 @pytest.fixture(autouse=True)
 def _root_forwarding_restored(request: pytest.FixtureRequest) -> Iterator[None]:
     """A test that runs plugins in the root namespace gives back its forwarding sysctls and empty directories.
