@@ -29,7 +29,9 @@ GlobalNetworkPolicies select them): first the failsafe ports, open whatever
 the policy says, and VXLAN/IPIP between the cluster's hosts (Felix lets the
 overlay through before host endpoint policy); then tiers, then the endpoint's
 profiles, and nothing accepting means drop. The oracle places a host endpoint
-at its expectedIPs, or at its node's addresses when it lists none. Traffic
+where the table polices it (:meth:`~pycni.policy.index.EndpointIndex.host_endpoint`:
+a named interface at its expectedIPs, else the node's address; ``*`` at all of
+the node's addresses; IPv4 only). Traffic
 between a host and its own pods is not host endpoint traffic (it goes through
 the pods' interfaces), and traffic forwarded through the host is not policed
 by host endpoints (pycni renders no ``applyOnForward`` chains). The oracle
