@@ -213,6 +213,26 @@ def workload_from_pod(
     )
 
 
+def _stored_addresses(spec: Mapping[str, Any], name: str, problems: Problems) -> tuple[IPAddress, ...]:
+    """A stored endpoint's address list (``ipNetworks``, ``expectedIPs``); a problem if it is not one."""
+    try:
+        return addresses(spec.get(name) or [])
+    except ValueError:
+        problems.add(f"spec.{name}", f"not a list of addresses: {spec.get(name)!r}")
+        return ()
+
+
+def _stored_ports(spec: Mapping[str, Any], problems: Problems, *, named: bool) -> list[NamedPort]:
+    """A stored endpoint's ``ports`` ({name, protocol, port}; ``named``: a host endpoint's need their name)."""
+    ports = []
+    for index, port in enumerate(spec.get("ports") or []):
+        if not isinstance(port, Mapping) or not isinstance(port.get("port"), int) or (named and not port.get("name")):
+            problems.add(f"spec.ports[{index}]", "expected {name, protocol, port}")
+            continue
+        ports.append(NamedPort(str(port.get("name") or ""), str(port.get("protocol") or "TCP").upper(), port["port"]))
+    return ports
+
+
 def workload_from_calico(document: Mapping[str, Any]) -> WorkloadEndpoint:
     """A stored projectcalico.org/v3 WorkloadEndpoint (as the calico CNI plugin writes it) as an endpoint."""
     problems = Problems()
@@ -220,17 +240,8 @@ def workload_from_calico(document: Mapping[str, Any]) -> WorkloadEndpoint:
     spec = document.get("spec") or {}
     namespace = str(metadata.get("namespace") or "default")
     pod = str(spec.get("pod") or spec.get("workload") or metadata.get("name") or "")
-    try:
-        ips = addresses(spec.get("ipNetworks") or [])
-    except ValueError:
-        problems.add("spec.ipNetworks", f"not a list of addresses: {spec.get('ipNetworks')!r}")
-        ips = ()
-    ports = []
-    for index, port in enumerate(spec.get("ports") or []):
-        if not isinstance(port, dict) or not isinstance(port.get("port"), int):
-            problems.add(f"spec.ports[{index}]", "expected {name, protocol, port}")
-            continue
-        ports.append(NamedPort(str(port.get("name") or ""), str(port.get("protocol") or "TCP").upper(), port["port"]))
+    ips = _stored_addresses(spec, "ipNetworks", problems)
+    ports = _stored_ports(spec, problems, named=False)
     problems.check(f"WorkloadEndpoint {namespace}/{metadata.get('name', '')}")
     return WorkloadEndpoint(
         namespace=namespace,
@@ -252,23 +263,14 @@ def host_endpoint_from_calico(document: Mapping[str, Any]) -> HostEndpoint:
     name = str(metadata.get("name") or "")
     node = str(spec.get("node") or "")
     interface = str(spec.get("interfaceName") or "")
-    try:
-        ips = addresses(spec.get("expectedIPs") or [])
-    except ValueError:
-        problems.add("spec.expectedIPs", f"not a list of addresses: {spec.get('expectedIPs')!r}")
-        ips = ()
+    ips = _stored_addresses(spec, "expectedIPs", problems)
     if not node:
         problems.add("spec.node", "the node the endpoint is on must be given")
     if not interface and not ips:
         problems.add("spec", "give interfaceName (an interface, or * for all of them) or expectedIPs")
     elif interface and interface != ALL_INTERFACES and not _INTERFACE_NAME.match(interface):
         problems.add("spec.interfaceName", f"{interface!r} is not an interface name (1-15 of a-z A-Z 0-9 _ . -)")
-    ports = []
-    for index, port in enumerate(spec.get("ports") or []):
-        if not isinstance(port, Mapping) or not isinstance(port.get("port"), int) or not port.get("name"):
-            problems.add(f"spec.ports[{index}]", "expected {name, protocol, port}")
-            continue
-        ports.append(NamedPort(str(port["name"]), str(port.get("protocol") or "TCP").upper(), port["port"]))
+    ports = _stored_ports(spec, problems, named=True)
     problems.check(f"HostEndpoint {name}")
     return HostEndpoint(
         name=name,

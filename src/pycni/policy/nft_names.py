@@ -92,6 +92,11 @@ def endpoint_chain(interface: str, direction: str) -> str:
     return limited("cali-tw-" if direction == "ingress" else "cali-fw-", interface)
 
 
+def is_host_interface(name: str, workload_prefix: str = INTERFACE_PREFIX) -> bool:
+    """Whether a host endpoint may police ``name``: not a workload's interface, not lo."""
+    return name != "lo" and not name.startswith(workload_prefix)
+
+
 ANY_INTERFACE = "any-interface-at-all"  # Felix's suffix for a ``*`` host endpoint: longer than any interface name
 
 

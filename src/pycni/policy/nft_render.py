@@ -242,7 +242,7 @@ def host_chains(builder: _Builder, host_interfaces: Mapping[str, str], options: 
         hep = evaluator.index.host_endpoints.get(key)
         if hep is None:
             continue
-        if interface.startswith(options.interface_prefix) or interface == "lo":
+        if not nft_names.is_host_interface(interface, options.interface_prefix):
             log.warning("host endpoint %s: interface %s is not policed as a host interface", hep.name, interface)
             continue
         for direction, table in ((INGRESS, from_map), (EGRESS, to_map)):

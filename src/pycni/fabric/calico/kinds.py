@@ -40,6 +40,7 @@ from pycni.fabric.calico.schema import (
     Struct,
 )
 from pycni.policy.endpoints import ALL_INTERFACES, failsafe_ports
+from pycni.policy.nft_names import is_host_interface
 
 ENCAP_MODES = ("Never", "Always", "CrossSubnet")
 ALLOWED_USES = ("Workload", "Tunnel", "LoadBalancer")
@@ -642,7 +643,7 @@ def _host_interface(text: str) -> str | None:
     """An interface name of the host (not lo, not a workload's ``cali*``), or ``*`` (all of them)."""
     if text == ALL_INTERFACES:
         return None
-    if text == "lo" or text.startswith("cali"):
+    if not is_host_interface(text):
         return "must be an external interface of the host (lo and the workloads' cali* interfaces are not)"
     assert _INTERFACE.check is not None
     return _INTERFACE.check(text)

@@ -105,21 +105,25 @@ def _host(resource: Mapping[str, Any]) -> Host:
     return Host(str((resource.get("metadata") or {}).get("name") or ""), ips)
 
 
+def _felix_sources(
+    configs: Mapping[str, Mapping[str, Any]], nodename: str, env: Mapping[str, Any]
+) -> tuple[Mapping[str, Any], ...]:
+    """Where a FelixConfiguration field is read, first first: the agent's FELIX_ settings, node.<name>, default."""
+    return (env, configs.get(f"node.{nodename}") or {}, configs.get("default") or {})
+
+
 def _felix_value(configs: Mapping[str, Mapping[str, Any]], nodename: str, env: Mapping[str, Any], name: str) -> Any:
-    """A FelixConfiguration field in force: the agent's FELIX_ setting, else node.<name>'s, else default's."""
-    for source in (env, configs.get(f"node.{nodename}") or {}, configs.get("default") or {}):
+    """A FelixConfiguration field in force: the first source that sets it (None if none does)."""
+    for source in _felix_sources(configs, nodename, env):
         if source.get(name) is not None:
             return source[name]
     return None
 
 
 def _endpoint_to_host(configs: Mapping[str, Mapping[str, Any]], nodename: str, env: Mapping[str, Any]) -> str:
-    """``defaultEndpointToHostAction``: the agent's FELIX_ setting, else node.<name>'s, else default's."""
-    for value in (
-        env.get("defaultEndpointToHostAction"),
-        (configs.get(f"node.{nodename}") or {}).get("defaultEndpointToHostAction"),
-        (configs.get("default") or {}).get("defaultEndpointToHostAction"),
-    ):
+    """``defaultEndpointToHostAction``: the first source with a valid value (one it cannot read is passed over)."""
+    for source in _felix_sources(configs, nodename, env):
+        value = source.get("defaultEndpointToHostAction")
         if value and str(value).lower() in ENDPOINT_TO_HOST:
             return ENDPOINT_TO_HOST[str(value).lower()]
     return DEFAULT_ENDPOINT_TO_HOST
@@ -279,7 +283,7 @@ def _host_endpoints(inputs: PolicyInputs, heps: list[HostEndpoint], nodename: st
         if clash is not None:
             inputs.problems[subject] = f"expected IP {clash} is pod {pod_ips[clash]}'s: the endpoint is left out"
             continue
-        if hep.interface == "lo" or hep.interface.startswith(nft_names.INTERFACE_PREFIX):
+        if hep.interface and not nft_names.is_host_interface(hep.interface):
             inputs.problems[subject] = f"interface {hep.interface} is not a host interface: the endpoint is left out"
             continue
         state.apply(hep)
